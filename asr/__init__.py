@@ -1,0 +1,3 @@
+"""asr: DeepSpeech2-style CTC speech recognition in PyTorch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,75 @@
+"""Audio loading: any format libsndfile reads (ffmpeg as a fallback), mixed to mono, resampled.
+
+Every failure names the file: a training run on thousands of files must say which one is bad.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """The file is missing, unreadable, empty or holds non-finite samples."""
+
+
+def _read_ffmpeg(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    if shutil.which("ffmpeg") is None:
+        raise AudioError(f"{path}: libsndfile cannot read this format and ffmpeg is not installed")
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-ss", str(offset)]
+    if duration is not None:
+        cmd += ["-t", str(duration)]
+    cmd += ["-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=600)
+    if proc.returncode != 0:
+        raise AudioError(f"{path}: cannot decode ({proc.stderr.decode(errors='replace').strip()[-200:]})")
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy(), SAMPLE_RATE
+
+
+def read_audio(path: str | Path, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Samples (float32, mono) and native sample rate of `path`, from `offset` for `duration` seconds."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr = f.samplerate
+            start = int(round(offset * sr))
+            if start > f.frames:
+                raise AudioError(f"{path}: offset {offset}s is past the end ({f.frames / sr:.2f}s)")
+            f.seek(start)
+            frames = -1 if duration is None else int(round(duration * sr))
+            audio = f.read(frames, dtype="float32", always_2d=True)
+    except sf.LibsndfileError:
+        audio, sr = _read_ffmpeg(path, offset, duration)
+        audio = audio[:, None]
+    except (RuntimeError, ValueError) as e:
+        if isinstance(e, AudioError):
+            raise
+        raise AudioError(f"{path}: cannot read audio ({e})") from None
+    return audio.mean(axis=1), sr
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, offset: float = 0.0,
+               duration: float | None = None) -> np.ndarray:
+    """Mono float32 waveform of `path` at `sample_rate`; raises AudioError naming the file."""
+    audio, sr = read_audio(path, offset, duration)
+    if audio.size == 0:
+        raise AudioError(f"{path}: no audio samples")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: audio holds NaN or infinite samples")
+    if sr != sample_rate:
+        audio = soxr.resample(audio, sr, sample_rate).astype(np.float32)
+    return audio
+
+
+def is_silent(audio: np.ndarray, threshold_db: float = -60.0) -> bool:
+    """True when the peak level is below `threshold_db` dBFS (nothing a model could hear)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return peak <= 10 ** (threshold_db / 20)

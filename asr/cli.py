@@ -1,0 +1,115 @@
+"""The `asr` command: train, evaluate, transcribe, recipe run."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .audio import AudioError
+from .checkpoint import CheckpointError
+from .config import ConfigError
+from .manifest import ManifestError
+from .text import OutOfVocabularyError
+
+USER_ERRORS = (ConfigError, ManifestError, AudioError, CheckpointError, OutOfVocabularyError, FileNotFoundError)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training import train
+
+    cfg = load_config(args.config, args.overrides)
+    best = train(cfg, resume=args.resume)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_result
+
+    result = evaluate(args.model, args.manifest, args.out_dir, args.device, args.batch_size)
+    print(format_result(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from .inference import Recognizer
+    from .transcribe import transcribe_files
+
+    rec = Recognizer(args.model, args.device, args.batch_size)
+    rows = transcribe_files(rec, args.audio)
+    for row in rows:
+        if args.format == "json":
+            print(json.dumps(row, ensure_ascii=False))
+        elif row.get("error"):
+            print(f"{row['path']}\tERROR: {row['error']}", file=sys.stderr)
+        else:
+            print(f"{row['path']}\t{row['text']}")
+    return 1 if any(r.get("error") for r in rows) else 0
+
+
+def _recipe_run(args: argparse.Namespace) -> int:
+    from .recipe import run_recipe
+
+    run_recipe(args.recipe, args.overrides, args.stage, args.stop_stage, args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asr", description="DeepSpeech2-style CTC speech recognition")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("config", help="YAML config (see conf/)")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4")
+    t.add_argument("--resume", action="store_true", help="continue from <exp_dir>/last.pt")
+    t.set_defaults(fn=_train)
+
+    e = sub.add_parser("evaluate", help="WER/CER of a model on a manifest")
+    e.add_argument("--model", required=True, help="checkpoint (.pt)")
+    e.add_argument("--manifest", required=True, help="JSON Lines manifest")
+    e.add_argument("--json", help="also write the summary here")
+    e.add_argument("--out-dir", help="folder for utterances.jsonl and summary.json")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.set_defaults(fn=_evaluate)
+
+    tr = sub.add_parser("transcribe", help="transcribe audio files")
+    tr.add_argument("--model", required=True, help="checkpoint (.pt)")
+    tr.add_argument("audio", nargs="+", help="audio files")
+    tr.add_argument("--format", choices=("text", "json"), default="text")
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.set_defaults(fn=_transcribe)
+
+    r = sub.add_parser("recipe", help="run a recipe")
+    rsub = r.add_subparsers(dest="recipe_command", required=True)
+    rr = rsub.add_parser("run", help="run a recipe's stages")
+    rr.add_argument("recipe", help="recipe folder, e.g. recipes/synthetic_en")
+    rr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. size=large train.epochs=5")
+    rr.add_argument("--stage", help="first stage (name or number)")
+    rr.add_argument("--stop-stage", help="last stage (name or number)")
+    rr.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+    rr.set_defaults(fn=_recipe_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except USER_ERRORS as e:
+        print(f"asr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("asr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Typed configuration: dataclasses validated by OmegaConf, YAML files and `a.b=c` overrides.
+
+A config file may only name keys that exist here, with values of the declared type;
+anything else stops the program at start-up with the offending key in the message.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range."""
+
+
+@dataclass
+class DataConfig:
+    train_manifest: str = MISSING
+    dev_manifest: str = MISSING
+    vocabulary: Optional[str] = None  # vocab.json; built from the training manifest when absent
+    max_duration: float = 30.0  # seconds; longer training utterances are reported and skipped
+    min_duration: float = 0.1
+    num_workers: int = 0  # DataLoader worker processes
+    speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]
+
+
+@dataclass
+class FeatureConfig:
+    kind: str = "spectrogram"  # "spectrogram" (DeepSpeech2 log linear) or "logmel"
+    sample_rate: int = 16000
+    window_ms: float = 20.0
+    hop_ms: float = 10.0
+    n_mels: int = 80  # logmel only
+    normalize: str = "utterance"  # "utterance", "global" or "none"
+
+
+@dataclass
+class SpecAugmentConfig:
+    enabled: bool = True
+    freq_masks: int = 2
+    freq_width: int = 20  # bins
+    time_masks: int = 2
+    time_width: float = 0.05  # fraction of the utterance per mask
+
+
+@dataclass
+class ModelConfig:
+    conv_layers: int = 2  # 1-3 DeepSpeech2 2-D conv layers
+    conv_channels: int = 32
+    conv_time_stride: int = 2  # stride of the first conv layer in time
+    rnn_type: str = "gru"  # "gru" or "lstm"
+    rnn_layers: int = 3
+    rnn_hidden: int = 256
+    bidirectional: bool = True
+    rnn_batch_norm: bool = True  # sequence-wise BatchNorm before each RNN but the first
+    lookahead: int = 0  # future frames seen by a unidirectional model (row convolution)
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32  # utterances per batch, at most
+    max_batch_seconds: float = 0.0  # audio seconds per batch, at most (0: no limit)
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 200
+    schedule: str = "cosine"  # "cosine", "constant" or "onecycle"
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    sortagrad: bool = True  # first epoch in order of increasing duration
+    seed: int = 1234
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # autocast on CUDA
+    loss: str = "torch"  # "torch" (torch.nn.functional.ctc_loss) or "asr" (ours)
+    log_every: int = 20
+    threads: int = 0  # torch CPU threads (0: torch default)
+    max_steps: int = 0  # stop after this many steps (0: no limit), for quick checks
+    dev_batch_size: int = 64
+
+
+@dataclass
+class Config:
+    """Everything `asr train` needs; saved resolved next to every checkpoint."""
+
+    exp_dir: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+_CHOICES = {
+    "features.kind": ("spectrogram", "logmel"),
+    "features.normalize": ("utterance", "global", "none"),
+    "model.rnn_type": ("gru", "lstm"),
+    "train.schedule": ("cosine", "constant", "onecycle"),
+    "train.loss": ("torch", "asr"),
+}
+_POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "features.sample_rate", "model.rnn_hidden",
+             "model.rnn_layers", "model.conv_channels", "features.window_ms", "features.hop_ms")
+
+C = TypeVar("C")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: Any) -> None:
+    """Range and choice checks that types alone cannot express."""
+    for key, choices in _CHOICES.items():
+        try:
+            value = _get(cfg, key)
+        except AttributeError:
+            continue
+        if value not in choices:
+            raise ConfigError(f"config key {key!r} = {value!r}: must be one of {', '.join(choices)}")
+    for key in _POSITIVE:
+        try:
+            value = _get(cfg, key)
+        except AttributeError:
+            continue
+        if not value > 0:
+            raise ConfigError(f"config key {key!r} = {value!r}: must be positive")
+    model = getattr(cfg, "model", None)
+    if model is not None:
+        if not 1 <= model.conv_layers <= 3:
+            raise ConfigError(f"config key 'model.conv_layers' = {model.conv_layers}: must be 1, 2 or 3")
+        if model.lookahead and model.bidirectional:
+            raise ConfigError("config key 'model.lookahead' needs model.bidirectional=false")
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), schema: type[C] = Config) -> C:
+    """Merge `schema` defaults, the YAML file at `path`, then `key=value` overrides; validate."""
+    try:
+        merged: DictConfig = OmegaConf.structured(schema)
+        if path is not None:
+            if not Path(path).exists():
+                raise ConfigError(f"config file not found: {path}")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError(f"config keys without a value: {', '.join(missing)}")
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"bad config key {key!r}: {msg}" if key else f"bad config: {msg}") from None
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (for checkpoints, which hold only primitive types)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict, schema: type[C] = Config) -> C:
+    """Rebuild a typed config from `to_dict` output, ignoring keys the schema no longer has."""
+    names = {f.name: f for f in dataclasses.fields(schema)}
+    kwargs = {}
+    for k, v in data.items():
+        if k not in names:
+            continue
+        ftype = names[k].type
+        sub = _SECTIONS.get(ftype) if isinstance(ftype, str) else None
+        kwargs[k] = from_dict(v, sub) if sub is not None and isinstance(v, dict) else v
+    return schema(**kwargs)
+
+
+_SECTIONS = {c.__name__: c for c in (DataConfig, FeatureConfig, SpecAugmentConfig, ModelConfig, TrainConfig)}
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))

@@ -1,0 +1,117 @@
+"""Acoustic features computed on whole padded batches with torch.stft, on the model's device.
+
+The extractor is part of the model (an nn.Module with its window, mel filters and global
+statistics as buffers), so a checkpoint carries everything needed to turn audio into input.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import FeatureConfig, SpecAugmentConfig
+
+_EPS = 1e-6
+
+
+class FeatureExtractor(nn.Module):
+    """Waveforms (N, L) + lengths -> features (N, F, T) + frame counts."""
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.win_length = int(round(cfg.sample_rate * cfg.window_ms / 1000))
+        self.hop_length = int(round(cfg.sample_rate * cfg.hop_ms / 1000))
+        self.n_fft = self.win_length
+        self.register_buffer("window", torch.hamming_window(self.win_length, periodic=False), persistent=False)
+        if cfg.kind == "logmel":
+            import librosa
+
+            fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=self.n_fft, n_mels=cfg.n_mels)
+            self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("global_mean", torch.zeros(self.num_features))
+        self.register_buffer("global_std", torch.ones(self.num_features))
+
+    @property
+    def num_features(self) -> int:
+        return self.cfg.n_mels if self.cfg.kind == "logmel" else self.n_fft // 2 + 1
+
+    def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames that `torch.stft(center=True)` gives for each waveform length."""
+        return sample_lengths // self.hop_length + 1
+
+    def raw(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised log features; padded frames are zero."""
+        spec = torch.stft(waves.float(), self.n_fft, self.hop_length, self.win_length, self.window,
+                          center=True, pad_mode="constant", return_complex=True)
+        mag = spec.abs()
+        if self.cfg.kind == "logmel":
+            feats = torch.log(torch.matmul(self.mel_fb, mag.pow(2)) + _EPS)
+        else:
+            feats = torch.log1p(mag)
+        frames = self.frame_lengths(lengths.to(feats.device))
+        mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None]
+        return feats * mask[:, None, :], frames
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, frames = self.raw(waves, lengths)
+        mask = (torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None])[:, None, :]
+        if self.cfg.normalize == "utterance":
+            n = frames.clamp(min=1)[:, None, None].to(feats.dtype)
+            mean = feats.sum(-1, keepdim=True) / n
+            var = ((feats - mean) * mask).pow(2).sum(-1, keepdim=True) / n
+            feats = (feats - mean) / (var.sqrt() + 1e-5)
+        elif self.cfg.normalize == "global":
+            feats = (feats - self.global_mean[:, None]) / self.global_std[:, None]
+        return feats * mask, frames
+
+    @torch.no_grad()
+    def fit_global_stats(self, batches) -> None:
+        """Set the global mean/std from (waves, lengths) batches of training audio."""
+        total = torch.zeros(self.num_features, dtype=torch.float64)
+        sq = torch.zeros_like(total)
+        count = 0
+        for waves, lengths in batches:
+            feats, frames = self.raw(waves.to(self.window.device), lengths)
+            total += feats.sum(dim=(0, 2)).double().cpu()
+            sq += feats.pow(2).sum(dim=(0, 2)).double().cpu()
+            count += int(frames.sum())
+        mean = total / max(count, 1)
+        std = (sq / max(count, 1) - mean.pow(2)).clamp(min=1e-10).sqrt()
+        self.global_mean.copy_(mean.float())
+        self.global_std.copy_(std.float())
+
+
+def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentConfig,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019): zero random frequency bands and time spans, per utterance."""
+    if not cfg.enabled:
+        return feats
+    n, f, t = feats.shape
+    device = feats.device
+    keep = torch.ones(n, f, t, dtype=torch.bool, device=device)
+    bins = torch.arange(f, device=device)[None, :]
+    frames = torch.arange(t, device=device)[None, :]
+
+    def rand(size, high):
+        return torch.rand(size, generator=generator).to(device) * high
+
+    for _ in range(cfg.freq_masks):
+        width = rand(n, cfg.freq_width + 1).floor()
+        start = rand(n, 1.0) * (f - width).clamp(min=0)
+        band = (bins >= start[:, None]) & (bins < (start + width)[:, None])
+        keep &= ~band[:, :, None]
+    for _ in range(cfg.time_masks):
+        max_width = (lengths.to(device).float() * cfg.time_width).floor()
+        width = (rand(n, 1.0) * (max_width + 1)).floor()
+        start = rand(n, 1.0) * (lengths.to(device).float() - width).clamp(min=0)
+        span = (frames >= start[:, None]) & (frames < (start + width)[:, None])
+        keep &= ~span[:, None, :]
+    return feats * keep
+
+
+def num_frames(duration_s: float, cfg: FeatureConfig) -> int:
+    """Feature frames for `duration_s` seconds of audio."""
+    hop = int(round(cfg.sample_rate * cfg.hop_ms / 1000))
+    return int(math.floor(duration_s * cfg.sample_rate)) // hop + 1

@@ -1,0 +1,139 @@
+"""DeepSpeech2 (Amodei et al. 2016): strided 2-D convolutions, a stack of RNNs, a linear CTC head.
+
+Bidirectional models sum the two directions (as deepspeech.pytorch does); unidirectional
+models may add a lookahead row convolution for streaming. Sequence-wise BatchNorm
+normalises over the valid frames of the whole batch (padding excluded).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .config import FeatureConfig, ModelConfig
+from .features import FeatureExtractor
+
+# (kernel freq, kernel time, stride freq, stride time) of the paper's conv layers
+_CONV = [(41, 11, 2, 2), (21, 11, 2, 1), (21, 11, 2, 1)]
+
+
+class _MaskedConv(nn.Module):
+    """Conv/BN/Hardtanh layers that zero the padded frames after every layer."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for layer in self.layers:
+            x = layer(x)
+            if isinstance(layer, nn.Conv2d):
+                k, s, p = layer.kernel_size[1], layer.stride[1], layer.padding[1]
+                lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
+            mask = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None].to(x.device)
+            x = x * mask[:, None, None, :]
+        return x, lengths
+
+
+class _BatchRNN(nn.Module):
+    def __init__(self, input_size: int, hidden: int, rnn_type: str, bidirectional: bool, batch_norm: bool):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(input_size) if batch_norm else None
+        rnn = nn.GRU if rnn_type == "gru" else nn.LSTM
+        self.rnn = rnn(input_size, hidden, bidirectional=bidirectional, batch_first=False)
+        self.bidirectional = bidirectional
+        self.hidden = hidden
+
+    def forward(self, x: PackedSequence) -> PackedSequence:
+        if self.norm is not None:
+            x = x._replace(data=self.norm(x.data))
+        x, _ = self.rnn(x)
+        if self.bidirectional:
+            x = x._replace(data=x.data[:, : self.hidden] + x.data[:, self.hidden:])
+        return x
+
+
+class Lookahead(nn.Module):
+    """Row convolution over `context` future frames (DeepSpeech2 section 3.5)."""
+
+    def __init__(self, features: int, context: int):
+        super().__init__()
+        self.context = context
+        self.conv = nn.Conv1d(features, features, context + 1, groups=features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T, N, H)
+        y = F.pad(x.permute(1, 2, 0), (0, self.context))
+        return F.hardtanh(self.conv(y), 0, 20).permute(2, 0, 1)
+
+
+class DeepSpeech2(nn.Module):
+    """Waveforms -> (log-probs (N, T', C), output lengths)."""
+
+    def __init__(self, model_cfg: ModelConfig, feature_cfg: FeatureConfig, num_classes: int):
+        super().__init__()
+        self.cfg = model_cfg
+        self.num_classes = num_classes
+        self.frontend = FeatureExtractor(feature_cfg)
+        layers: list[nn.Module] = []
+        freq, in_ch = self.frontend.num_features, 1
+        for i, (kf, kt, sf, st) in enumerate(_CONV[: model_cfg.conv_layers]):
+            st = model_cfg.conv_time_stride if i == 0 else st
+            layers += [
+                nn.Conv2d(in_ch, model_cfg.conv_channels, (kf, kt), (sf, st), (kf // 2, kt // 2), bias=False),
+                nn.BatchNorm2d(model_cfg.conv_channels),
+                nn.Hardtanh(0, 20, inplace=True),
+            ]
+            freq = (freq + 2 * (kf // 2) - kf) // sf + 1
+            in_ch = model_cfg.conv_channels
+        self.conv = _MaskedConv(layers)
+        rnn_input = in_ch * freq
+        self.rnns = nn.ModuleList()
+        for i in range(model_cfg.rnn_layers):
+            self.rnns.append(_BatchRNN(
+                rnn_input if i == 0 else model_cfg.rnn_hidden, model_cfg.rnn_hidden, model_cfg.rnn_type,
+                model_cfg.bidirectional, batch_norm=model_cfg.rnn_batch_norm and i > 0,
+            ))
+        self.lookahead = Lookahead(model_cfg.rnn_hidden, model_cfg.lookahead) if model_cfg.lookahead else None
+        self.dropout = nn.Dropout(model_cfg.dropout)
+        self.head = nn.Sequential(nn.BatchNorm1d(model_cfg.rnn_hidden), nn.Linear(model_cfg.rnn_hidden, num_classes, bias=False))
+
+    def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames after the conv strides, for input feature frames."""
+        lengths = frame_lengths
+        for layer in self.conv.layers:
+            if isinstance(layer, nn.Conv2d):
+                k, s, p = layer.kernel_size[1], layer.stride[1], layer.padding[1]
+                lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
+        return lengths
+
+    def forward_features(self, feats: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, F, T) -> log-probs (N, T', C) and output lengths."""
+        x, lengths = self.conv(feats.unsqueeze(1), frames)
+        n, c, f, t = x.shape
+        x = x.reshape(n, c * f, t).permute(2, 0, 1)  # (T, N, H)
+        lengths_cpu = lengths.cpu()
+        packed = pack_padded_sequence(x, lengths_cpu, enforce_sorted=False)
+        for rnn in self.rnns:
+            packed = rnn(self.dropout_packed(packed))
+        x, _ = pad_packed_sequence(packed, total_length=t)
+        if self.lookahead is not None:
+            x = self.lookahead(x)
+        x = x.permute(1, 0, 2)  # (N, T, H)
+        valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None].to(x.device)
+        h = x[valid]
+        logits = torch.zeros(n, t, self.num_classes, device=x.device, dtype=h.dtype)
+        logits[valid] = self.head(h).to(logits.dtype)
+        return F.log_softmax(logits.float(), dim=-1), lengths.to(x.device)
+
+    def dropout_packed(self, packed: PackedSequence) -> PackedSequence:
+        if self.cfg.dropout and self.training:
+            return packed._replace(data=self.dropout(packed.data))
+        return packed
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, frames = self.frontend(waves, lengths)
+        return self.forward_features(feats, frames)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,124 @@
+"""Staged recipe runs: each stage declares its inputs, outputs and config, and is skipped when
+its outputs exist and were made from the same inputs and config (a stamp file records both).
+
+A recipe is a folder with `recipe.py` defining `SCHEMA` (its config dataclass) and
+`stages(cfg) -> list[Stage]`, and `conf/<size>.yaml` configs.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .config import load_config
+
+log = logging.getLogger("asr.recipe")
+
+
+@dataclass
+class Stage:
+    name: str
+    run: Callable[[], None]
+    inputs: list[Path] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    config: Any = None  # the parts of the config that change this stage's outputs
+
+
+def _fingerprint(path: Path) -> str:
+    if not path.exists():
+        return f"{path}:missing"
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return f"{path}:dir:{len(files)}:{sum(p.stat().st_size for p in files)}"
+    if path.stat().st_size < 64 * 2**20:
+        return f"{path}:{hashlib.sha1(path.read_bytes()).hexdigest()}"
+    st = path.stat()
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def stage_stamp(stage: Stage) -> str:
+    """Hash of a stage's config and the contents of its inputs."""
+    h = hashlib.sha1(json.dumps(stage.config, sort_keys=True, default=str).encode())
+    for p in stage.inputs:
+        h.update(_fingerprint(Path(p)).encode())
+    return h.hexdigest()
+
+
+def load_recipe(recipe_dir: str | Path) -> ModuleType:
+    recipe_dir = Path(recipe_dir)
+    path = recipe_dir / "recipe.py"
+    if not path.exists():
+        raise FileNotFoundError(f"{recipe_dir} is not a recipe folder (no recipe.py)")
+    name = f"asr_recipe_{recipe_dir.resolve().name}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def recipe_config(recipe_dir: str | Path, overrides: list[str]) -> Any:
+    """The recipe's config: conf/<size>.yaml (size=... picks it, default 'default') plus overrides."""
+    module = load_recipe(recipe_dir)
+    size = "default"
+    for o in overrides:
+        if o.startswith("size="):
+            size = o.split("=", 1)[1]
+    conf = Path(recipe_dir) / "conf" / f"{size}.yaml"
+    if not conf.exists():
+        sizes = sorted(p.stem for p in (Path(recipe_dir) / "conf").glob("*.yaml"))
+        raise ValueError(f"recipe {recipe_dir} has no size {size!r}; available: {', '.join(sizes)}")
+    return load_config(conf, overrides, schema=module.SCHEMA)
+
+
+def _select(stages: list[Stage], which: str | None, default: int) -> int:
+    if which is None:
+        return default
+    names = [s.name for s in stages]
+    if which.isdigit() and 1 <= int(which) <= len(stages):
+        return int(which) - 1
+    if which in names:
+        return names.index(which)
+    raise ValueError(f"unknown stage {which!r}; stages: {', '.join(f'{i + 1}:{n}' for i, n in enumerate(names))}")
+
+
+def run_stages(stages: list[Stage], state_dir: Path, stage: str | None = None, stop_stage: str | None = None,
+               force: bool = False) -> None:
+    """Run the selected stages in order, skipping those already up to date."""
+    first, last = _select(stages, stage, 0), _select(stages, stop_stage, len(stages) - 1)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for i, st in enumerate(stages[first: last + 1], first + 1):
+        stamp_file = state_dir / f"{st.name}.stamp"
+        stamp = stage_stamp(st)
+        up_to_date = (not force and stamp_file.exists() and stamp_file.read_text() == stamp
+                      and all(Path(o).exists() for o in st.outputs))
+        if up_to_date:
+            log.info(f"stage {i} {st.name}: up to date, skipped")
+            continue
+        log.info(f"stage {i} {st.name}: running")
+        t0 = time.time()
+        stamp_file.unlink(missing_ok=True)
+        st.run()
+        missing = [str(o) for o in st.outputs if not Path(o).exists()]
+        if missing:
+            raise RuntimeError(f"stage {st.name} finished without its outputs: {', '.join(missing)}")
+        stamp_file.write_text(stage_stamp(st))
+        log.info(f"stage {i} {st.name}: done in {time.time() - t0:.0f}s")
+
+
+def run_recipe(recipe_dir: str | Path, overrides: list[str], stage: str | None = None,
+               stop_stage: str | None = None, force: bool = False) -> Any:
+    """Load the recipe, resolve its config and run its stages; returns the config."""
+    module = load_recipe(recipe_dir)
+    cfg = recipe_config(recipe_dir, overrides)
+    stages = module.stages(cfg)
+    run_stages(stages, Path(cfg.exp_dir) / ".stages", stage, stop_stage, force)
+    return cfg

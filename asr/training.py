@@ -1,0 +1,359 @@
+"""Training a DeepSpeech2 model with CTC: `asr train CONFIG key=value ...`.
+
+The experiment folder receives the resolved config, the vocabulary, checkpoints
+(last.pt every epoch, best.pt by dev WER), TensorBoard logs, metrics.csv, curves.png
+and train.log. `--resume` continues from last.pt.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, save_config, to_dict
+from .data import Batch, BucketBatchSampler, UtteranceDataset, collate, make_batches
+from .decoding import greedy_decode
+from .features import num_frames, spec_augment
+from .inference import resolve_device
+from .losses import get_ctc_loss
+from .manifest import Utterance, read_manifest
+from .metrics import score
+from .model import DeepSpeech2
+from .plotting import plot_training_curves
+from .text import CharVocabulary, check_vocabulary
+
+log = logging.getLogger("asr.train")
+
+MAX_CONSECUTIVE_BAD_BATCHES = 20
+METRICS = ["epoch", "step", "lr", "train_loss", "dev_loss", "dev_wer", "dev_cer", "epoch_seconds",
+           "audio_seconds_per_second", "skipped_batches", "failed_utterances"]
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class Rejections:
+    """Utterances left out of training, by reason; written to rejected.tsv and logged."""
+
+    items: list[tuple[str, str, str]] = field(default_factory=list)  # (split, id, reason)
+
+    def add(self, split: str, utt_id: str, reason: str) -> None:
+        self.items.append((split, utt_id, reason))
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for split, _, reason in self.items:
+            key = f"{split}: {reason.split(' (')[0]}"
+            counts[key] = counts.get(key, 0) + 1
+        return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
+
+    def write(self, path: Path) -> None:
+        with path.open("w") as f:
+            f.write("split\tid\treason\n")
+            for row in self.items:
+                f.write("\t".join(row) + "\n")
+
+
+def required_frames(targets: list[int]) -> int:
+    """Fewest CTC frames that can emit `targets`: one per label plus a blank between repeats."""
+    return len(targets) + sum(a == b for a, b in zip(targets, targets[1:]))
+
+
+def screen_utterances(utts: list[Utterance], split: str, vocab: CharVocabulary, model: DeepSpeech2,
+                      cfg: Config, rejections: Rejections, check_duration: bool) -> list[Utterance]:
+    """Keep utterances the model can learn from; report the rest with their reason."""
+    kept = []
+    for u in utts:
+        if check_duration and u.duration > cfg.data.max_duration:
+            rejections.add(split, u.id, f"too long ({u.duration:.1f}s > data.max_duration={cfg.data.max_duration})")
+            continue
+        if check_duration and u.duration < cfg.data.min_duration:
+            rejections.add(split, u.id, f"too short ({u.duration:.2f}s < data.min_duration={cfg.data.min_duration})")
+            continue
+        if not Path(u.audio_filepath).is_file():
+            rejections.add(split, u.id, f"missing audio ({u.audio_filepath})")
+            continue
+        if not u.text.strip():
+            rejections.add(split, u.id, "empty transcript")
+            continue
+        frames = model.output_lengths(torch.tensor([num_frames(u.duration, cfg.features)])).item()
+        # speed perturbation can make audio shorter, so check against the fastest factor
+        fastest = max(cfg.data.speed_perturb or [1.0])
+        need = required_frames(vocab.encode(u.text, u.id))
+        if need > math.floor(frames / fastest):
+            rejections.add(split, u.id, f"transcript longer than the frames allow ({need} labels > {frames} frames)")
+            continue
+        kept.append(u)
+    return kept
+
+
+def _lr_lambda(cfg: Config, total_steps: int):
+    t = cfg.train
+
+    def fn(step: int) -> float:
+        if step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        if t.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps))
+        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: Config, total_steps: int):
+    if cfg.train.schedule == "onecycle":
+        pct = min(0.3, max(cfg.train.warmup_steps / max(total_steps, 1), 0.05))
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.train.lr, total_steps=max(total_steps, 2), pct_start=pct)
+    return torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total_steps))
+
+
+def _setup_logging(exp: Path) -> None:
+    root = logging.getLogger("asr")
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        if getattr(h, "_asr_train", False):
+            root.removeHandler(h)
+    fh = logging.FileHandler(exp / "train.log")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(logging.Formatter("%(message)s"))
+    for h in (fh, sh):
+        h._asr_train = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.propagate = False
+
+
+@torch.no_grad()
+def evaluate_loss_and_wer(model: DeepSpeech2, loader: DataLoader, vocab: CharVocabulary, loss_fn,
+                          device: torch.device) -> dict:
+    """Dev loss (mean per token) and greedy WER/CER."""
+    model.eval()
+    total_loss, total_tokens, refs, hyps = 0.0, 0, [], []
+    for batch in loader:
+        if not len(batch):
+            continue
+        lp, out_lens = model(batch.waves.to(device), batch.wave_lengths.to(device))
+        losses = loss_fn(lp.transpose(0, 1), batch.targets.to(device), out_lens, batch.target_lengths.to(device),
+                         blank=vocab.blank, reduction="none", zero_infinity=True)
+        total_loss += float(losses.sum())
+        total_tokens += int(batch.target_lengths.sum())
+        refs += batch.texts
+        hyps += greedy_decode(lp, out_lens, vocab)
+    result = score(refs, hyps)
+    result["loss"] = total_loss / max(total_tokens, 1)
+    result["examples"] = list(zip(refs[:3], hyps[:3]))
+    return result
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "specaug": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    gen.set_state(state["specaug"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(cfg: Config, resume: bool = False) -> Path:
+    """Train per `cfg`; returns the path of the best checkpoint."""
+    exp = Path(cfg.exp_dir)
+    exp.mkdir(parents=True, exist_ok=True)
+    _setup_logging(exp)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    random.seed(t.seed)
+    device = resolve_device(t.device)
+
+    train_utts = read_manifest(cfg.data.train_manifest)
+    dev_utts = read_manifest(cfg.data.dev_manifest)
+    if cfg.data.vocabulary:
+        vocab = CharVocabulary.load(cfg.data.vocabulary)
+    else:
+        vocab = CharVocabulary.build(u.text for u in train_utts)
+    check_vocabulary(vocab, [(u.id, u.text) for u in train_utts + dev_utts])
+    vocab.save(exp / "vocab.json")
+
+    model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
+    rejections = Rejections()
+    train_utts = screen_utterances(train_utts, "train", vocab, model, cfg, rejections, check_duration=True)
+    dev_utts = screen_utterances(dev_utts, "dev", vocab, model, cfg, rejections, check_duration=False)
+    rejections.write(exp / "rejected.tsv")
+    log.info(f"data: {len(train_utts)} train utterances ({sum(u.duration for u in train_utts) / 3600:.2f} h), "
+             f"{len(dev_utts)} dev; left out: {rejections.summary()} (see {exp / 'rejected.tsv'})")
+    if not train_utts:
+        raise TrainingError("no training utterances left after screening; see rejected.tsv")
+    log.info(f"model: DeepSpeech2 {cfg.model.conv_layers} conv + {cfg.model.rnn_layers} x "
+             f"{'bi' if cfg.model.bidirectional else 'uni'}{cfg.model.rnn_type.upper()}({cfg.model.rnn_hidden}), "
+             f"{len(vocab)} outputs, {model.num_parameters():,} parameters; device {device}")
+
+    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed)
+    sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
+                                 t.sortagrad, t.seed)
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
+    dev_set = UtteranceDataset(dev_utts, vocab, cfg.features.sample_rate)
+    dev_loader = DataLoader(dev_set, batch_sampler=make_batches([u.duration for u in dev_utts], t.dev_batch_size),
+                            collate_fn=collate, num_workers=cfg.data.num_workers)
+
+    if cfg.features.normalize == "global" and not resume:
+        stats_batches = (
+            (b.waves, b.wave_lengths) for b in (collate([train_set[i] for i in idx]) for idx in sampler.batches[::max(1, len(sampler) // 20)])
+        )
+        model.frontend.fit_global_stats(stats_batches)
+    model.to(device)
+
+    total_steps = t.epochs * len(sampler)
+    if t.max_steps:
+        total_steps = min(total_steps, t.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = make_scheduler(opt, cfg, total_steps)
+    use_amp = t.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    loss_fn = get_ctc_loss(t.loss)
+    specaug_gen = torch.Generator().manual_seed(t.seed)
+
+    start_epoch, step, best_wer = 0, 0, math.inf
+    if resume and (exp / "last.pt").exists():
+        ckpt = load_checkpoint(exp / "last.pt")
+        if ckpt["labels"] != vocab.labels:
+            raise TrainingError(f"{exp / 'last.pt'} was trained with another vocabulary; cannot resume")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"], specaug_gen)
+        start_epoch, step, best_wer = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_wer"]
+        log.info(f"resumed from {exp / 'last.pt'}: epoch {start_epoch}, step {step}, best dev WER {best_wer:.4f}")
+    elif resume:
+        log.info(f"--resume: no {exp / 'last.pt'} yet, starting from scratch")
+    save_config(cfg, exp / "config.yaml")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(exp / "tensorboard"))
+    metrics_path = exp / "metrics.csv"
+    if start_epoch == 0 or not metrics_path.exists():
+        with metrics_path.open("w", newline="") as f:
+            csv.writer(f).writerow(METRICS)
+
+    consecutive_bad = 0
+    for epoch in range(start_epoch, t.epochs):
+        if t.max_steps and step >= t.max_steps:
+            break
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        model.train()
+        t0, seen_audio, loss_sum, loss_n, skipped, failed = time.time(), 0.0, 0.0, 0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True,
+                   disable=None, file=sys.stderr)
+        for batch in bar:
+            batch: Batch
+            if batch.failed:
+                failed += len(batch.failed)
+                for utt_id, reason in batch.failed:
+                    log.warning(f"skipped unreadable utterance {utt_id}: {reason}")
+            if not len(batch):
+                continue
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                feats, frames = model.frontend(batch.waves.to(device, non_blocking=True), batch.wave_lengths.to(device))
+                feats = spec_augment(feats, frames, cfg.specaugment, specaug_gen)
+                lp, out_lens = model.forward_features(feats, frames)
+            loss = loss_fn(lp.float().transpose(0, 1), batch.targets.to(device), out_lens,
+                           batch.target_lengths.to(device), blank=vocab.blank, reduction="mean")
+            if not torch.isfinite(loss):
+                skipped += 1
+                consecutive_bad += 1
+                log.warning(f"non-finite loss {loss.item()} at step {step}; batch skipped: {batch.ids}")
+                opt.zero_grad(set_to_none=True)
+                if consecutive_bad >= MAX_CONSECUTIVE_BAD_BATCHES:
+                    raise TrainingError(f"{consecutive_bad} consecutive batches had non-finite loss; "
+                                        f"lower train.lr or check the data (last batch: {batch.ids[:5]})")
+                continue
+            consecutive_bad = 0
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            seen_audio += sum(batch.durations)
+            loss_sum += loss.item()
+            loss_n += 1
+            elapsed = time.time() - t0
+            bar.set_postfix(loss=f"{loss.item():.3f}", utt_s=f"{bar.n * t.batch_size / max(elapsed, 1e-9):.0f}",
+                            audio_s=f"{seen_audio / max(elapsed, 1e-9):.0f}")
+            if step % t.log_every == 0:
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+                writer.add_scalar("train/grad_norm", float(grad_norm), step)
+                if bar.disable:
+                    log.info(f"epoch {epoch + 1} step {step}: loss {loss.item():.3f}, "
+                             f"{seen_audio / max(elapsed, 1e-9):.0f} audio-s/s")
+            if t.max_steps and step >= t.max_steps:
+                break
+        bar.close()
+        if failed and failed >= 0.5 * len(train_set):
+            raise TrainingError(f"{failed} of {len(train_set)} training utterances could not be read in epoch "
+                                f"{epoch + 1}; see the warnings above")
+        epoch_seconds = time.time() - t0
+        dev = evaluate_loss_and_wer(model, dev_loader, vocab, loss_fn, device)
+        train_loss = loss_sum / max(loss_n, 1)
+        row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0], "train_loss": train_loss,
+               "dev_loss": dev["loss"], "dev_wer": dev["wer"], "dev_cer": dev["cer"], "epoch_seconds": epoch_seconds,
+               "audio_seconds_per_second": seen_audio / max(epoch_seconds, 1e-9), "skipped_batches": skipped,
+               "failed_utterances": failed}
+        with metrics_path.open("a", newline="") as f:
+            csv.DictWriter(f, METRICS).writerow(row)
+        for k in ("train_loss", "dev_loss", "dev_wer", "dev_cer"):
+            writer.add_scalar(f"epoch/{k}", row[k], epoch + 1)
+        writer.flush()
+        plot_training_curves(metrics_path, exp / "curves.png")
+        log.info(f"epoch {epoch + 1}: train loss {train_loss:.3f}, dev loss {dev['loss']:.3f}, "
+                 f"dev WER {100 * dev['wer']:.2f}%, CER {100 * dev['cer']:.2f}% "
+                 f"({epoch_seconds:.0f}s, {row['audio_seconds_per_second']:.0f} audio-s/s"
+                 f"{f', {skipped} batches skipped' if skipped else ''}{f', {failed} unreadable' if failed else ''})")
+        if dev["examples"]:
+            ref, hyp = dev["examples"][0]
+            log.info(f"  ref: {ref}\n  hyp: {hyp}")
+
+        is_best = dev["wer"] < best_wer
+        best_wer = min(best_wer, dev["wer"])
+        ckpt = {
+            "format": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
+            "best_wer": best_wer, "dev_wer": dev["wer"], "config": to_dict(cfg), "labels": vocab.labels,
+            "rng": _rng_state(specaug_gen),
+        }
+        save_checkpoint(ckpt, exp / "last.pt")
+        if is_best:
+            save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")},
+                            exp / "best.pt")
+            log.info(f"  new best dev WER {100 * best_wer:.2f}% -> {exp / 'best.pt'}")
+    writer.close()
+    if not (exp / "best.pt").exists():
+        raise TrainingError(f"training finished without a checkpoint in {exp}")
+    return exp / "best.pt"

@@ -1,0 +1,221 @@
+"""synthetic_en: English sentences read by many synthetic voices, made here, no download.
+
+Stages: synthesize -> prepare -> train -> decode -> score. Test and dev voices (espeak-ng
+variants and piper settings) never speak in training, and their sentences are held out too.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from asr.config import Config, to_dict
+from asr.evaluate import evaluate, format_result
+from asr.manifest import Utterance, read_manifest, write_manifest
+from asr.recipe import Stage
+from asr.synthesis import SynthesisError, Voice, engine_available, synthesize_corpus
+from asr.text import CharVocabulary, normalize_text
+from asr.training import train
+
+log = logging.getLogger("asr.recipe.synthetic_en")
+HERE = Path(__file__).parent
+SPLITS = ("train", "dev", "test")
+
+ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+VARIANTS = {
+    "train": ["m1", "m2", "m4", "m5", "m6", "m7", "f1", "f3", "f4", "klatt", "klatt2", "klatt4", "klatt6",
+              "adam", "linda", "john", "david", "max", "norbert", "iven"],
+    "dev": ["m8", "f5", "klatt5"],
+    "test": ["m3", "f2", "klatt3", "edward"],
+}
+RATES = {"train": [145, 160, 175, 190, 205], "dev": [170], "test": [165, 185]}
+PITCHES = {"train": [30, 40, 50, 60, 70], "dev": [55], "test": [45, 60]}
+PIPER = {  # (length_scale, noise_scale, noise_w)
+    "train": [(ls, ns, nw) for ls in (0.85, 1.0, 1.15) for ns in (0.4, 0.8) for nw in (0.6, 1.0)],
+    "dev": [(0.95, 0.6, 0.8)],
+    "test": [(1.05, 0.667, 0.8), (0.9, 0.7, 0.9)],
+}
+FLITE = {"train": ["awb", "rms"], "dev": ["kal16"], "test": ["slt"]}
+FESTIVAL = {"train": ["kal_diphone"], "dev": [], "test": ["ked_diphone", "cmu_us_slt_arctic_hts"]}
+
+
+@dataclass
+class SynthConfig:
+    engines: list[str] = field(default_factory=lambda: ["espeak", "piper"])  # + "flite", "festival"
+    train_utterances: int = 3000
+    dev_utterances: int = 200
+    test_utterances: int = 300
+    dev_sentences: int = 200
+    test_sentences: int = 300
+    piper_fraction: float = 0.2  # share of utterances spoken by piper (the rest: espeak, flite, festival)
+    seed: int = 0
+    workers: int = 2
+    prompts: str = str(HERE / "prompts.txt")
+
+
+@dataclass
+class SyntheticEnConfig(Config):
+    size: str = "default"
+    data_dir: str = "data/synthetic_en"
+    decode_batch_size: int = 32
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+SCHEMA = SyntheticEnConfig
+
+
+def voices(split: str, engines: list[str]) -> dict[str, list[Voice]]:
+    """Pseudo-speakers per engine for one split."""
+    pool: dict[str, list[Voice]] = {}
+    if "espeak" in engines:
+        pool["espeak"] = [Voice("espeak", f"{a}+{v}", rate=r, pitch=p)
+                          for a in ACCENTS for v in VARIANTS[split] for r in RATES[split] for p in PITCHES[split]]
+    if "piper" in engines:
+        pool["piper"] = [Voice("piper", "joe", length_scale=ls, noise_scale=ns, noise_w=nw) for ls, ns, nw in PIPER[split]]
+    if "flite" in engines and FLITE[split]:
+        pool["flite"] = [Voice("flite", v) for v in FLITE[split]]
+    if "festival" in engines and FESTIVAL[split]:
+        pool["festival"] = [Voice("festival", v) for v in FESTIVAL[split]]
+    return pool
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def plan(cfg: SyntheticEnConfig) -> dict[str, list[dict]]:
+    """Which voice says which sentence, per split (deterministic for a seed)."""
+    s = cfg.synth
+    for engine in s.engines:
+        if not engine_available(engine):
+            raise SynthesisError(f"synth.engines names {engine!r}, which is not installed here")
+    rng = random.Random(s.seed)
+    prompts = read_prompts(s.prompts)
+    rng.shuffle(prompts)
+    sentences = {"dev": prompts[: s.dev_sentences], "test": prompts[s.dev_sentences: s.dev_sentences + s.test_sentences],
+                 "train": prompts[s.dev_sentences + s.test_sentences:]}
+    counts = {"train": s.train_utterances, "dev": s.dev_utterances, "test": s.test_utterances}
+    jobs: dict[str, list[dict]] = {}
+    for split in SPLITS:
+        pool = voices(split, s.engines)
+        others = [e for e in pool if e != "piper"]
+        order = list(sentences[split])
+        rng.shuffle(order)
+        jobs[split] = []
+        for i in range(counts[split]):
+            text = order[i % len(order)]
+            use_piper = "piper" in pool and (not others or rng.random() < s.piper_fraction)
+            engine = "piper" if use_piper else rng.choice(others)
+            voice = rng.choice(pool[engine])
+            jobs[split].append({"id": f"{split}-{i:06d}-{voice.id}", "text": text, "voice": asdict(voice)})
+    return jobs
+
+
+def synthesize_stage(cfg: SyntheticEnConfig) -> None:
+    data = Path(cfg.data_dir)
+    jobs = plan(cfg)
+    for split in SPLITS:
+        results = synthesize_corpus(jobs[split], data / "audio" / split, cfg.features.sample_rate,
+                                    cfg.synth.workers, desc=f"synthesize {split}")
+        bad = [r for r in results if "error" in r]
+        hours = sum(r.get("duration", 0) for r in results) / 3600
+        log.info(f"synthesized {split}: {len(results) - len(bad)} utterances ({hours:.2f} h), {len(bad)} failed")
+        for r in bad:
+            log.warning(f"  {r['id']}: {r['error']}")
+        (data / "synth").mkdir(parents=True, exist_ok=True)
+        with (data / "synth" / f"{split}.jsonl").open("w") as f:
+            for r in results:
+                f.write(json.dumps(r) + "\n")
+
+
+def prepare_stage(cfg: SyntheticEnConfig) -> None:
+    data = Path(cfg.data_dir)
+    report = {}
+    for split in SPLITS:
+        rows = [json.loads(line) for line in (data / "synth" / f"{split}.jsonl").open()]
+        utts, rejected = [], {}
+        for r in rows:
+            text = normalize_text(r["text"])
+            reason = r.get("error") or ("empty transcript" if not text else None)
+            if reason:
+                rejected[reason.split(":")[0]] = rejected.get(reason.split(":")[0], 0) + 1
+                continue
+            voice = Voice(**r["voice"])
+            utts.append(Utterance(audio_filepath=str(Path(r["path"]).resolve()), duration=round(r["duration"], 3), text=text,
+                                  speaker=voice.id, id=r["id"]))
+        write_manifest(data / "manifests" / f"{split}.jsonl", utts, relative_to_manifest=True)
+        report[split] = {"utterances": len(utts), "hours": round(sum(u.duration for u in utts) / 3600, 3),
+                         "speakers": len({u.speaker for u in utts}), "rejected": rejected}
+        log.info(f"prepared {split}: {report[split]}")
+    train_utts = read_manifest(data / "manifests" / "train.jsonl")
+    CharVocabulary.build(u.text for u in train_utts).save(data / "vocab.json")
+    speakers = {s: {u.speaker for u in read_manifest(data / "manifests" / f"{s}.jsonl")} for s in SPLITS}
+    assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
+    held_out = {normalize_text(t) for t in read_prompts(cfg.synth.prompts)} - {u.text for u in train_utts}
+    (data / "lm_text.txt").write_text("\n".join(sorted({u.text for u in train_utts})) + "\n")
+    report["lm_text_sentences"] = len({u.text for u in train_utts})
+    report["held_out_sentences"] = len(held_out)
+    (data / "prepare_report.json").write_text(json.dumps(report, indent=2))
+
+
+def train_stage(cfg: SyntheticEnConfig) -> None:
+    exp = Path(cfg.exp_dir)
+    stamp = json.dumps(to_dict(cfg), sort_keys=True)
+    same = (exp / ".train_config.json").exists() and (exp / ".train_config.json").read_text() == stamp
+    if not same:  # a changed config starts afresh instead of resuming another run's checkpoint
+        for name in ("last.pt", "best.pt", "metrics.csv"):
+            (exp / name).unlink(missing_ok=True)
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / ".train_config.json").write_text(stamp)
+    train(cfg, resume=same)
+
+
+def decode_stage(cfg: SyntheticEnConfig) -> None:
+    from asr.inference import Recognizer
+
+    exp = Path(cfg.exp_dir)
+    rec = Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size)
+    for split in ("dev", "test"):
+        result = evaluate(exp / "best.pt", Path(cfg.data_dir) / "manifests" / f"{split}.jsonl",
+                          exp / f"decode_{split}_greedy", recognizer=rec)
+        log.info(format_result(result))
+
+
+def score_stage(cfg: SyntheticEnConfig) -> None:
+    exp = Path(cfg.exp_dir)
+    results = {}
+    for split in ("dev", "test"):
+        summary = json.loads((exp / f"decode_{split}_greedy" / "summary.json").read_text())
+        results[split] = {"wer": summary["wer"], "cer": summary["cer"], "utterances": summary["utterances"],
+                          "decoder": summary["decoder"]}
+    (exp / "results.json").write_text(json.dumps(results, indent=2))
+    print(results_table(results))
+
+
+def results_table(results: dict) -> str:
+    lines = [f"{'test set':<10} {'decoder':<10} {'utts':>6} {'WER %':>8} {'CER %':>8}"]
+    for name, r in results.items():
+        lines.append(f"{name:<10} {r['decoder']:<10} {r['utterances']:>6} {100 * r['wer']:>8.2f} {100 * r['cer']:>8.2f}")
+    return "\n".join(lines)
+
+
+def stages(cfg: SyntheticEnConfig) -> list[Stage]:
+    data, exp = Path(cfg.data_dir), Path(cfg.exp_dir)
+    manifests = [data / "manifests" / f"{s}.jsonl" for s in SPLITS]
+    train_keys = {k: v for k, v in to_dict(cfg).items() if k in ("data", "features", "specaugment", "model", "train")}
+    return [
+        Stage("synthesize", lambda: synthesize_stage(cfg), inputs=[Path(cfg.synth.prompts)],
+              outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
+              config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir}),
+        Stage("prepare", lambda: prepare_stage(cfg), inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
+              outputs=manifests + [data / "vocab.json", data / "lm_text.txt"]),
+        Stage("train", lambda: train_stage(cfg), inputs=manifests + [data / "vocab.json"],
+              outputs=[exp / "best.pt"], config=train_keys),
+        Stage("decode", lambda: decode_stage(cfg), inputs=[exp / "best.pt"] + manifests[1:],
+              outputs=[exp / f"decode_{s}_greedy" / "summary.json" for s in ("dev", "test")]),
+        Stage("score", lambda: score_stage(cfg), inputs=[exp / f"decode_{s}_greedy" / "summary.json" for s in ("dev", "test")],
+              outputs=[exp / "results.json"]),
+    ]

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up everything asr needs in ./.venv: Debian packages (when run as root with apt), torch, the package.
+#   bash scripts/setup.sh         # runtime: train, decode, transcribe, recipes
+#   bash scripts/setup.sh --dev   # + test and benchmark tools
+# TORCH_SPEC overrides the torch requirement (default torch==2.13.0: a CPU wheel on our build machines;
+# on a CUDA machine, e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  need=()
+  for pkg in ffmpeg sox; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: apt-get install ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip=".venv/bin/python -m pip install -q --disable-pip-version-check"
+# torch first and pinned, so no dependency pulls a multi-GB CUDA build onto a CPU machine
+$pip ${TORCH_SPEC:-torch==2.13.0}
+$pip -e ".${extras}"
+.venv/bin/python -c "import torch, asr, kenlm, sentencepiece, jiwer; print('setup: asr', asr.__version__, 'torch', torch.__version__)"

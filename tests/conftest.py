@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny real corpus spoken by espeak-ng, written as FLAC with manifests."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from asr.manifest import Utterance, write_manifest
+from asr.synthesis import Voice, synthesize_corpus
+from asr.text import normalize_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SENTENCES = [
+    "the cat sat on the mat", "she sells sea shells", "a bird in the hand", "the sun is bright today",
+    "we went to the market", "he reads a book at night", "the dog ran after the ball", "open the door please",
+    "my friend lives in the city", "it is raining again", "they played music all day", "the water is cold",
+]
+TRAIN_VOICES = [Voice("espeak", "en-us+m1", 170, 40), Voice("espeak", "en+f3", 180, 60), Voice("espeak", "en-us+m4", 160, 50)]
+TEST_VOICE = Voice("espeak", "en-us+m3", 175, 50)
+
+
+def make_corpus(root: Path, voices: list[Voice], sentences: list[str], split: str) -> Path:
+    jobs = [{"id": f"{split}-{i:03d}-{v.id}", "text": s, "voice": asdict(v)}
+            for i, (v, s) in enumerate((v, s) for v in voices for s in sentences)]
+    rows = synthesize_corpus(jobs, root / "audio" / split, 16000, workers=1)
+    utts = [Utterance(r["path"], round(r["duration"], 3), normalize_text(r["text"]), speaker=r["voice"]["name"], id=r["id"])
+            for r in rows]
+    path = root / f"{split}.jsonl"
+    write_manifest(path, utts, relative_to_manifest=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    """train (3 voices x 12 sentences) and dev (1 unseen voice) manifests of real synthesized speech."""
+    root = tmp_path_factory.mktemp("corpus")
+    return {"root": root, "train": make_corpus(root, TRAIN_VOICES, SENTENCES, "train"),
+            "dev": make_corpus(root, [TEST_VOICE], SENTENCES[:6], "dev")}
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `asr` command line in a subprocess."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    return subprocess.run([sys.executable, "-m", "asr", *args], capture_output=True, text=True, cwd=cwd or ROOT,
+                          env=env, timeout=timeout)
+
+
+TINY = ["features.kind=logmel", "features.n_mels=40", "features.window_ms=25", "model.conv_layers=1",
+        "model.conv_channels=8", "model.conv_time_stride=2", "model.rnn_layers=2", "model.rnn_hidden=64",
+        "train.batch_size=8", "train.warmup_steps=5", "train.log_every=2"]

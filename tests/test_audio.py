@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr.audio import AudioError, is_silent, load_audio
+from asr.synthesis import Voice, synthesize
+
+
+@pytest.fixture(scope="module")
+def speech():
+    audio, sr = synthesize("testing one two three", Voice("espeak", "en-us"))
+    return audio, sr
+
+
+def test_resample_and_mono(tmp_path, speech):
+    audio, sr = speech
+    stereo = np.stack([audio, 0.5 * audio], axis=1)
+    sf.write(tmp_path / "s.wav", stereo, sr)
+    out = load_audio(tmp_path / "s.wav", 16000)
+    assert out.dtype == np.float32 and out.ndim == 1
+    assert abs(len(out) - len(audio) * 16000 / sr) <= 2
+    ref = load_audio(tmp_path / "s.wav", sr)
+    np.testing.assert_allclose(ref, 0.75 * audio, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "ogg", "mp3"])
+def test_formats(tmp_path, speech, fmt):
+    audio, sr = speech
+    path = tmp_path / f"s.{fmt}"
+    try:
+        sf.write(path, audio, sr)
+    except (sf.LibsndfileError, TypeError, ValueError):
+        pytest.skip(f"this libsndfile cannot write {fmt}")
+    out = load_audio(path, 16000)
+    assert abs(len(out) / 16000 - len(audio) / sr) < 0.1
+    assert np.abs(out).max() > 0.05
+
+
+def test_offset_and_duration(tmp_path):
+    sr = 16000
+    x = np.arange(3 * sr, dtype=np.float32) / (3 * sr)
+    sf.write(tmp_path / "r.wav", x, sr, subtype="FLOAT")
+    out = load_audio(tmp_path / "r.wav", sr, offset=1.0, duration=0.5)
+    assert len(out) == sr // 2
+    assert out[0] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(AudioError, match="nope.wav: file not found"):
+        load_audio(tmp_path / "nope.wav")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
+    with pytest.raises(AudioError, match="corrupt.wav"):
+        load_audio(tmp_path / "corrupt.wav")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match="empty.wav: no audio samples"):
+        load_audio(tmp_path / "empty.wav")
+    bad = np.ones(1000, np.float32)
+    bad[10] = np.nan
+    sf.write(tmp_path / "nan.wav", bad, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="nan.wav: audio holds NaN"):
+        load_audio(tmp_path / "nan.wav")
+
+
+def test_is_silent(speech):
+    assert is_silent(np.zeros(100, np.float32))
+    assert is_silent(np.full(100, 1e-4, np.float32))
+    assert not is_silent(speech[0])

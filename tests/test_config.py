@@ -1,0 +1,40 @@
+import pytest
+import yaml
+
+from asr.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
+
+REQ = ["exp_dir=e", "data.train_manifest=t.jsonl", "data.dev_manifest=d.jsonl"]
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, REQ + ["train.lr=3e-4", "model.rnn_type=lstm", "data.speed_perturb=[0.9,1.0,1.1]"])
+    assert cfg.train.lr == 3e-4 and cfg.model.rnn_type == "lstm" and cfg.data.speed_perturb == [0.9, 1.0, 1.1]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lrr=1", "train.lrr"), ("train.lr=fast", "train.lr"), ("model.rnn_type=transformer", "model.rnn_type"),
+    ("features.kind=mfcc", "features.kind"), ("train.epochs=0", "train.epochs"), ("nonsense=1", "nonsense"),
+])
+def test_bad_keys_are_named(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, REQ + [override])
+    assert key in str(e.value)
+
+
+def test_yaml_file_bad_key_named(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  rnn_hiden: 10\n")
+    with pytest.raises(ConfigError, match="model.rnn_hiden"):
+        load_config(tmp_path / "c.yaml", REQ)
+
+
+def test_missing_required():
+    with pytest.raises(ConfigError, match="data.dev_manifest"):
+        load_config(None, ["exp_dir=e", "data.train_manifest=t"])
+
+
+def test_save_and_roundtrip(tmp_path):
+    cfg = load_config(None, REQ + ["model.rnn_hidden=99"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["rnn_hidden"] == 99
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert from_dict(to_dict(cfg)) == cfg and isinstance(from_dict(to_dict(cfg)), Config)

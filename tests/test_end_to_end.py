@@ -1,0 +1,133 @@
+"""The real `asr` command line, in subprocesses, on real synthesized speech."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from conftest import ROOT, TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("exp")
+    args = ["train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
+            f"data.dev_manifest={corpus['dev']}", "train.epochs=2", *TINY]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return exp, args, proc
+
+
+def test_train_writes_experiment_folder(trained):
+    exp, _, proc = trained
+    for name in ("config.yaml", "vocab.json", "last.pt", "best.pt", "metrics.csv", "curves.png", "train.log", "rejected.tsv"):
+        assert (exp / name).exists(), name
+    assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
+    rows = list(csv.DictReader((exp / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["dev_wer"]) for r in rows) and float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert "parameters" in proc.stderr and "best checkpoint" in proc.stdout
+    assert "model:\n" in (exp / "config.yaml").read_text()
+
+
+def test_resume_continues(trained, tmp_path):
+    exp, args, _ = trained
+    proc = run_cli(*[a if a != "train.epochs=2" else "train.epochs=3" for a in args], "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr and "epoch 2" in proc.stderr
+    rows = list(csv.DictReader((exp / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+
+def test_evaluate_cli(trained, corpus, tmp_path):
+    exp, _, _ = trained
+    proc = run_cli("evaluate", "--model", str(exp / "best.pt"), "--manifest", str(corpus["dev"]),
+                   "--json", str(tmp_path / "r.json"), "--out-dir", str(tmp_path / "dec"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "WER" in proc.stdout and "CER" in proc.stdout and "sub" in proc.stdout
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["utterances"] == 6 and result["words"] > 0 and result["decoder"] == "greedy"
+    assert set(result["word_errors"]) == {"substitutions", "deletions", "insertions", "hits"}
+    rows = [json.loads(x) for x in (tmp_path / "dec" / "utterances.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all({"reference", "hypothesis", "errors", "alignment"} <= set(r) for r in rows)
+    errs = sum(r["errors"]["substitutions"] + r["errors"]["deletions"] + r["errors"]["insertions"] for r in rows)
+    assert errs == sum(result["word_errors"][k] for k in ("substitutions", "deletions", "insertions"))
+
+
+def test_transcribe_cli(trained, corpus, tmp_path):
+    exp, _, _ = trained
+    wavs = sorted((corpus["root"] / "audio" / "dev").rglob("*.flac"))[:2]
+    proc = run_cli("transcribe", "--model", str(exp / "best.pt"), *map(str, wavs), "--format", "json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [r["path"] for r in rows] == list(map(str, wavs))
+    assert all(isinstance(r["text"], str) and r["duration"] > 0.3 and r["processing_seconds"] > 0 for r in rows)
+    proc = run_cli("transcribe", "--model", str(exp / "best.pt"), str(wavs[0]), str(tmp_path / "missing.wav"))
+    assert proc.returncode == 1 and "missing.wav: file not found" in proc.stderr
+    assert proc.stdout.startswith(str(wavs[0]) + "\t")
+
+
+def test_bad_training_data_is_reported(corpus, tmp_path):
+    rows = [json.loads(x) for x in corpus["train"].read_text().splitlines()]
+    for r in rows:  # absolute paths, so the manifest can live elsewhere
+        r["audio_filepath"] = str((corpus["train"].parent / r["audio_filepath"]).resolve())
+    rows[0]["audio_filepath"] = str(corpus["root"] / "audio" / "gone.flac")
+    rows[1]["text"] = "word " * 200  # cannot fit the frames
+    bad = tmp_path / "train.jsonl"
+    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={tmp_path / 'exp'}",
+                   f"data.train_manifest={bad}", f"data.dev_manifest={corpus['dev']}", "train.max_steps=1", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "missing audio x1" in proc.stderr and "transcript longer than the frames allow x1" in proc.stderr
+    rejected = (tmp_path / "exp" / "rejected.tsv").read_text()
+    assert rows[0]["id"] in rejected and rows[1]["id"] in rejected
+
+    oov = tmp_path / "oov.jsonl"
+    rows[3]["text"] = "naïve café"
+    oov.write_text("\n".join(json.dumps(r) for r in rows[2:]) + "\n")
+    vocab = tmp_path / "exp" / "vocab.json"
+    proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={tmp_path / 'exp2'}",
+                   f"data.train_manifest={oov}", f"data.dev_manifest={corpus['dev']}", f"data.vocabulary={vocab}", *TINY)
+    assert proc.returncode == 2 and "outside the vocabulary" in proc.stderr and rows[3]["id"] in proc.stderr
+
+
+def test_config_error_is_clear(corpus, tmp_path):
+    proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={tmp_path}", "train.lrr=1")
+    assert proc.returncode == 2 and "train.lrr" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_synthetic_recipe_end_to_end(tmp_path):
+    """The default recipe's stages on a few dozen utterances: synthesize, prepare, train, decode, score."""
+    overrides = [f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}", "synth.train_utterances=48",
+                 "synth.dev_utterances=8", "synth.test_utterances=8", "synth.workers=1", "train.epochs=1",
+                 "model.rnn_layers=1", "model.rnn_hidden=32", "model.conv_channels=4", "train.batch_size=8"]
+    proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert set(results) == {"dev", "test"}
+    assert results["test"]["utterances"] == 8 and results["test"]["decoder"] == "greedy"
+    assert "WER %" in proc.stdout and "test" in proc.stdout
+    train = [json.loads(x) for x in (tmp_path / "data" / "manifests" / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(x) for x in (tmp_path / "data" / "manifests" / "test.jsonl").read_text().splitlines()]
+    assert len(train) == 48 and not {r["speaker"] for r in train} & {r["speaker"] for r in test}
+    assert not {r["text"] for r in train} & {r["text"] for r in test}
+    audio = tmp_path / "data" / "manifests" / test[0]["audio_filepath"]
+    assert sf.info(str(audio)).samplerate == 16000
+    # a second run has nothing to do
+    proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
+    assert proc.returncode == 0 and proc.stderr.count("up to date") == 5, proc.stderr[-2000:]
+    # changing a training key reruns training and what follows, not synthesis
+    proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides, "train.lr=5e-4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "stage 1 synthesize: up to date" in proc.stderr and "stage 3 train: running" in proc.stderr
+
+
+@pytest.mark.slow
+def test_default_recipe_meets_wer_target(tmp_path):
+    """The README's main job: default size, held-out voices, greedy WER <= 25% (about 15 minutes)."""
+    proc = run_cli("recipe", "run", "recipes/synthetic_en", f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}",
+                   timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert results["test"]["wer"] <= 0.25, results

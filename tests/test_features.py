@@ -1,0 +1,83 @@
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from asr.config import FeatureConfig, SpecAugmentConfig
+from asr.features import FeatureExtractor, num_frames, spec_augment
+from asr.synthesis import Voice, synthesize
+
+
+@pytest.fixture(scope="module")
+def waves():
+    a, sr = synthesize("the quick brown fox", Voice("espeak", "en-us+m1"))
+    b, _ = synthesize("jumps", Voice("espeak", "en+f2"))
+    import soxr
+    return [soxr.resample(a, sr, 16000).astype(np.float32), soxr.resample(b, sr, 16000).astype(np.float32)]
+
+
+def batch(waves):
+    lengths = torch.tensor([len(w) for w in waves])
+    x = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        x[i, : len(w)] = torch.from_numpy(w)
+    return x, lengths
+
+
+def test_spectrogram_matches_librosa(waves):
+    fe = FeatureExtractor(FeatureConfig(kind="spectrogram", normalize="none"))
+    assert fe.num_features == 161  # DeepSpeech2: 20 ms window at 16 kHz
+    feats, frames = fe(*batch(waves))
+    for i, w in enumerate(waves):
+        ref = np.log1p(np.abs(librosa.stft(w, n_fft=320, hop_length=160, win_length=320,
+                                           window=librosa.filters.get_window("hamming", 320, fftbins=False),
+                                           center=True, pad_mode="constant")))
+        assert frames[i] == ref.shape[1] == num_frames(len(w) / 16000, fe.cfg)
+        np.testing.assert_allclose(feats[i, :, : frames[i]].numpy(), ref, atol=2e-4)
+        assert torch.all(feats[i, :, frames[i]:] == 0)
+
+
+def test_logmel_matches_librosa(waves):
+    fe = FeatureExtractor(FeatureConfig(kind="logmel", n_mels=64, window_ms=25, normalize="none"))
+    feats, frames = fe(*batch(waves))
+    w = waves[1]
+    mel = librosa.feature.melspectrogram(y=w, sr=16000, n_fft=400, hop_length=160, win_length=400,
+                                         window=librosa.filters.get_window("hamming", 400, fftbins=False),
+                                         center=True, pad_mode="constant", power=2.0, n_mels=64)
+    np.testing.assert_allclose(feats[1, :, : frames[1]].numpy(), np.log(mel + 1e-6), atol=2e-3, rtol=1e-3)
+
+
+def test_batch_equals_single(waves):
+    fe = FeatureExtractor(FeatureConfig(normalize="utterance"))
+    feats, frames = fe(*batch(waves))
+    alone, f1 = fe(*batch(waves[1:]))
+    torch.testing.assert_close(feats[1, :, : frames[1]], alone[0, :, : f1[0]], atol=1e-4, rtol=1e-4)
+
+
+def test_utterance_normalisation_ignores_padding(waves):
+    fe = FeatureExtractor(FeatureConfig(normalize="utterance"))
+    feats, frames = fe(*batch(waves))
+    valid = feats[1, :, : frames[1]]
+    assert valid.mean(dim=1).abs().max() < 1e-4
+    assert torch.allclose(valid.std(dim=1, unbiased=False), torch.ones(161), atol=1e-2)
+
+
+def test_global_normalisation(waves):
+    fe = FeatureExtractor(FeatureConfig(normalize="global"))
+    fe.fit_global_stats([batch(waves)])
+    feats, frames = fe(*batch(waves))
+    pooled = torch.cat([feats[i, :, : frames[i]] for i in range(2)], dim=1)
+    assert pooled.mean(dim=1).abs().max() < 1e-3
+    assert "global_mean" in fe.state_dict()
+
+
+def test_spec_augment_masks():
+    feats = torch.ones(4, 80, 200)
+    lengths = torch.tensor([200, 150, 100, 50])
+    cfg = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=0.1)
+    out = spec_augment(feats, lengths, cfg, torch.Generator().manual_seed(0))
+    assert out.shape == feats.shape
+    zero_bins = (out == 0).all(dim=2).sum(dim=1)
+    assert (zero_bins <= 20).all() and zero_bins.sum() > 0
+    assert ((out[0] == 0).all(dim=0).sum()) <= 2 * 20
+    assert torch.equal(spec_augment(feats, lengths, SpecAugmentConfig(enabled=False)), feats)

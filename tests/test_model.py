@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asr.config import FeatureConfig, ModelConfig, load_config
+from asr.model import DeepSpeech2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@settings(max_examples=15, deadline=None)
+@given(conv_layers=st.integers(1, 3), stride=st.integers(1, 3),
+       lengths=st.lists(st.integers(400, 16000), min_size=1, max_size=4),
+       rnn=st.sampled_from(["gru", "lstm"]), bidir=st.booleans())
+def test_output_lengths_match_outputs(conv_layers, stride, lengths, rnn, bidir):
+    cfg = ModelConfig(conv_layers=conv_layers, conv_channels=4, conv_time_stride=stride, rnn_type=rnn,
+                      rnn_layers=2, rnn_hidden=16, bidirectional=bidir, lookahead=0 if bidir else 3)
+    model = DeepSpeech2(cfg, FeatureConfig(kind="logmel", n_mels=20), 10).eval()
+    waves = torch.randn(len(lengths), max(lengths))
+    lens = torch.tensor(lengths)
+    with torch.no_grad():
+        lp, out_lens = model(waves, lens)
+    frames = model.frontend.frame_lengths(lens)
+    assert torch.equal(out_lens, model.output_lengths(frames))
+    assert lp.shape[1] == int(out_lens.max())
+    # every valid frame is a distribution; padded frames carry no information
+    probs = lp.exp().sum(-1)
+    for i, n in enumerate(out_lens.tolist()):
+        assert torch.allclose(probs[i, :n], torch.ones(n), atol=1e-4)
+
+
+def test_padding_does_not_change_outputs():
+    torch.manual_seed(0)
+    model = DeepSpeech2(ModelConfig(conv_channels=4, rnn_hidden=32, rnn_layers=2), FeatureConfig(), 12).eval()
+    a, b = torch.randn(8000), torch.randn(12000)
+    waves = torch.zeros(2, 12000)
+    waves[0, :8000], waves[1] = a, b
+    with torch.no_grad():
+        lp, lens = model(waves, torch.tensor([8000, 12000]))
+        alone, alone_lens = model(a[None], torch.tensor([8000]))
+    assert lens[0] == alone_lens[0]
+    torch.testing.assert_close(lp[0, : lens[0]], alone[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset, low, high", [("tiny", 0.8e6, 2e6), ("small", 2e6, 5e6), ("medium", 15e6, 40e6),
+                                               ("paper", 80e6, 130e6)])
+def test_presets_sizes(preset, low, high):
+    cfg = load_config(ROOT / "conf" / f"ds2_{preset}.yaml", ["exp_dir=x", "data.train_manifest=a", "data.dev_manifest=b"])
+    with torch.device("meta"):
+        n = DeepSpeech2(cfg.model, cfg.features, 29).num_parameters()
+    assert low <= n <= high
+
+
+def test_gradients_reach_all_parameters():
+    model = DeepSpeech2(ModelConfig(conv_channels=4, rnn_hidden=16, rnn_layers=2, rnn_type="lstm"), FeatureConfig(), 6)
+    lp, lens = model(torch.randn(2, 8000), torch.tensor([8000, 6000]))
+    lp[0, : lens[0]].sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
