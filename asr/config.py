@@ -77,7 +77,7 @@ class TrainConfig:
     seed: int = 1234
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # autocast on CUDA
-    loss: str = "torch"  # "torch" (torch.nn.functional.ctc_loss) or "asr" (ours)
+    loss: str = "asr"  # "asr" (ours, asr.ctc) or "torch" (torch.nn.functional.ctc_loss)
     log_every: int = 20
     threads: int = 0  # torch CPU threads (0: torch default)
     max_steps: int = 0  # stop after this many steps (0: no limit), for quick checks

@@ -1,4 +1,7 @@
-"""CTC losses behind one interface, so training can switch implementation by name."""
+"""CTC losses behind one interface, so training can switch implementation by name.
+
+"asr" is our own (`asr.ctc.ctc_loss`, the default); "torch" is `torch.nn.functional.ctc_loss`.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,6 +9,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .ctc import ctc_loss
 
 
 def torch_ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths, target_lengths,
@@ -15,7 +20,7 @@ def torch_ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths
                       reduction=reduction, zero_infinity=zero_infinity)
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {"torch": torch_ctc_loss}
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"torch": torch_ctc_loss, "asr": ctc_loss}
 
 
 def get_ctc_loss(name: str) -> Callable[..., torch.Tensor]:
@@ -28,7 +33,7 @@ def get_ctc_loss(name: str) -> Callable[..., torch.Tensor]:
 class CTCLoss(nn.Module):
     """nn.Module form of a registered CTC loss."""
 
-    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False, impl: str = "torch"):
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False, impl: str = "asr"):
         super().__init__()
         self.blank, self.reduction, self.zero_infinity = blank, reduction, zero_infinity
         self.fn = get_ctc_loss(impl)
