@@ -10,9 +10,11 @@ from .audio import AudioError
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .manifest import ManifestError
+from .synthesis import SynthesisError
 from .text import OutOfVocabularyError
 
-USER_ERRORS = (ConfigError, ManifestError, AudioError, CheckpointError, OutOfVocabularyError, FileNotFoundError)
+USER_ERRORS = (ConfigError, ManifestError, AudioError, CheckpointError, OutOfVocabularyError, SynthesisError,
+               FileNotFoundError)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -100,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow options (`recipe run R --stage train train.lr=1e-3`)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.fn(args)
     except USER_ERRORS as e:

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .config import load_config
+from .config import ConfigError, load_config
 
 log = logging.getLogger("asr.recipe")
 
@@ -75,7 +75,7 @@ def recipe_config(recipe_dir: str | Path, overrides: list[str]) -> Any:
     conf = Path(recipe_dir) / "conf" / f"{size}.yaml"
     if not conf.exists():
         sizes = sorted(p.stem for p in (Path(recipe_dir) / "conf").glob("*.yaml"))
-        raise ValueError(f"recipe {recipe_dir} has no size {size!r}; available: {', '.join(sizes)}")
+        raise ConfigError(f"recipe {recipe_dir} has no size {size!r}; available: {', '.join(sizes)}")
     return load_config(conf, overrides, schema=module.SCHEMA)
 
 
@@ -87,7 +87,7 @@ def _select(stages: list[Stage], which: str | None, default: int) -> int:
         return int(which) - 1
     if which in names:
         return names.index(which)
-    raise ValueError(f"unknown stage {which!r}; stages: {', '.join(f'{i + 1}:{n}' for i, n in enumerate(names))}")
+    raise ConfigError(f"unknown stage {which!r}; stages: {', '.join(f'{i + 1}:{n}' for i, n in enumerate(names))}")
 
 
 def run_stages(stages: list[Stage], state_dir: Path, stage: str | None = None, stop_stage: str | None = None,

@@ -33,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="recipes/synthetic_en/prompts.txt")
     ap.add_argument("--count", type=int, default=8000)
-    ap.add_argument("--top-words", type=int, default=2500)
+    ap.add_argument("--top-words", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 

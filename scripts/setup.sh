@@ -10,8 +10,11 @@ extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  pkgs="ffmpeg sox"
+  # the tests also exercise the Debian voices that synthetic_en's large size uses
+  [ -n "$extras" ] && pkgs="$pkgs flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
   need=()
-  for pkg in ffmpeg sox; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+  for pkg in $pkgs; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -65,3 +65,21 @@ def test_is_silent(speech):
     assert is_silent(np.zeros(100, np.float32))
     assert is_silent(np.full(100, 1e-4, np.float32))
     assert not is_silent(speech[0])
+
+
+@pytest.mark.parametrize("voice", [Voice("espeak", "en-gb-scotland+f2", 150, 70), Voice("piper", "joe", length_scale=1.2),
+                                   Voice("flite", "slt"), Voice("festival", "kal_diphone")])
+def test_every_engine_speaks(voice):
+    from asr.synthesis import engine_available
+
+    if not engine_available(voice.engine):
+        pytest.skip(f"{voice.engine} not installed (scripts/setup.sh --dev installs it)")
+    audio, sr = synthesize("a short test sentence", voice)
+    assert sr >= 16000 and 0.5 < len(audio) / sr < 5 and not is_silent(audio)
+
+
+def test_unknown_espeak_voice():
+    from asr.synthesis import SynthesisError
+
+    with pytest.raises(SynthesisError, match="no voice"):
+        synthesize("hello", Voice("espeak", "xx-nonexistent"))
