@@ -248,7 +248,8 @@ class _CTCFunction(torch.autograd.Function):
             lp = log_probs.detach().contiguous().numpy()
             tl = target_lengths.cpu().numpy().astype(np.int64)
             if targets.dim() == 2:
-                flat = torch.cat([targets[i, : tl[i]] for i in range(len(tl))]) if len(tl) else targets.new_zeros(0)
+                width = torch.arange(targets.shape[1], device=targets.device)
+                flat = targets[width[None, :] < target_lengths.to(targets.device)[:, None]]
             else:
                 flat = targets
             flat = flat.cpu().numpy().astype(np.int64)

@@ -265,7 +265,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         model.train()
-        t0, seen_audio, loss_sum, loss_n, skipped, failed = time.time(), 0.0, 0.0, 0, 0, 0
+        t0, seen_audio, seen_utts, loss_sum, loss_n, skipped, failed = time.time(), 0.0, 0, 0.0, 0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True,
                    disable=None, file=sys.stderr)
         for batch in bar:
@@ -301,10 +301,11 @@ def train(cfg: Config, resume: bool = False) -> Path:
             sched.step()
             step += 1
             seen_audio += sum(batch.durations)
+            seen_utts += len(batch)
             loss_sum += loss.item()
             loss_n += 1
             elapsed = time.time() - t0
-            bar.set_postfix(loss=f"{loss.item():.3f}", utt_s=f"{bar.n * t.batch_size / max(elapsed, 1e-9):.0f}",
+            bar.set_postfix(loss=f"{loss.item():.3f}", utt_s=f"{seen_utts / max(elapsed, 1e-9):.0f}",
                             audio_s=f"{seen_audio / max(elapsed, 1e-9):.0f}")
             if step % t.log_every == 0:
                 writer.add_scalar("train/loss", loss.item(), step)

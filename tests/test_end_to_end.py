@@ -77,7 +77,8 @@ def test_bad_training_data_is_reported(corpus, tmp_path):
     bad = tmp_path / "train.jsonl"
     bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={tmp_path / 'exp'}",
-                   f"data.train_manifest={bad}", f"data.dev_manifest={corpus['dev']}", "train.max_steps=1", *TINY)
+                   f"data.train_manifest={bad}", f"data.dev_manifest={corpus['dev']}", "train.max_steps=1",
+                   "train.loss=torch", *TINY)  # PyTorch's CTC loss, kept for comparison
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "missing audio x1" in proc.stderr and "transcript longer than the frames allow x1" in proc.stderr
     rejected = (tmp_path / "exp" / "rejected.tsv").read_text()
