@@ -113,6 +113,8 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     test = [json.loads(x) for x in (tmp_path / "data" / "manifests" / "test.jsonl").read_text().splitlines()]
     assert len(train) == 48 and not {r["speaker"] for r in train} & {r["speaker"] for r in test}
     assert not {r["text"] for r in train} & {r["text"] for r in test}
+    vocab = json.loads((tmp_path / "data" / "vocab.json").read_text())["labels"]
+    assert set("abcdefghijklmnopqrstuvwxyz' ") <= set(vocab)
     audio = tmp_path / "data" / "manifests" / test[0]["audio_filepath"]
     assert sf.info(str(audio)).samplerate == 16000
     # a second run has nothing to do

@@ -151,7 +151,8 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
                          "speakers": len({u.speaker for u in utts}), "rejected": rejected}
         log.info(f"prepared {split}: {report[split]}")
     train_utts = read_manifest(data / "manifests" / "train.jsonl")
-    CharVocabulary.build(u.text for u in train_utts).save(data / "vocab.json")
+    # the character set of the whole prompt text, so a small training set cannot miss a letter dev/test use
+    CharVocabulary.build(normalize_text(t) for t in read_prompts(cfg.synth.prompts)).save(data / "vocab.json")
     speakers = {s: {u.speaker for u in read_manifest(data / "manifests" / f"{s}.jsonl")} for s in SPLITS}
     assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
     held_out = {normalize_text(t) for t in read_prompts(cfg.synth.prompts)} - {u.text for u in train_utts}
