@@ -9,11 +9,12 @@ import sys
 from .audio import AudioError
 from .checkpoint import CheckpointError
 from .config import ConfigError
+from .lm import LMError
 from .manifest import ManifestError
 from .synthesis import SynthesisError
 from .text import OutOfVocabularyError
 
-USER_ERRORS = (ConfigError, ManifestError, AudioError, CheckpointError, OutOfVocabularyError, SynthesisError,
+USER_ERRORS = (ConfigError, ManifestError, AudioError, CheckpointError, OutOfVocabularyError, SynthesisError, LMError,
                FileNotFoundError)
 
 
@@ -29,8 +30,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_result
+    from .inference import Recognizer
 
-    result = evaluate(args.model, args.manifest, args.out_dir, args.device, args.batch_size)
+    rec = Recognizer(args.model, args.device, args.batch_size, args.beam, args.lm, args.alpha, args.beta)
+    result = evaluate(args.model, args.manifest, args.out_dir, recognizer=rec)
     print(format_result(result))
     if args.json:
         with open(args.json, "w") as f:
@@ -42,7 +45,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     from .inference import Recognizer
     from .transcribe import transcribe_files
 
-    rec = Recognizer(args.model, args.device, args.batch_size)
+    rec = Recognizer(args.model, args.device, args.batch_size, args.beam, args.lm, args.alpha, args.beta)
     rows = transcribe_files(rec, args.audio)
     for row in rows:
         if args.format == "json":
@@ -59,6 +62,13 @@ def _recipe_run(args: argparse.Namespace) -> int:
 
     run_recipe(args.recipe, args.overrides, args.stage, args.stop_stage, args.force)
     return 0
+
+
+def _add_decoder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=0, help="prefix beam search width (0: greedy, unless --lm)")
+    p.add_argument("--lm", help="KenLM model (ARPA or binary) for word-level shallow fusion")
+    p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
+    p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out-dir", help="folder for utterances.jsonl and summary.json")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=16)
+    _add_decoder_options(e)
     e.set_defaults(fn=_evaluate)
 
     tr = sub.add_parser("transcribe", help="transcribe audio files")
@@ -86,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--format", choices=("text", "json"), default="text")
     tr.add_argument("--device", default="auto")
     tr.add_argument("--batch-size", type=int, default=16)
+    _add_decoder_options(tr)
     tr.set_defaults(fn=_transcribe)
 
     r = sub.add_parser("recipe", help="run a recipe")

@@ -17,7 +17,7 @@ log = logging.getLogger("asr.evaluate")
 
 def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path | None = None,
              device: str = "auto", batch_size: int = 16, recognizer: Recognizer | None = None) -> dict:
-    """Greedy-decode every utterance of `manifest` and score it.
+    """Decode every utterance of `manifest` (greedy, or the recognizer's beam search) and score it.
 
     Writes `utterances.jsonl` (reference, hypothesis, errors, alignment) and `summary.json`
     into `out_dir` (default: next to the checkpoint, `decode_<manifest name>/`).
@@ -45,7 +45,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path |
     audio_seconds = sum(len(w) for w in waves if w is not None) / rec.sample_rate
 
     result = score(refs, hyps)
-    result.update({"decoder": "greedy", "manifest": str(manifest), "model": str(checkpoint),
+    result.update({"decoder": rec.decoder_name, "manifest": str(manifest), "model": str(checkpoint),
                    "failed_utterances": len(failed), "audio_seconds": audio_seconds,
                    "real_time_factor": elapsed / max(audio_seconds, 1e-9)})
     with (out / "utterances.jsonl").open("w") as f:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .decoding import greedy_decode
+from .decoding import CTCBeamDecoder, greedy_decode
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -24,11 +24,32 @@ def resolve_device(name: str = "auto") -> torch.device:
 class Recognizer:
     """A checkpoint loaded for inference, batching waveforms by length."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16):
+    def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16, beam: int = 0,
+                 lm: str | Path | None = None, alpha: float = 0.5, beta: float = 1.0):
         self.device = resolve_device(device)
         self.model, self.vocab, self.config = load_model(checkpoint, self.device)
         self.sample_rate = self.config.features.sample_rate
         self.batch_size = batch_size
+        self.beam_decoder = None
+        if beam or lm:
+            self.beam_decoder = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, str(lm) if lm else None, alpha,
+                                               beta, beam_width=beam or 100, frame_seconds=self.frame_seconds)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per output frame (feature hop times the conv time strides)."""
+        stride = 1
+        for layer in self.model.conv.layers:
+            if isinstance(layer, torch.nn.Conv2d):
+                stride *= layer.stride[1]
+        return self.model.frontend.hop_length * stride / self.sample_rate
+
+    @property
+    def decoder_name(self) -> str:
+        if self.beam_decoder is None:
+            return "greedy"
+        name = f"beam{self.beam_decoder.beam_width}"
+        return name + "+lm" if self.beam_decoder.lm is not None else name
 
     @torch.no_grad()
     def log_probs(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -55,5 +76,11 @@ class Recognizer:
         padded = torch.nn.utils.rnn.pad_sequence(list(log_probs), batch_first=True)
         return greedy_decode(padded, lengths, self.vocab)
 
+    def decode(self, log_probs: Sequence[torch.Tensor]) -> list[str]:
+        """Transcripts of per-utterance log-probs with this recognizer's decoder."""
+        if self.beam_decoder is None:
+            return self.greedy(log_probs)
+        return [self.beam_decoder.decode(lp) for lp in log_probs]
+
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
-        return self.greedy(self.log_probs(waves))
+        return self.decode(self.log_probs(waves))

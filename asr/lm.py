@@ -34,6 +34,10 @@ def arpa_unigrams(path: str | Path) -> list[str]:
     return words
 
 
+class LMError(ValueError):
+    """The language model file is missing or not a KenLM model."""
+
+
 class WordLM:
     """A KenLM model scored for beam search; `unigrams` enables the partial-word check."""
 
@@ -41,8 +45,11 @@ class WordLM:
                  unigrams: Iterable[str] | None = None):
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"language model not found: {path}")
-        self.model = kenlm.Model(str(path))
+            raise LMError(f"language model not found: {path}")
+        try:
+            self.model = kenlm.Model(str(path))
+        except OSError as e:
+            raise LMError(f"{path}: not a readable KenLM model ({str(e).split('threw')[-1].strip()[:200]})") from None
         self.alpha, self.beta, self.unk_offset = alpha, beta, unk_offset
         if unigrams is None:
             sidecar = path.with_suffix(".unigrams.txt")
