@@ -33,36 +33,30 @@ def _guard(texts: Sequence[str]) -> list[str]:
     return [t if t.strip() else "" for t in texts]
 
 
-def word_errors(refs: Sequence[str], hyps: Sequence[str]) -> ErrorCounts:
-    """Pooled word error counts over all pairs (corpus WER, not a mean of per-utterance WERs)."""
-    s = d = i = h = 0
-    pairs = [(r, y) for r, y in zip(_guard(refs), _guard(hyps))]
-    nonempty = [(r, y) for r, y in pairs if r and y]
-    if nonempty:
-        c = _counts(jiwer.process_words([r for r, _ in nonempty], [y for _, y in nonempty]))
-        s, d, i, h = c.substitutions, c.deletions, c.insertions, c.hits
-    for r, y in pairs:
-        if not r:
-            i += len(y.split())
-        elif not y:
-            d += len(r.split())
-    return ErrorCounts(s, d, i, h)
-
-
-def char_errors(refs: Sequence[str], hyps: Sequence[str]) -> ErrorCounts:
-    """Pooled character error counts (spaces count as characters, as jiwer's cer does)."""
+def _pooled(refs: Sequence[str], hyps: Sequence[str], process, size) -> ErrorCounts:
+    """Pooled counts from jiwer's `process` over non-empty pairs; empty sides counted by `size`."""
     s = d = i = h = 0
     pairs = list(zip(_guard(refs), _guard(hyps)))
     nonempty = [(r, y) for r, y in pairs if r and y]
     if nonempty:
-        c = _counts(jiwer.process_characters([r for r, _ in nonempty], [y for _, y in nonempty]))
+        c = _counts(process([r for r, _ in nonempty], [y for _, y in nonempty]))
         s, d, i, h = c.substitutions, c.deletions, c.insertions, c.hits
     for r, y in pairs:
         if not r:
-            i += len(y)
+            i += size(y)
         elif not y:
-            d += len(r)
+            d += size(r)
     return ErrorCounts(s, d, i, h)
+
+
+def word_errors(refs: Sequence[str], hyps: Sequence[str]) -> ErrorCounts:
+    """Pooled word error counts over all pairs (corpus WER, not a mean of per-utterance WERs)."""
+    return _pooled(refs, hyps, jiwer.process_words, lambda t: len(t.split()))
+
+
+def char_errors(refs: Sequence[str], hyps: Sequence[str]) -> ErrorCounts:
+    """Pooled character error counts (spaces count as characters, as jiwer's cer does)."""
+    return _pooled(refs, hyps, jiwer.process_characters, len)
 
 
 def alignment(ref: str, hyp: str) -> list[dict]:

@@ -1,7 +1,6 @@
 """The real `asr` command line, in subprocesses, on real synthesized speech."""
 import csv
 import json
-from pathlib import Path
 
 import pytest
 import soundfile as sf
