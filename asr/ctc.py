@@ -211,11 +211,11 @@ def _ctc_torch(lp: torch.Tensor, targets: torch.Tensor, in_lens: torch.Tensor, t
     b = torch.full((N, L), _NEG, dtype=work.dtype, device=dev)
     grad = torch.zeros(T, N, C, dtype=work.dtype, device=dev)
     end_mask = (s_idx[None, :] == last[:, None]) | ((s_idx[None, :] == last[:, None] - 1) & (tgt_lens[:, None] > 0))
+    skip_next = torch.cat([skip[:, 2:], torch.zeros(N, 2, dtype=torch.bool, device=dev)], dim=1)[:, :L]
     for t in range(T - 1, -1, -1):
         is_last = (t == in_lens - 1)[:, None]
         active = (t < in_lens)[:, None]
         nxt1 = torch.cat([b[:, 1:], neg], dim=1)
-        skip_next = torch.cat([skip[:, 2:], torch.zeros(N, 2, dtype=torch.bool, device=dev)], dim=1)[:, :L]
         nxt2 = torch.cat([b[:, 2:], neg, neg], dim=1)[:, :L].masked_fill(~skip_next, _NEG)
         b_step = _logsumexp3(b, nxt1, nxt2) + emit[t]
         b_init = torch.where(end_mask, emit[t], torch.full_like(b, _NEG))
@@ -231,12 +231,10 @@ def _ctc_torch(lp: torch.Tensor, targets: torch.Tensor, in_lens: torch.Tensor, t
 def _as_padded(targets: torch.Tensor, tgt_lens: torch.Tensor) -> torch.Tensor:
     if targets.dim() == 2:
         return targets
-    n = tgt_lens.numel()
-    width = int(tgt_lens.max()) if n else 0
-    out = torch.zeros(n, width, dtype=torch.long, device=targets.device)
-    offsets = torch.cumsum(tgt_lens, 0) - tgt_lens
-    for i in range(n):
-        out[i, : tgt_lens[i]] = targets[offsets[i]: offsets[i] + tgt_lens[i]]
+    width = int(tgt_lens.max()) if tgt_lens.numel() else 0
+    mask = torch.arange(width, device=targets.device)[None, :] < tgt_lens.to(targets.device)[:, None]
+    out = torch.zeros(mask.shape, dtype=torch.long, device=targets.device)
+    out[mask] = targets  # row-major fill: the concatenation order
     return out
 
 

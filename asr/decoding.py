@@ -152,9 +152,9 @@ class CTCBeamDecoder:
                     else:
                         ext = slot(beam, c)
                         ext.p_nb = _logaddexp(ext.p_nb, total + lpc)
-            ranked = sorted(nxt.values(), key=self._rank, reverse=True)[: self.beam_width]
-            floor = self._rank(ranked[0]) + self.beam_prune_logp
-            beams = {b.tokens: b for b in ranked if self._rank(b) >= floor}
+            ranked = sorted(((self._rank(b), b) for b in nxt.values()), key=lambda rb: rb[0], reverse=True)
+            floor = ranked[0][0] + self.beam_prune_logp
+            beams = {b.tokens: b for r, b in ranked[: self.beam_width] if r >= floor}
         return self._finish(list(beams.values()), n)
 
     def _finish(self, beams: list[_Beam], n: int) -> list[Hypothesis]:
