@@ -1,4 +1,4 @@
-"""The `asr` command: train, evaluate, transcribe, recipe run."""
+"""The `asr` command: train, evaluate, transcribe, lm build/tune, recipe run."""
 from __future__ import annotations
 
 import argparse
@@ -10,12 +10,13 @@ from .audio import AudioError
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .lm import LMError
+from .lm_build import LMBuildError
 from .manifest import ManifestError
 from .synthesis import SynthesisError
 from .text import OutOfVocabularyError
 
 USER_ERRORS = (ConfigError, ManifestError, AudioError, CheckpointError, OutOfVocabularyError, SynthesisError, LMError,
-               FileNotFoundError)
+               LMBuildError, FileNotFoundError)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -30,9 +31,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_result
-    from .inference import Recognizer
 
-    rec = Recognizer(args.model, args.device, args.batch_size, args.beam, args.lm, args.alpha, args.beta)
+    rec = _recognizer(args)
     result = evaluate(args.model, args.manifest, args.out_dir, recognizer=rec)
     print(format_result(result))
     if args.json:
@@ -42,10 +42,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from .inference import Recognizer
     from .transcribe import transcribe_files
 
-    rec = Recognizer(args.model, args.device, args.batch_size, args.beam, args.lm, args.alpha, args.beta)
+    rec = _recognizer(args)
     rows = transcribe_files(rec, args.audio)
     for row in rows:
         if args.format == "json":
@@ -57,6 +56,34 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 1 if any(r.get("error") for r in rows) else 0
 
 
+def _recognizer(args: argparse.Namespace):
+    from .inference import Recognizer
+
+    if args.greedy and (args.beam or args.lm):
+        raise ConfigError("--greedy cannot be combined with --beam or --lm")
+    return Recognizer(args.model, args.device, args.batch_size, args.beam, args.lm, args.alpha, args.beta,
+                      use_tuned=not args.greedy)
+
+
+def _lm_build(args: argparse.Namespace) -> int:
+    from .lm_build import build_lm
+
+    report = build_lm(args.text, args.out, args.order, args.engine)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _lm_tune(args: argparse.Namespace) -> int:
+    from .lm_tune import ALPHAS, BETAS, format_tuning, tune
+
+    alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else ALPHAS
+    betas = [float(b) for b in args.betas.split(",")] if args.betas else BETAS
+    result = tune(args.model, args.manifest, args.lm, alphas, betas, args.beam, args.device, args.processes,
+                  write=not args.dry_run)
+    print(format_tuning(result))
+    return 0
+
+
 def _recipe_run(args: argparse.Namespace) -> int:
     from .recipe import run_recipe
 
@@ -65,10 +92,11 @@ def _recipe_run(args: argparse.Namespace) -> int:
 
 
 def _add_decoder_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beam", type=int, default=0, help="prefix beam search width (0: greedy, unless --lm)")
+    p.add_argument("--beam", type=int, help="prefix beam search width (default: greedy; 100 with --lm)")
     p.add_argument("--lm", help="KenLM model (ARPA or binary) for word-level shallow fusion")
-    p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
-    p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    p.add_argument("--alpha", type=float, help="LM weight (default: tuned by `asr lm tune`, else 0.5)")
+    p.add_argument("--beta", type=float, help="word insertion bonus (default: tuned, else 1.0)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding even when `asr lm tune` chose an LM")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=16)
     _add_decoder_options(tr)
     tr.set_defaults(fn=_transcribe)
+
+    lm = sub.add_parser("lm", help="build and tune word n-gram language models")
+    lsub = lm.add_subparsers(dest="lm_command", required=True)
+    lb = lsub.add_parser("build", help="estimate a modified Kneser-Ney n-gram LM from text")
+    lb.add_argument("--text", required=True, nargs="+", help="text files, one sentence per line")
+    lb.add_argument("--out", required=True, help="lm.arpa, or lm.bin (needs KenLM's build_binary)")
+    lb.add_argument("--order", type=int, default=4)
+    lb.add_argument("--engine", choices=("auto", "lmplz", "builtin"), default="auto",
+                    help="auto: KenLM's lmplz when found, else the built-in estimator")
+    lb.set_defaults(fn=_lm_build)
+    lt = lsub.add_parser("tune", help="choose alpha/beta on a dev manifest; writes decoding.json beside the model")
+    lt.add_argument("--model", required=True, help="checkpoint (.pt)")
+    lt.add_argument("--manifest", required=True, help="dev manifest (JSON Lines)")
+    lt.add_argument("--lm", required=True, help="KenLM model (ARPA or binary)")
+    lt.add_argument("--alphas", help="comma-separated grid (default 0,0.25,0.5,0.75,1,1.5,2)")
+    lt.add_argument("--betas", help="comma-separated grid (default -1,0,1,2,3)")
+    lt.add_argument("--beam", type=int, default=32)
+    lt.add_argument("--processes", type=int, help="decoding processes (default: all cores for large sets)")
+    lt.add_argument("--device", default="auto")
+    lt.add_argument("--dry-run", action="store_true", help="print the grid, write nothing")
+    lt.set_defaults(fn=_lm_tune)
 
     r = sub.add_parser("recipe", help="run a recipe")
     rsub = r.add_subparsers(dest="recipe_command", required=True)

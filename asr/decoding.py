@@ -1,7 +1,11 @@
 """CTC decoding: greedy best path (batched), and prefix beam search with KenLM word fusion."""
 from __future__ import annotations
 
+import heapq
 import math
+import multiprocessing as mp
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +34,8 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: CharVoc
 # ------------------------------------------------------------------ prefix beam search
 _NEG_INF = -math.inf
 WORD_START = "\u2581"  # SentencePiece's word-start mark
+RESCORED = 8  # finalists whose acoustic score is recomputed exactly
+AVG_WORD_LEN = 6  # characters; a longer partial word outside the LM pays proportionally more (as in pyctcdecode)
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -43,146 +49,434 @@ def _logaddexp(a: float, b: float) -> float:
 
 
 @dataclass
-class _Beam:
-    tokens: tuple[int, ...]
-    p_b: float = _NEG_INF  # log P(prefix, path ends in blank)
-    p_nb: float = _NEG_INF  # log P(prefix, path ends in its last token)
-    lm_score: float = 0.0  # fused LM score of the completed words
-    lm_state: int = 0
-    word: str = ""  # word in progress
-    word_start: int = -1  # frame where the word in progress began
-    words: tuple = ()  # completed (word, start frame, end frame)
-    last_frame: int = -1  # frame of the last emitted token
-
-    @property
-    def p_total(self) -> float:
-        return _logaddexp(self.p_b, self.p_nb)
-
-
-@dataclass
 class Hypothesis:
     text: str
-    score: float  # acoustic log-probability + LM score
+    score: float  # acoustic log-probability + LM and hotword score
     acoustic_score: float
     lm_score: float
-    words: list[dict] = field(default_factory=list)  # {"word", "start_frame", "end_frame"}
+    words: list[dict] = field(default_factory=list)  # {"word", "start_frame", "end_frame"[, "start", "end"]}
+    tokens: list[int] = field(default_factory=list)  # the labeling (token ids) the score belongs to
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """What a label prefix means for scoring; fixed once the prefix exists."""
+    parent: int
+    token: int
+    bonus: float  # lm_score + partial-word and hotword terms: added to the acoustic score for ranking
+    lm_score: float  # fused LM + hotword score of the completed words
+    lm_state: int
+    word: str  # word in progress
+    word_start: int  # frame where the word in progress began (-1: none)
+    words: tuple  # completed (word, start frame, end frame)
+    frame: int  # frame where the prefix's last token was first emitted
 
 
 class CTCBeamDecoder:
-    """CTC prefix beam search with optional KenLM word-level shallow fusion.
+    """CTC prefix beam search with optional KenLM word-level shallow fusion and hotword boosting.
 
     `labels[i]` is the text of output i: characters with " " between words, or SentencePiece
-    pieces whose "▁" marks a word start. Without `lm_path` it is a plain prefix beam search.
+    pieces whose "▁" marks a word start. Without `lm_path` it is a plain prefix beam search;
+    with `beam_width=1` and no LM or hotwords it is best-path (greedy) decoding.
+    Scores follow pyctcdecode's conventions, so the same alpha/beta mean the same thing in both.
     """
 
     def __init__(self, labels: list[str], blank: int = 0, lm_path: str | None = None, alpha: float = 0.5,
                  beta: float = 1.0, beam_width: int = 100, token_min_logp: float = -8.0,
                  beam_prune_logp: float = -12.0, unk_offset: float = -10.0, unigrams: list[str] | None = None,
-                 frame_seconds: float | None = None):
+                 hotwords: Iterable[str] | None = None, hotword_weight: float = 10.0,
+                 frame_seconds: float | None = None, processes: int | None = None, engine: str = "auto"):
+        if beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+        if engine not in ("auto", "compiled", "python"):
+            raise ValueError(f"engine must be auto, compiled or python, got {engine!r}")
         self.labels = list(labels)
         self.blank = blank
         self.beam_width = beam_width
         self.token_min_logp = token_min_logp
         self.beam_prune_logp = beam_prune_logp
+        self.unk_offset = unk_offset
         self.frame_seconds = frame_seconds
+        self.processes = processes
         self.pieces = any(WORD_START in lab for lab in self.labels)
         self.lm = WordLM(lm_path, alpha, beta, unk_offset, unigrams) if lm_path else None
+        self.hotwords = {w for phrase in (hotwords or ()) for w in phrase.split()}
+        self.hotword_weight = hotword_weight
+        self._hot_prefixes: dict[str, int] = {}  # prefix -> length of the shortest hotword it starts
+        for w in self.hotwords:
+            for i in range(1, len(w) + 1):
+                self._hot_prefixes[w[:i]] = min(self._hot_prefixes.get(w[:i], len(w)), len(w))
+        self._partial: dict[str, float] = {}
+        # the compiled search needs the LM's word list (for word ids and the prefix check); hotwords use Python
+        compiled_ok = not self.hotwords and (self.lm is None or bool(self.lm.unigrams))
+        if engine == "compiled" and not compiled_ok:
+            raise ValueError("the compiled engine needs the LM's word list (an ARPA file or <lm>.unigrams.txt) "
+                             "and no hotwords")
+        self.engine = "python" if engine == "python" or not compiled_ok else "compiled"
+        self._compiled: _Compiled | None = None
 
-    def _extend(self, beam: _Beam, token: int, t: int) -> _Beam:
+    def reset_params(self, alpha: float | None = None, beta: float | None = None) -> None:
+        """Change the LM weight and word bonus; cached LM queries stay valid."""
+        if self.lm is not None:
+            self.lm.alpha = self.lm.alpha if alpha is None else alpha
+            self.lm.beta = self.lm.beta if beta is None else beta
+
+    # ---------------------------------------------------------------- scoring of prefixes
+    def _partial_score(self, word: str) -> float:
+        """Ranking term for a word in progress: hotword bonus, or the LM's penalty when it starts no known word."""
+        got = self._partial.get(word)
+        if got is None:
+            got = 0.0
+            if word in self._hot_prefixes:
+                got = self.hotword_weight * len(word) / self._hot_prefixes[word]
+            elif self.lm is not None and self.lm.prefixes and word not in self.lm.prefixes:
+                got = self.unk_offset * (len(word) / AVG_WORD_LEN if len(word) > AVG_WORD_LEN else 1.0)
+            self._partial[word] = got
+        return got
+
+    def _word_score(self, state: int, word: str) -> tuple[float, int]:
+        score, state = self.lm.score_word(state, word) if self.lm is not None else (0.0, state)
+        if word in self.hotwords:
+            score += self.hotword_weight
+        return score, state
+
+    def _child(self, table: list[_Prefix], parent: int, token: int, t: int) -> _Prefix:
+        p = table[parent]
         label = self.labels[token]
-        new = _Beam(beam.tokens + (token,), lm_score=beam.lm_score, lm_state=beam.lm_state, word=beam.word,
-                    word_start=beam.word_start, words=beam.words, last_frame=t)
-        starts_word = label == " " or (self.pieces and label.startswith(WORD_START))
-        if starts_word:
-            if new.word:
-                new.words = new.words + ((new.word, new.word_start, beam.last_frame),)
-                if self.lm is not None:
-                    score, new.lm_state = self.lm.score_word(new.lm_state, new.word)
-                    new.lm_score += score
-            new.word = label.lstrip(WORD_START) if self.pieces else ""
-            new.word_start = t if new.word else -1
+        lm_score, lm_state, word, word_start, words = p.lm_score, p.lm_state, p.word, p.word_start, p.words
+        if label == " " or (self.pieces and label.startswith(WORD_START)):
+            if word:
+                words = words + ((word, word_start, p.frame),)
+                score, lm_state = self._word_score(lm_state, word)
+                lm_score += score
+            word = label[1:] if self.pieces else ""
+            word_start = t if word else -1
         else:
-            if not new.word:
-                new.word_start = t
-            new.word += label
-        return new
+            if not word:
+                word_start = t
+            word += label
+        bonus = lm_score + (self._partial_score(word) if word else 0.0)
+        return _Prefix(parent, token, bonus, lm_score, lm_state, word, word_start, words, t)
 
-    def _rank(self, beam: _Beam) -> float:
-        partial = self.lm.score_partial(beam.word) if self.lm is not None and beam.word else 0.0
-        return beam.p_total + beam.lm_score + partial
-
+    # ---------------------------------------------------------------- search
     def nbest(self, log_probs, n: int = 1) -> list[Hypothesis]:
         """The `n` best hypotheses of one utterance's log-probs (T, V)."""
         lp = np.asarray(log_probs.detach().cpu() if hasattr(log_probs, "detach") else log_probs, dtype=np.float64)
-        if self.lm is not None:
-            self.lm.start()
-        beams = {(): _Beam((), p_b=0.0)}
-        for t in range(lp.shape[0]):
+        if lp.ndim != 2 or (lp.size and lp.shape[1] != len(self.labels)):
+            raise ValueError(f"log_probs must be (T, {len(self.labels)}), got {tuple(lp.shape)}")
+        if self.beam_width == 1 and self.lm is None and not self.hotwords:
+            return [self._best_path(lp)]
+        m = max(n, RESCORED)
+        if self.engine == "compiled":
+            if self._compiled is None:
+                self._compiled = _Compiled(self)
+            hyps = self._compiled.nbest(lp, m)
+        else:
+            hyps = self._nbest_python(lp, m)
+        return self._rescore(lp, hyps, n)
+
+    def _rescore(self, lp: np.ndarray, hyps: list[Hypothesis], n: int) -> list[Hypothesis]:
+        """Exact acoustic scores for the finalists and the greedy labeling, then the `n` best.
+
+        The search's prefix probabilities lose the mass of pruned alignments; the exact forward
+        score repairs the final order and, without an LM, makes the result never worse than greedy.
+        """
+        from .beam_kernel import labeling_logp
+
+        pool = list(hyps)
+        if len(lp) and self.lm is None and not self.hotwords:
+            best = lp.argmax(axis=1)
+            keep = np.ones(len(best), dtype=bool)
+            keep[1:] = best[1:] != best[:-1]
+            greedy = tuple(best[keep & (best != self.blank)].tolist())
+            if all(tuple(h.tokens) != greedy for h in pool):
+                pool.append(self._best_path(lp))
+        seen, out = set(), []
+        for h in pool:
+            key = tuple(h.tokens)
+            if key in seen:
+                continue
+            seen.add(key)
+            exact = float(labeling_logp(lp, np.asarray(h.tokens, dtype=np.int64), self.blank))
+            out.append(Hypothesis(h.text, exact + h.lm_score, exact, h.lm_score, h.words, h.tokens))
+        out.sort(key=lambda h: h.score, reverse=True)
+        return out[:n] or [Hypothesis("", 0.0, 0.0, 0.0)]
+
+    def _candidates(self, lp: np.ndarray) -> np.ndarray:
+        """(T, V) mask of the tokens each frame may emit: >= token_min_logp, or the frame's best; never blank."""
+        mask = lp >= self.token_min_logp
+        if len(lp):
+            mask[np.arange(len(lp)), lp.argmax(axis=1)] = True
+        mask[:, self.blank] = False
+        return mask
+
+    def _nbest_python(self, lp: np.ndarray, n: int) -> list[Hypothesis]:
+        start_state = self.lm.start() if self.lm is not None else 0
+        table = [_Prefix(-1, -1, 0.0, 0.0, start_state, "", -1, (), -1)]
+        children: dict[tuple[int, int], int] = {}
+        blank, width, prune = self.blank, self.beam_width, self.beam_prune_logp
+        lae, neg = _logaddexp, _NEG_INF
+
+        mask = self._candidates(lp)
+        active = mask.any(axis=1)
+
+        beams = [(0, 0.0, neg)]  # (prefix id, log P(ends in blank), log P(ends in its last token))
+        # a frame where only blank passes token_min_logp shifts every beam equally: runs of them are applied at once
+        last_t = 0
+        for t in np.flatnonzero(active).tolist():
+            if t > last_t:
+                shift = float(lp[last_t:t, blank].sum())
+                beams = [(pid, lae(pb, pnb) + shift, neg) for pid, pb, pnb in beams]
+            last_t = t + 1
             frame = lp[t]
-            best_token = int(frame.argmax())
-            candidates = [int(c) for c in np.flatnonzero(frame >= self.token_min_logp) if c != self.blank]
-            if best_token != self.blank and best_token not in candidates:
-                candidates.append(best_token)
-            blank_lp = frame[self.blank]
-            nxt: dict[tuple[int, ...], _Beam] = {}
-
-            def slot(beam: _Beam, token: int) -> _Beam:
-                key = beam.tokens + (token,)
-                got = nxt.get(key)
-                if got is None:
-                    got = nxt[key] = self._extend(beam, token, t)
-                return got
-
-            for beam in beams.values():
-                total = beam.p_total
-                same = nxt.get(beam.tokens)
-                if same is None:
-                    same = nxt[beam.tokens] = _Beam(beam.tokens, lm_score=beam.lm_score, lm_state=beam.lm_state,
-                                                    word=beam.word, word_start=beam.word_start, words=beam.words,
-                                                    last_frame=beam.last_frame)
-                same.p_b = _logaddexp(same.p_b, total + blank_lp)
-                last = beam.tokens[-1] if beam.tokens else -1
-                for c in candidates:
-                    lpc = frame[c]
+            blank_lp = float(frame[blank])
+            cands = [(c, float(frame[c])) for c in np.flatnonzero(mask[t]).tolist()]
+            nxt: dict[int, list[float]] = {}
+            for pid, pb, pnb in beams:
+                total = lae(pb, pnb)
+                e = nxt.get(pid)
+                if e is None:
+                    nxt[pid] = e = [total + blank_lp, neg]
+                else:
+                    e[0] = lae(e[0], total + blank_lp)
+                last = table[pid].token
+                for c, lpc in cands:
                     if c == last:
-                        same.p_nb = _logaddexp(same.p_nb, beam.p_nb + lpc)
-                        if beam.p_b != _NEG_INF:
-                            ext = slot(beam, c)
-                            ext.p_nb = _logaddexp(ext.p_nb, beam.p_b + lpc)
+                        e[1] = lae(e[1], pnb + lpc)
+                        if pb == neg:
+                            continue
+                        src = pb + lpc
                     else:
-                        ext = slot(beam, c)
-                        ext.p_nb = _logaddexp(ext.p_nb, total + lpc)
-            ranked = sorted(((self._rank(b), b) for b in nxt.values()), key=lambda rb: rb[0], reverse=True)
-            floor = ranked[0][0] + self.beam_prune_logp
-            beams = {b.tokens: b for r, b in ranked[: self.beam_width] if r >= floor}
-        return self._finish(list(beams.values()), n)
+                        src = total + lpc
+                    cid = children.get((pid, c))
+                    if cid is None:
+                        cid = children[(pid, c)] = len(table)
+                        table.append(self._child(table, pid, c, t))
+                    ce = nxt.get(cid)
+                    if ce is None:
+                        nxt[cid] = [neg, src]
+                    else:
+                        ce[1] = lae(ce[1], src)
+            scored = [(lae(e0, e1) + table[pid].bonus, pid, e0, e1) for pid, (e0, e1) in nxt.items()]
+            if len(scored) > width:
+                scored = heapq.nlargest(width, scored)
+            floor = max(scored)[0] + prune
+            beams = [(pid, e0, e1) for s, pid, e0, e1 in scored if s >= floor]
+        if last_t < len(lp):
+            shift = float(lp[last_t:, blank].sum())
+            beams = [(pid, lae(pb, pnb) + shift, neg) for pid, pb, pnb in beams]
+        return self._finish(table, beams, n)
 
-    def _finish(self, beams: list[_Beam], n: int) -> list[Hypothesis]:
+    def _best_path(self, lp: np.ndarray) -> Hypothesis:
+        best = lp.argmax(axis=1)
+        score = float(lp[np.arange(len(lp)), best].sum())
+        table = [_Prefix(-1, -1, 0.0, 0.0, 0, "", -1, (), -1)]
+        prev = -1
+        for t, c in enumerate(best.tolist()):
+            if c != prev and c != self.blank:
+                table.append(self._child(table, len(table) - 1, c, t))
+            prev = c
+        return self._finish(table, [(len(table) - 1, score, _NEG_INF)], 1)[0]
+
+    def _finish(self, table: list[_Prefix], beams: list[tuple[int, float, float]], n: int) -> list[Hypothesis]:
         results = []
-        for b in beams:
-            lm_score, state, words = b.lm_score, b.lm_state, list(b.words)
-            if b.word:
-                words.append((b.word, b.word_start, b.last_frame))
-                if self.lm is not None:
-                    score, state = self.lm.score_word(state, b.word)
-                    lm_score += score
+        for pid, pb, pnb in beams:
+            p = table[pid]
+            lm_score, state, words = p.lm_score, p.lm_state, list(p.words)
+            if p.word:
+                words.append((p.word, p.word_start, p.frame))
+                score, state = self._word_score(state, p.word)
+                lm_score += score
             if self.lm is not None:
                 lm_score += self.lm.score_end(state)
-            acoustic = b.p_total
+            acoustic = _logaddexp(pb, pnb)
             timed = []
             for w, s, e in words:
                 item = {"word": w, "start_frame": s, "end_frame": e}
                 if self.frame_seconds:
                     item.update(start=round(s * self.frame_seconds, 3), end=round((e + 1) * self.frame_seconds, 3))
                 timed.append(item)
-            results.append(Hypothesis(" ".join(w for w, _, _ in words), acoustic + lm_score, acoustic, lm_score, timed))
+            tokens, q = [], pid
+            while q > 0:
+                tokens.append(table[q].token)
+                q = table[q].parent
+            results.append(Hypothesis(" ".join(w for w, _, _ in words), acoustic + lm_score, acoustic, lm_score, timed,
+                                      tokens[::-1]))
         results.sort(key=lambda h: h.score, reverse=True)
+        if not results:
+            results = [Hypothesis("", 0.0, 0.0, 0.0)]
         return results[:n]
 
     def decode(self, log_probs) -> str:
         """Best transcript of one utterance's log-probs (T, V)."""
         return self.nbest(log_probs, 1)[0].text
 
-    def decode_batch(self, log_probs, lengths) -> list[str]:
-        """Best transcripts of a padded batch (N, T, V) with valid lengths (N,)."""
-        return [self.decode(log_probs[i, : int(lengths[i])]) for i in range(len(lengths))]
+    def decode_batch(self, log_probs, lengths, processes: int | None = None) -> list[str]:
+        """Best transcripts of a padded batch (N, T, V) with valid lengths (N,), over processes when large."""
+        return [h[0].text for h in self.nbest_batch(log_probs, lengths, 1, processes)]
+
+    def nbest_batch(self, log_probs, lengths, n: int = 1, processes: int | None = None) -> list[list[Hypothesis]]:
+        """`nbest` of every utterance of a padded batch; several processes share the work (fork, Linux)."""
+        items = [np.asarray(log_probs[i, : int(lengths[i])].detach().cpu() if hasattr(log_probs, "detach")
+                            else log_probs[i, : int(lengths[i])], dtype=np.float32) for i in range(len(lengths))]
+        return self.nbest_many(items, n, processes)
+
+    def nbest_many(self, items: Sequence, n: int = 1, processes: int | None = None) -> list[list[Hypothesis]]:
+        """`nbest` of each (T_i, V) array in `items`."""
+        processes = self.processes if processes is None else processes
+        if processes is None:
+            processes = min(os.cpu_count() or 1, len(items) // _MIN_ITEMS_PER_PROCESS)
+        if processes <= 1 or "fork" not in mp.get_all_start_methods():
+            return [self.nbest(x, n) for x in items]
+        global _WORKER
+        _WORKER = (self, n)  # inherited by the forked workers: KenLM models cannot be pickled
+        try:
+            with mp.get_context("fork").Pool(processes) as pool:
+                return pool.map(_worker_nbest, items, chunksize=max(1, len(items) // (4 * processes)))
+        finally:
+            _WORKER = None
+
+
+class _Compiled:
+    """The compiled engine's state for one decoder: token tables, the LM's word trie, LM caches, buffers."""
+
+    def __init__(self, dec: CTCBeamDecoder):
+        from . import beam_kernel
+
+        self.k, self.dec = beam_kernel, dec
+        labels = dec.labels
+        self.boundary = np.array([lab == " " or (dec.pieces and lab.startswith(WORD_START)) for lab in labels])
+        self.texts = ["" if i == dec.blank or lab == " " else lab.lstrip(WORD_START) if dec.pieces else lab
+                      for i, lab in enumerate(labels)]
+        self.words = sorted(dec.lm.unigrams) if dec.lm is not None else []
+        charset = sorted({ch for t in self.texts for ch in t} | {ch for w in self.words for ch in w})
+        char_id = {ch: i for i, ch in enumerate(charset)}
+        self.n_chars = len(charset) + 1
+        self.tok_chars = np.array([char_id[ch] for t in self.texts for ch in t], dtype=np.int64)
+        self.tok_ptr = np.concatenate([[0], np.cumsum([len(t) for t in self.texts])]).astype(np.int64)
+        self.trie = beam_kernel.new_trie()
+        self.node_word = np.full(1, -1, dtype=np.int64)
+        if self.words:
+            chars = np.array([char_id[ch] for w in self.words for ch in w], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum([len(w) for w in self.words])]).astype(np.int64)
+            self.node_word = np.full(len(chars) + 1, -1, dtype=np.int64)
+            n_nodes = beam_kernel.build_trie(chars, offsets, self.n_chars, self.trie, self.node_word)
+            self.node_word = self.node_word[:n_nodes].copy()
+        self.n_words = len(self.words) + 1
+        self.cache_score, self.cache_next = beam_kernel.new_cache()
+        self.cache_generation = -1
+        self.table = beam_kernel.PrefixTable()
+        self.req_state = np.zeros(4096, dtype=np.int64)
+        self.req_word = np.zeros(4096, dtype=np.int64)
+        self.nxt = np.zeros(0)
+        self.trace_buf = np.zeros((2, 0), dtype=np.int64)
+
+    def _search(self, lp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k, dec = self.k, self.dec
+        mask = dec._candidates(lp)
+        counts = mask.sum(axis=1)
+        cand_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        cand_tok = np.nonzero(mask)[1].astype(np.int64)
+        frames = np.flatnonzero(counts).astype(np.int64)
+        cumblank = np.concatenate([[0.0], np.cumsum(lp[:, dec.blank])])
+        lm = dec.lm
+        start = lm.start() if lm is not None else 0
+        if lm is not None and lm.generation != self.cache_generation:  # the LM dropped its state ids
+            self.cache_score.clear(), self.cache_next.clear()
+            self.cache_generation = lm.generation
+        width = dec.beam_width
+        need = width * (int(counts.max(initial=0)) + 1)
+        if len(self.nxt) < need:
+            self.nxt = np.zeros(need)
+            self.nxt_pid, self.nxt_pb, self.nxt_pnb = np.zeros(need, np.int32), np.zeros(need), np.zeros(need)
+        beams_pid, beams_pb, beams_pnb = np.zeros(width, np.int32), np.zeros(width), np.full(width, -np.inf)
+        pos = np.array([0, 0, 1], dtype=np.int64)
+        self.table.reset(start)
+        n_prefix = 1
+        alpha, beta = (lm.alpha, lm.beta) if lm is not None else (0.0, 0.0)
+        while True:
+            status, n_prefix, n_req = k.search(
+                lp, frames, cand_ptr, cand_tok, cumblank, dec.blank, width, dec.beam_prune_logp,
+                self.boundary, self.tok_ptr, self.tok_chars,
+                lm is not None, bool(self.words), alpha, beta, dec.unk_offset, self.trie, self.n_chars,
+                self.node_word, self.n_words, self.n_words - 1, self.cache_score, self.cache_next,
+                *self.table.as_tuple(), n_prefix, beams_pid, beams_pb, beams_pnb, pos, self.req_state, self.req_word,
+                self.nxt_pid, self.nxt_pb, self.nxt_pnb, self.nxt)
+            if status == k.DONE:
+                break
+            if status == k.FULL:
+                self.table.grow()
+                continue
+            for r in range(n_req):
+                st, w = int(self.req_state[r]), int(self.req_word[r])
+                raw, nxt = lm.raw_score(st, self.words[w] if w < len(self.words) else "<unk>")
+                self.cache_score[st * self.n_words + w] = raw
+                self.cache_next[st * self.n_words + w] = nxt
+        if self.trace_buf.shape[1] < len(frames) + 1:
+            self.trace_buf = np.zeros((2, len(frames) + 1), dtype=np.int64)
+        n = int(pos[2])
+        pids, pb, pnb = beams_pid[:n].copy(), beams_pb[:n].copy(), beams_pnb[:n].copy()
+        if pos[1] < len(lp):  # trailing blank-only frames
+            pb, pnb = np.logaddexp(pb, pnb) + (cumblank[-1] - cumblank[pos[1]]), np.full(n, -np.inf)
+        return pids, pb, pnb
+
+    def _tokens(self, pid: int) -> list[tuple[int, int]]:
+        """(token, frame) of the prefix `pid`, oldest first."""
+        a = self.table.arrays
+        n = self.k.trace(a["parent"], a["token"], a["frame"], pid, self.trace_buf)
+        return list(zip(self.trace_buf[0, :n][::-1].tolist(), self.trace_buf[1, :n][::-1].tolist()))
+
+    def _words(self, tokens: list[tuple[int, int]]) -> list[tuple[str, int, int]]:
+        words, word, start, end = [], "", -1, -1
+        for tok, t in tokens:
+            if self.boundary[tok]:
+                if word:
+                    words.append((word, start, end))
+                word, start, end = self.texts[tok], (t if self.texts[tok] else -1), t
+            else:
+                if not word:
+                    start = t
+                word += self.texts[tok]
+                end = t
+        if word:
+            words.append((word, start, end))
+        return words
+
+    def nbest(self, lp: np.ndarray, n: int) -> list[Hypothesis]:
+        dec, a = self.dec, self.table.arrays
+        pids, pb, pnb = self._search(lp)
+        acoustic = np.logaddexp(pb, pnb)
+        finals = []
+        for i, pid in enumerate(pids.tolist()):
+            lm_score, state = float(a["lm"][pid]), int(a["state"][pid])
+            if a["wlen"][pid] > 0 and dec.lm is not None:
+                node = int(a["node"][pid])
+                w = int(self.node_word[node]) if node >= 0 else -1
+                score, state = dec.lm.score_word(state, self.words[w] if w >= 0 else "<unk>")  # OOV: <unk>'s score
+                lm_score += score
+            if dec.lm is not None:
+                lm_score += dec.lm.score_end(state)
+            finals.append((float(acoustic[i]) + lm_score, float(acoustic[i]), lm_score, pid))
+        finals.sort(key=lambda f: f[0], reverse=True)
+        results = []
+        for total, ac, lm_score, pid in finals[:n]:
+            tokens = self._tokens(pid)
+            words = self._words(tokens)
+            timed = []
+            for w, s, e in words:
+                item = {"word": w, "start_frame": s, "end_frame": e}
+                if dec.frame_seconds:
+                    item.update(start=round(s * dec.frame_seconds, 3), end=round((e + 1) * dec.frame_seconds, 3))
+                timed.append(item)
+            results.append(Hypothesis(" ".join(w for w, _, _ in words), total, ac, lm_score, timed,
+                                      [tok for tok, _ in tokens]))
+        return results or [Hypothesis("", 0.0, 0.0, 0.0)]
+
+
+_MIN_ITEMS_PER_PROCESS = 16
+_WORKER: tuple[CTCBeamDecoder, int] | None = None
+
+
+def _worker_nbest(item) -> list[Hypothesis]:
+    decoder, n = _WORKER
+    return decoder.nbest(item, n)

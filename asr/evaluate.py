@@ -45,7 +45,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path |
     audio_seconds = sum(len(w) for w in waves if w is not None) / rec.sample_rate
 
     result = score(refs, hyps)
-    result.update({"decoder": rec.decoder_name, "manifest": str(manifest), "model": str(checkpoint),
+    result.update({**rec.decoder_settings, "manifest": str(manifest), "model": str(checkpoint),
                    "failed_utterances": len(failed), "audio_seconds": audio_seconds,
                    "real_time_factor": elapsed / max(audio_seconds, 1e-9)})
     with (out / "utterances.jsonl").open("w") as f:

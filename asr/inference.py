@@ -1,6 +1,8 @@
-"""Running a trained model over audio: checkpoint in, log-probabilities and greedy text out."""
+"""Running a trained model over audio: checkpoint in, log-probabilities and text out."""
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,6 +11,15 @@ import torch
 
 from .checkpoint import load_model
 from .decoding import CTCBeamDecoder, greedy_decode
+
+log = logging.getLogger("asr.inference")
+DECODING_FILE = "decoding.json"  # written by `asr lm tune` next to the model
+
+
+def tuned_decoding(checkpoint: str | Path) -> dict | None:
+    """The LM decoding settings `asr lm tune` chose for this model's folder, if any."""
+    path = Path(checkpoint).parent / DECODING_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -22,18 +33,33 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class Recognizer:
-    """A checkpoint loaded for inference, batching waveforms by length."""
+    """A checkpoint loaded for inference, batching waveforms by length.
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16, beam: int = 0,
-                 lm: str | Path | None = None, alpha: float = 0.5, beta: float = 1.0):
+    Decoding: greedy by default; prefix beam search with `beam`; KenLM fusion with `lm`.
+    With `use_tuned`, settings from `asr lm tune` (decoding.json beside the checkpoint) apply when
+    no decoder is asked for, and fill in alpha/beta/beam when the same LM is named.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16, beam: int | None = None,
+                 lm: str | Path | None = None, alpha: float | None = None, beta: float | None = None,
+                 use_tuned: bool = True):
         self.device = resolve_device(device)
         self.model, self.vocab, self.config = load_model(checkpoint, self.device)
         self.sample_rate = self.config.features.sample_rate
         self.batch_size = batch_size
         self.beam_decoder = None
+        tuned = tuned_decoding(checkpoint) if use_tuned else None
+        if tuned and ((lm is None and not beam) or (lm is not None and Path(lm).resolve() == Path(tuned["lm"]).resolve())):
+            log.info(f"using the LM decoding tuned by `asr lm tune`: {Path(checkpoint).parent / DECODING_FILE} "
+                     f"(alpha {tuned['alpha']}, beta {tuned['beta']}, beam {tuned['beam']})")
+            lm = lm or tuned["lm"]
+            alpha = tuned["alpha"] if alpha is None else alpha
+            beta = tuned["beta"] if beta is None else beta
+            beam = beam or tuned["beam"]
         if beam or lm:
-            self.beam_decoder = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, str(lm) if lm else None, alpha,
-                                               beta, beam_width=beam or 100, frame_seconds=self.frame_seconds)
+            self.beam_decoder = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, str(lm) if lm else None,
+                                               0.5 if alpha is None else alpha, 1.0 if beta is None else beta,
+                                               beam_width=beam or 100, frame_seconds=self.frame_seconds)
 
     @property
     def frame_seconds(self) -> float:
@@ -50,6 +76,18 @@ class Recognizer:
             return "greedy"
         name = f"beam{self.beam_decoder.beam_width}"
         return name + "+lm" if self.beam_decoder.lm is not None else name
+
+    @property
+    def decoder_settings(self) -> dict:
+        """What decoded: for results files, so every number says how it was made."""
+        d = self.beam_decoder
+        if d is None:
+            return {"decoder": "greedy"}
+        out = {"decoder": self.decoder_name, "beam": d.beam_width, "token_min_logp": d.token_min_logp,
+               "beam_prune_logp": d.beam_prune_logp}
+        if d.lm is not None:
+            out.update(lm=str(d.lm.path), alpha=d.lm.alpha, beta=d.lm.beta, unk_offset=d.lm.unk_offset)
+        return out
 
     @torch.no_grad()
     def log_probs(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -80,7 +118,7 @@ class Recognizer:
         """Transcripts of per-utterance log-probs with this recognizer's decoder."""
         if self.beam_decoder is None:
             return self.greedy(log_probs)
-        return [self.beam_decoder.decode(lp) for lp in log_probs]
+        return [h[0].text for h in self.beam_decoder.nbest_many([lp.numpy() for lp in log_probs])]
 
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
         return self.decode(self.log_probs(waves))

@@ -3,7 +3,7 @@
 Scores follow the usual CTC-decoder convention (as in pyctcdecode and DeepSpeech):
 each completed word adds `alpha * ln p(word | history) + beta`; a word outside the LM's vocabulary
 also pays `unk_offset` (log10 units, like KenLM's own scores); the end of the utterance adds
-`alpha * ln p(</s> | history)`. A partial word that starts no known word pays `alpha * unk_offset`.
+`alpha * ln p(</s> | history)`. The decoder penalises partial words that start no word of `prefixes`.
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ class WordLM:
             self.model = kenlm.Model(str(path))
         except OSError as e:
             raise LMError(f"{path}: not a readable KenLM model ({str(e).split('threw')[-1].strip()[:200]})") from None
+        self.path = path
         self.alpha, self.beta, self.unk_offset = alpha, beta, unk_offset
         if unigrams is None:
             sidecar = path.with_suffix(".unigrams.txt")
@@ -59,40 +60,51 @@ class WordLM:
                 unigrams = arpa_unigrams(path)
         self.unigrams = set(unigrams or ())
         self.prefixes = {w[:i] for w in self.unigrams for i in range(1, len(w) + 1)}
-        self._cache: dict[tuple[int, str], tuple[float, kenlm.State]] = {}
+        self._cache: dict[tuple[int, str], tuple[float, int]] = {}  # raw ln p, not yet weighted
         self._states: list[kenlm.State] = []
+        self._ids: dict[kenlm.State, int] = {}
+        self._end: dict[int, float] = {}
+        self.generation = 0  # bumped whenever state ids are dropped
+
+    def _intern(self, state: kenlm.State) -> int:
+        sid = self._ids.get(state)
+        if sid is None:
+            sid = self._ids[state] = len(self._states)
+            self._states.append(state)
+        return sid
 
     def start(self) -> int:
-        """Id of the sentence-start state."""
+        """Id of the sentence-start state. Scores and states stay cached across utterances."""
+        if len(self._states) > _MAX_CACHED_STATES:
+            self._cache.clear(), self._states.clear(), self._ids.clear(), self._end.clear()
+            self.generation += 1
         state = kenlm.State()
         self.model.BeginSentenceWrite(state)
-        self._states = [state]
-        self._cache.clear()
-        return 0
+        return self._intern(state)
+
+    def raw_score(self, state_id: int, word: str) -> tuple[float, int]:
+        """(ln p(word | state), with the OOV offset; id of the new state), before alpha and beta."""
+        key = (state_id, word)
+        hit = self._cache.get(key)
+        if hit is None:
+            out = kenlm.State()
+            log10p = self.model.BaseScore(self._states[state_id], word, out)
+            if (self.unigrams and word not in self.unigrams) or word not in self.model:
+                log10p += self.unk_offset
+            hit = self._cache[key] = (log10p * LN10, self._intern(out))
+        return hit
 
     def score_word(self, state_id: int, word: str) -> tuple[float, int]:
         """(fused score of `word` after state `state_id`, id of the new state)."""
-        key = (state_id, word)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit  # type: ignore[return-value]
-        out = kenlm.State()
-        log10p = self.model.BaseScore(self._states[state_id], word, out)
-        if (self.unigrams and word not in self.unigrams) or word not in self.model:
-            log10p += self.unk_offset
-        self._states.append(out)
-        result = (self.alpha * log10p * LN10 + self.beta, len(self._states) - 1)
-        self._cache[key] = result
-        return result
+        raw, state = self.raw_score(state_id, word)
+        return self.alpha * raw + self.beta, state
 
     def score_end(self, state_id: int) -> float:
         """Fused score of ending the sentence after state `state_id`."""
-        out = kenlm.State()
-        return self.alpha * self.model.BaseScore(self._states[state_id], "</s>", out) * LN10
+        got = self._end.get(state_id)
+        if got is None:
+            got = self._end[state_id] = self.model.BaseScore(self._states[state_id], "</s>", kenlm.State()) * LN10
+        return self.alpha * got
 
-    def score_partial(self, partial: str) -> float:
-        """Penalty for a word in progress that begins no word of the LM (0 when it may still be one)."""
-        if not self.prefixes or partial in self.prefixes:
-            return 0.0
-        penalty = self.unk_offset * (len(partial) / 6 if len(partial) > 6 else 1.0)
-        return self.alpha * penalty * LN10
+
+_MAX_CACHED_STATES = 2_000_000

@@ -1,6 +1,7 @@
 """The real `asr` command line, in subprocesses, on real synthesized speech."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -98,31 +99,40 @@ def test_config_error_is_clear(corpus, tmp_path):
 
 
 def test_synthetic_recipe_end_to_end(tmp_path):
-    """The default recipe's stages on a few dozen utterances: synthesize, prepare, train, decode, score."""
+    """The default recipe's stages on a few dozen utterances: synthesize, prepare, lm, train, tune, decode, score."""
     overrides = [f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}", "synth.train_utterances=48",
                  "synth.dev_utterances=8", "synth.test_utterances=8", "synth.workers=1", "train.epochs=1",
-                 "model.rnn_layers=1", "model.rnn_hidden=32", "model.conv_channels=4", "train.batch_size=8"]
+                 "model.rnn_layers=1", "model.rnn_hidden=32", "model.conv_channels=4", "train.batch_size=8",
+                 "lm.order=3", "lm.beam=8", "lm.alphas=[0.5,1.0]", "lm.betas=[0.0,1.0]"]
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert set(results) == {"dev", "test"}
     assert results["test"]["utterances"] == 8 and results["test"]["decoder"] == "greedy"
+    with_lm = results["test"]["with_lm"]
+    assert with_lm["decoder"] == "beam8+lm" and with_lm["alpha"] in (0.5, 1.0) and with_lm["utterances"] == 8
     assert "WER %" in proc.stdout and "test" in proc.stdout
     train = [json.loads(x) for x in (tmp_path / "data" / "manifests" / "train.jsonl").read_text().splitlines()]
     test = [json.loads(x) for x in (tmp_path / "data" / "manifests" / "test.jsonl").read_text().splitlines()]
     assert len(train) == 48 and not {r["speaker"] for r in train} & {r["speaker"] for r in test}
     assert not {r["text"] for r in train} & {r["text"] for r in test}
+    tuned = json.loads((tmp_path / "exp" / "decoding.json").read_text())
+    assert len(tuned["grid"]) == 4 and Path(tuned["lm"]) == (tmp_path / "data" / "lm" / "3gram.arpa").resolve()
+    lm_words = set((tmp_path / "data" / "lm" / "3gram.unigrams.txt").read_text().split())
+    test_only = {w for r in test for w in r["text"].split()} - {w for r in train for w in r["text"].split()}
+    assert lm_words and not (test_only & lm_words)  # the LM never saw a test sentence
     vocab = json.loads((tmp_path / "data" / "vocab.json").read_text())["labels"]
     assert set("abcdefghijklmnopqrstuvwxyz' ") <= set(vocab)
     audio = tmp_path / "data" / "manifests" / test[0]["audio_filepath"]
     assert sf.info(str(audio)).samplerate == 16000
     # a second run has nothing to do
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
-    assert proc.returncode == 0 and proc.stderr.count("up to date") == 5, proc.stderr[-2000:]
+    assert proc.returncode == 0 and proc.stderr.count("up to date") == 7, proc.stderr[-2000:]
     # changing a training key reruns training and what follows, not synthesis
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides, "train.lr=5e-4")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "stage 1 synthesize: up to date" in proc.stderr and "stage 3 train: running" in proc.stderr
+    assert "stage 1 synthesize: up to date" in proc.stderr and "stage 3 lm: up to date" in proc.stderr
+    assert "stage 4 train: running" in proc.stderr and "stage 5 tune: running" in proc.stderr
 
 
 @pytest.mark.slow
@@ -166,3 +176,36 @@ def test_evaluate_and_transcribe_with_beam_and_lm(trained, corpus, tmp_path):
     (tmp_path / "bad.arpa").write_text("not an lm")
     proc = run_cli("transcribe", "--model", str(exp / "best.pt"), str(wav), "--lm", str(tmp_path / "bad.arpa"))
     assert proc.returncode == 2 and "bad.arpa" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_lm_build_tune_and_pick_up(trained, corpus, tmp_path):
+    import shutil
+
+    from conftest import SENTENCES
+
+    exp, _, _ = trained
+    model = tmp_path / "model" / "best.pt"
+    model.parent.mkdir()
+    shutil.copy(exp / "best.pt", model)
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(SENTENCES) + "\n")
+    proc = run_cli("lm", "build", "--text", str(text), "--out", str(tmp_path / "lm.arpa"), "--order", "3",
+                   "--engine", "builtin")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("lm", "tune", "--model", str(model), "--manifest", str(corpus["dev"]), "--lm",
+                   str(tmp_path / "lm.arpa"), "--alphas", "0,0.5,1", "--betas", "0,1", "--beam", "8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tuned = json.loads((model.parent / "decoding.json").read_text())
+    assert len(tuned["grid"]) == 6 and tuned["dev_wer"] == min(g["wer"] for g in tuned["grid"])
+    assert tuned["dev_wer"] <= tuned["greedy_dev_wer"] + 0.5 and "best: alpha" in proc.stdout
+    assert (model.parent / "logprobs_dev.pt").exists()  # the cache a second tuning run reuses
+    # evaluate with no decoder options uses the tuned LM decoding; --greedy opts out
+    proc = run_cli("evaluate", "--model", str(model), "--manifest", str(corpus["dev"]), "--json", str(tmp_path / "e.json"),
+                   "--out-dir", str(tmp_path / "e"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["decoder"] == f"beam{tuned['beam']}+lm" and result["alpha"] == tuned["alpha"]
+    assert result["wer"] == pytest.approx(tuned["dev_wer"])  # same decoding, same number
+    proc = run_cli("evaluate", "--model", str(model), "--manifest", str(corpus["dev"]), "--greedy",
+                   "--json", str(tmp_path / "g.json"), "--out-dir", str(tmp_path / "g"))
+    assert json.loads((tmp_path / "g.json").read_text())["decoder"] == "greedy"

@@ -1,7 +1,8 @@
 """synthetic_en: English sentences read by many synthetic voices, made here, no download.
 
-Stages: synthesize -> prepare -> train -> decode -> score. Test and dev voices (espeak-ng
-variants and piper settings) never speak in training, and their sentences are held out too.
+Stages: synthesize -> prepare -> lm -> train -> tune -> decode -> score. Test and dev voices
+(espeak-ng variants and piper settings) never speak in training, and their sentences are held out
+too, from the acoustic model and from the LM (built from the training sentences only).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from asr.config import Config, to_dict
 from asr.evaluate import evaluate, format_result
+from asr.lm_build import build_lm
+from asr.lm_tune import format_tuning, tune
 from asr.manifest import Utterance, read_manifest, write_manifest
 from asr.recipe import Stage
 from asr.synthesis import SynthesisError, Voice, engine_available, synthesize_corpus
@@ -56,11 +59,21 @@ class SynthConfig:
 
 
 @dataclass
+class LMConfig:
+    order: int = 4
+    engine: str = "auto"  # lmplz when built (scripts/build_kenlm.sh), else the built-in estimator
+    beam: int = 100
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
+    betas: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0, 2.0, 3.0])
+
+
+@dataclass
 class SyntheticEnConfig(Config):
     size: str = "default"
     data_dir: str = "data/synthetic_en"
     decode_batch_size: int = 32
     synth: SynthConfig = field(default_factory=SynthConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
 
 
 SCHEMA = SyntheticEnConfig
@@ -174,32 +187,61 @@ def train_stage(cfg: SyntheticEnConfig) -> None:
     train(cfg, resume=same)
 
 
+def lm_path(cfg: SyntheticEnConfig) -> Path:
+    return Path(cfg.data_dir) / "lm" / f"{cfg.lm.order}gram.arpa"
+
+
+def lm_stage(cfg: SyntheticEnConfig) -> None:
+    report = build_lm([Path(cfg.data_dir) / "lm_text.txt"], lm_path(cfg), cfg.lm.order, cfg.lm.engine)
+    (lm_path(cfg).parent / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def tune_stage(cfg: SyntheticEnConfig) -> None:
+    result = tune(Path(cfg.exp_dir) / "best.pt", Path(cfg.data_dir) / "manifests" / "dev.jsonl", lm_path(cfg),
+                  cfg.lm.alphas, cfg.lm.betas, cfg.lm.beam, cfg.train.device)
+    log.info(format_tuning(result))
+
+
+DECODERS = ("greedy", "lm")
+
+
 def decode_stage(cfg: SyntheticEnConfig) -> None:
     from asr.inference import Recognizer
 
     exp = Path(cfg.exp_dir)
-    rec = Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size)
+    recognizers = {"greedy": Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size, use_tuned=False),
+                   "lm": Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size)}  # decoding.json
     for split in ("dev", "test"):
-        result = evaluate(exp / "best.pt", Path(cfg.data_dir) / "manifests" / f"{split}.jsonl",
-                          exp / f"decode_{split}_greedy", recognizer=rec)
-        log.info(format_result(result))
+        for name, rec in recognizers.items():
+            result = evaluate(exp / "best.pt", Path(cfg.data_dir) / "manifests" / f"{split}.jsonl",
+                              exp / f"decode_{split}_{name}", recognizer=rec)
+            log.info(format_result(result))
 
 
 def score_stage(cfg: SyntheticEnConfig) -> None:
     exp = Path(cfg.exp_dir)
+    keys = ("wer", "cer", "utterances", "decoder", "beam", "lm", "alpha", "beta")
     results = {}
     for split in ("dev", "test"):
-        summary = json.loads((exp / f"decode_{split}_greedy" / "summary.json").read_text())
-        results[split] = {"wer": summary["wer"], "cer": summary["cer"], "utterances": summary["utterances"],
-                          "decoder": summary["decoder"]}
+        greedy, lm = (json.loads((exp / f"decode_{split}_{d}" / "summary.json").read_text()) for d in DECODERS)
+        results[split] = {k: greedy[k] for k in keys if k in greedy}
+        results[split]["with_lm"] = {k: lm[k] for k in keys if k in lm}
+        if greedy["wer"]:
+            results[split]["with_lm"]["relative_wer_reduction"] = (greedy["wer"] - lm["wer"]) / greedy["wer"]
     (exp / "results.json").write_text(json.dumps(results, indent=2))
     print(results_table(results))
 
 
 def results_table(results: dict) -> str:
-    lines = [f"{'test set':<10} {'decoder':<10} {'utts':>6} {'WER %':>8} {'CER %':>8}"]
+    lines = [f"{'test set':<10} {'decoder':<12} {'utts':>6} {'WER %':>8} {'CER %':>8}"]
     for name, r in results.items():
-        lines.append(f"{name:<10} {r['decoder']:<10} {r['utterances']:>6} {100 * r['wer']:>8.2f} {100 * r['cer']:>8.2f}")
+        for row in (r, r["with_lm"]):
+            lines.append(f"{name:<10} {row['decoder']:<12} {row['utterances']:>6} {100 * row['wer']:>8.2f} "
+                         f"{100 * row['cer']:>8.2f}")
+    if "relative_wer_reduction" in results["test"]["with_lm"]:
+        lines.append(f"LM fusion: test WER {100 * results['test']['with_lm']['relative_wer_reduction']:.1f}% lower "
+                     f"than greedy (alpha {results['test']['with_lm']['alpha']:g}, beta "
+                     f"{results['test']['with_lm']['beta']:g}, tuned on dev)")
     return "\n".join(lines)
 
 
@@ -213,10 +255,15 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
               config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir}),
         Stage("prepare", lambda: prepare_stage(cfg), inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
               outputs=manifests + [data / "vocab.json", data / "lm_text.txt"]),
+        Stage("lm", lambda: lm_stage(cfg), inputs=[data / "lm_text.txt"], outputs=[lm_path(cfg)],
+              config={"order": cfg.lm.order, "engine": cfg.lm.engine}),
         Stage("train", lambda: train_stage(cfg), inputs=manifests + [data / "vocab.json"],
               outputs=[exp / "best.pt"], config=train_keys),
-        Stage("decode", lambda: decode_stage(cfg), inputs=[exp / "best.pt"] + manifests[1:],
-              outputs=[exp / f"decode_{s}_greedy" / "summary.json" for s in ("dev", "test")]),
-        Stage("score", lambda: score_stage(cfg), inputs=[exp / f"decode_{s}_greedy" / "summary.json" for s in ("dev", "test")],
+        Stage("tune", lambda: tune_stage(cfg), inputs=[exp / "best.pt", manifests[1], lm_path(cfg)],
+              outputs=[exp / "decoding.json"], config=asdict(cfg.lm)),
+        Stage("decode", lambda: decode_stage(cfg), inputs=[exp / "best.pt", exp / "decoding.json"] + manifests[1:],
+              outputs=[exp / f"decode_{s}_{d}" / "summary.json" for s in ("dev", "test") for d in DECODERS]),
+        Stage("score", lambda: score_stage(cfg),
+              inputs=[exp / f"decode_{s}_{d}" / "summary.json" for s in ("dev", "test") for d in DECODERS],
               outputs=[exp / "results.json"]),
     ]
