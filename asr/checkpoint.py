@@ -10,7 +10,7 @@ import torch
 
 from .config import Config, from_dict
 from .model import DeepSpeech2
-from .text import CharVocabulary
+from .text import Vocabulary, vocabulary_from_dict
 
 FORMAT_VERSION = 1
 
@@ -54,10 +54,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[DeepSpeech2, CharVocabulary, Config]:
+def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[DeepSpeech2, Vocabulary, Config]:
     """Rebuild the model, vocabulary and config stored in `ckpt`."""
     cfg = from_dict(ckpt["config"])
-    vocab = CharVocabulary(ckpt["labels"][1:])
+    try:
+        vocab = vocabulary_from_dict(ckpt.get("vocabulary") or {"type": "char", "labels": ckpt["labels"]})
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint vocabulary is unusable: {e}") from None
     model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
     try:
         model.load_state_dict(ckpt["model"])
@@ -66,7 +69,7 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[DeepSpeech2, CharVocabu
     return model, vocab, cfg
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[DeepSpeech2, CharVocabulary, Config]:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[DeepSpeech2, Vocabulary, Config]:
     """Model in eval mode on `device`, with its vocabulary and training config."""
     model, vocab, cfg = model_from_checkpoint(load_checkpoint(path))
     return model.to(device).eval(), vocab, cfg

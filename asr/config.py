@@ -23,6 +23,8 @@ class DataConfig:
     train_manifest: str = MISSING
     dev_manifest: str = MISSING
     vocabulary: Optional[str] = None  # vocab.json; built from the training manifest when absent
+    tokenizer: str = "char"  # when building: "char", or SentencePiece "bpe" / "unigram"
+    vocab_size: int = 256  # SentencePiece units
     max_duration: float = 30.0  # seconds; longer training utterances are reported and skipped
     min_duration: float = 0.1
     num_workers: int = 0  # DataLoader worker processes
@@ -102,9 +104,11 @@ _CHOICES = {
     "model.rnn_type": ("gru", "lstm"),
     "train.schedule": ("cosine", "constant", "onecycle"),
     "train.loss": ("torch", "asr"),
+    "data.tokenizer": ("char", "bpe", "unigram"),
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "features.sample_rate", "model.rnn_hidden",
-             "model.rnn_layers", "model.conv_channels", "features.window_ms", "features.hop_ms")
+             "model.rnn_layers", "model.conv_channels", "features.window_ms", "features.hop_ms",
+             "data.vocab_size")
 
 C = TypeVar("C")
 

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .audio import AudioError, load_audio
 from .manifest import Utterance
-from .text import CharVocabulary
+from .text import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Batch:
 class UtteranceDataset(Dataset):
     """Loads one utterance's audio and encodes its (normalised) transcript."""
 
-    def __init__(self, utterances: Sequence[Utterance], vocab: CharVocabulary, sample_rate: int,
+    def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, sample_rate: int,
                  speed_perturb: Sequence[float] = (), seed: int = 0):
         self.utterances = list(utterances)
         self.vocab = vocab

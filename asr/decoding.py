@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .lm import WordLM
-from .text import CharVocabulary
+from .text import WORD_START, Vocabulary
 
 
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
@@ -26,14 +26,13 @@ def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -
     return [best[i][keep[i]].tolist() for i in range(best.shape[0])]
 
 
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: CharVocabulary) -> list[str]:
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary) -> list[str]:
     """Greedy transcripts of a batch of log-probs (N, T, C)."""
     return [vocab.decode(ids) for ids in greedy_ids(log_probs, lengths, vocab.blank)]
 
 
 # ------------------------------------------------------------------ prefix beam search
 _NEG_INF = -math.inf
-WORD_START = "\u2581"  # SentencePiece's word-start mark
 RESCORED = 8  # finalists whose acoustic score is recomputed exactly
 AVG_WORD_LEN = 6  # characters; a longer partial word outside the LM pays proportionally more (as in pyctcdecode)
 

@@ -1,10 +1,11 @@
-"""Text normalisation and the character vocabulary.
+"""Text normalisation and the model's output vocabulary: characters, or SentencePiece units.
 
 The same `normalize_text` runs on training transcripts, LM text and scoring references,
 so that a model is never penalised for a spelling convention it was not taught.
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 import unicodedata
@@ -14,6 +15,7 @@ from pathlib import Path
 
 BLANK = "<blank>"
 SPACE = " "
+WORD_START = "\u2581"  # SentencePiece's word-start mark
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?")
@@ -98,8 +100,11 @@ class CharVocabulary:
     def to_list(self) -> list[str]:
         return self.labels[1:]
 
+    def to_dict(self) -> dict:
+        return {"type": "char", "labels": self.labels}
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"type": "char", "labels": self.labels}, ensure_ascii=False, indent=1))
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "CharVocabulary":
@@ -107,7 +112,95 @@ class CharVocabulary:
         return cls(data["labels"][1:])
 
 
-def check_vocabulary(vocab: CharVocabulary, items: Iterable[tuple[str, str]]) -> None:
+class PieceVocabulary:
+    """SentencePiece units (BPE or unigram) as the model's outputs: index 0 is the CTC blank,
+    index i + 1 is piece i, and "▁" marks a word start. The trained model travels inside it."""
+
+    blank: int = 0
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm
+
+        self.proto = bytes(model_proto)
+        self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
+        self.labels: list[str] = [BLANK] + [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
+        self.chars = {c for i in range(self.sp.get_piece_size()) if not (self.sp.is_unknown(i) or self.sp.is_control(i))
+                      for c in self.sp.id_to_piece(i) if c != WORD_START}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PieceVocabulary) and self.labels == other.labels
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 256, model_type: str = "bpe") -> "PieceVocabulary":
+        """Train SentencePiece on already-normalised `texts` (every character kept)."""
+        import io
+
+        import sentencepiece as spm
+
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise ValueError("no text to train a SentencePiece model on")
+        out = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=out, vocab_size=vocab_size, model_type=model_type,
+            character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, hard_vocab_limit=False,
+            normalization_rule_name="identity", minloglevel=2)
+        return cls(out.getvalue())
+
+    def unknown(self, text: str) -> set[str]:
+        return {c for c in text if c != SPACE and c not in self.chars}
+
+    def encode(self, text: str, utt_id: str | None = None) -> list[int]:
+        """Token ids of normalised `text`; raises OutOfVocabularyError naming characters no piece covers."""
+        bad = self.unknown(text)
+        if bad:
+            where = f" in utterance {utt_id!r}" if utt_id else ""
+            raise OutOfVocabularyError(f"characters outside the vocabulary{where}: {sorted(bad)} (text: {text!r})")
+        return [i + 1 for i in self.sp.encode(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of already-collapsed ids (blanks skipped)."""
+        text = "".join(self.labels[i] for i in ids if i != self.blank).replace(WORD_START, " ")
+        return " ".join(text.split())
+
+    def to_dict(self) -> dict:
+        return {"type": "sentencepiece", "labels": self.labels, "model": base64.b64encode(self.proto).decode()}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+
+
+Vocabulary = CharVocabulary | PieceVocabulary
+
+
+def vocabulary_from_dict(data: dict) -> Vocabulary:
+    """A vocabulary from its saved form (vocab.json, or the copy inside a checkpoint)."""
+    if data.get("type", "char") == "sentencepiece":
+        vocab = PieceVocabulary(base64.b64decode(data["model"]))
+        if data.get("labels") not in (None, vocab.labels):
+            raise ValueError("vocabulary labels do not match its SentencePiece model")
+        return vocab
+    return CharVocabulary(data["labels"][1:])
+
+
+def load_vocabulary(path: str | Path) -> Vocabulary:
+    """Read vocab.json (characters or SentencePiece)."""
+    return vocabulary_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def build_vocabulary(texts: Iterable[str], tokenizer: str = "char", vocab_size: int = 256) -> Vocabulary:
+    """Characters of `texts`, or SentencePiece units ("bpe" / "unigram") trained on them."""
+    if tokenizer == "char":
+        return CharVocabulary.build(texts)
+    if tokenizer in ("bpe", "unigram"):
+        return PieceVocabulary.train(texts, vocab_size, tokenizer)
+    raise ValueError(f"tokenizer must be char, bpe or unigram, got {tokenizer!r}")
+
+
+def check_vocabulary(vocab: "Vocabulary", items: Iterable[tuple[str, str]]) -> None:
     """Raise one error listing every (utterance, characters) pair the vocabulary cannot encode."""
     problems = [(utt, sorted(vocab.unknown(text))) for utt, text in items if vocab.unknown(text)]
     if problems:

@@ -30,7 +30,7 @@ from .manifest import Utterance, read_manifest
 from .metrics import score
 from .model import DeepSpeech2
 from .plotting import plot_training_curves
-from .text import CharVocabulary, check_vocabulary
+from .text import Vocabulary, build_vocabulary, check_vocabulary, load_vocabulary
 
 log = logging.getLogger("asr.train")
 
@@ -71,7 +71,7 @@ def required_frames(targets: list[int]) -> int:
     return len(targets) + sum(a == b for a, b in zip(targets, targets[1:]))
 
 
-def screen_utterances(utts: list[Utterance], split: str, vocab: CharVocabulary, model: DeepSpeech2,
+def screen_utterances(utts: list[Utterance], split: str, vocab: Vocabulary, model: DeepSpeech2,
                       cfg: Config, rejections: Rejections, check_duration: bool) -> list[Utterance]:
     """Keep utterances the model can learn from; report the rest with their reason."""
     kept = []
@@ -137,7 +137,7 @@ def _setup_logging(exp: Path) -> None:
 
 
 @torch.no_grad()
-def evaluate_loss_and_wer(model: DeepSpeech2, loader: DataLoader, vocab: CharVocabulary, loss_fn,
+def evaluate_loss_and_wer(model: DeepSpeech2, loader: DataLoader, vocab: Vocabulary, loss_fn,
                           device: torch.device) -> dict:
     """Dev loss (mean per token) and greedy WER/CER."""
     model.eval()
@@ -188,9 +188,9 @@ def train(cfg: Config, resume: bool = False) -> Path:
     train_utts = read_manifest(cfg.data.train_manifest)
     dev_utts = read_manifest(cfg.data.dev_manifest)
     if cfg.data.vocabulary:
-        vocab = CharVocabulary.load(cfg.data.vocabulary)
+        vocab = load_vocabulary(cfg.data.vocabulary)
     else:
-        vocab = CharVocabulary.build(u.text for u in train_utts)
+        vocab = build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size)
     check_vocabulary(vocab, [(u.id, u.text) for u in train_utts + dev_utts])
     vocab.save(exp / "vocab.json")
 
@@ -346,7 +346,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
         ckpt = {
             "format": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-            "best_wer": best_wer, "dev_wer": dev["wer"], "config": to_dict(cfg), "labels": vocab.labels,
+            "best_wer": best_wer, "dev_wer": dev["wer"], "config": to_dict(cfg), "labels": vocab.labels, "vocabulary": vocab.to_dict(),
             "rng": _rng_state(specaug_gen),
         }
         save_checkpoint(ckpt, exp / "last.pt")

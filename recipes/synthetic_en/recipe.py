@@ -19,7 +19,7 @@ from asr.lm_tune import format_tuning, tune
 from asr.manifest import Utterance, read_manifest, write_manifest
 from asr.recipe import Stage
 from asr.synthesis import SynthesisError, Voice, engine_available, synthesize_corpus
-from asr.text import CharVocabulary, normalize_text
+from asr.text import CharVocabulary, build_vocabulary, normalize_text
 from asr.training import train
 
 log = logging.getLogger("asr.recipe.synthetic_en")
@@ -164,8 +164,11 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
                          "speakers": len({u.speaker for u in utts}), "rejected": rejected}
         log.info(f"prepared {split}: {report[split]}")
     train_utts = read_manifest(data / "manifests" / "train.jsonl")
-    # the character set of the whole prompt text, so a small training set cannot miss a letter dev/test use
-    CharVocabulary.build(normalize_text(t) for t in read_prompts(cfg.synth.prompts)).save(data / "vocab.json")
+    if cfg.data.tokenizer == "char":
+        # the character set of the whole prompt text, so a small training set cannot miss a letter dev/test use
+        CharVocabulary.build(normalize_text(t) for t in read_prompts(cfg.synth.prompts)).save(data / "vocab.json")
+    else:  # SentencePiece units learnt from the training transcripts only
+        build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size).save(data / "vocab.json")
     speakers = {s: {u.speaker for u in read_manifest(data / "manifests" / f"{s}.jsonl")} for s in SPLITS}
     assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
     held_out = {normalize_text(t) for t in read_prompts(cfg.synth.prompts)} - {u.text for u in train_utts}
@@ -254,7 +257,8 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
               outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
               config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir}),
         Stage("prepare", lambda: prepare_stage(cfg), inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
-              outputs=manifests + [data / "vocab.json", data / "lm_text.txt"]),
+              outputs=manifests + [data / "vocab.json", data / "lm_text.txt"],
+              config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}),
         Stage("lm", lambda: lm_stage(cfg), inputs=[data / "lm_text.txt"], outputs=[lm_path(cfg)],
               config={"order": cfg.lm.order, "engine": cfg.lm.engine}),
         Stage("train", lambda: train_stage(cfg), inputs=manifests + [data / "vocab.json"],
