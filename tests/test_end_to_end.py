@@ -107,7 +107,10 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
-    assert set(results) == {"dev", "test"}
+    assert set(results) == {"dev", "test", "provenance"}
+    prov = results["provenance"]
+    assert len(prov["config_sha256"]) == 64 and set(prov["manifests_sha256"]) == {"train", "dev", "test"}
+    assert prov["seed"] == 1234 and prov["lm_sha256"]
     assert results["test"]["utterances"] == 8 and results["test"]["decoder"] == "greedy"
     with_lm = results["test"]["with_lm"]
     assert with_lm["decoder"] == "beam8+lm" and with_lm["alpha"] in (0.5, 1.0) and with_lm["utterances"] == 8

@@ -12,15 +12,11 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from asr.config import Config, to_dict
-from asr.evaluate import evaluate, format_result
-from asr.lm_build import build_lm
-from asr.lm_tune import format_tuning, tune
 from asr.manifest import Utterance, read_manifest, write_manifest
 from asr.recipe import Stage
+from asr.recipe_stages import RecipeConfig, corpus_stages
 from asr.synthesis import SynthesisError, Voice, engine_available, synthesize_corpus
 from asr.text import CharVocabulary, build_vocabulary, normalize_text
-from asr.training import train
 
 log = logging.getLogger("asr.recipe.synthetic_en")
 HERE = Path(__file__).parent
@@ -59,21 +55,9 @@ class SynthConfig:
 
 
 @dataclass
-class LMConfig:
-    order: int = 4
-    engine: str = "auto"  # lmplz when built (scripts/build_kenlm.sh), else the built-in estimator
-    beam: int = 100
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
-    betas: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0, 2.0, 3.0])
-
-
-@dataclass
-class SyntheticEnConfig(Config):
-    size: str = "default"
+class SyntheticEnConfig(RecipeConfig):
     data_dir: str = "data/synthetic_en"
-    decode_batch_size: int = 32
     synth: SynthConfig = field(default_factory=SynthConfig)
-    lm: LMConfig = field(default_factory=LMConfig)
 
 
 SCHEMA = SyntheticEnConfig
@@ -178,96 +162,13 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
     (data / "prepare_report.json").write_text(json.dumps(report, indent=2))
 
 
-def train_stage(cfg: SyntheticEnConfig) -> None:
-    exp = Path(cfg.exp_dir)
-    stamp = json.dumps(to_dict(cfg), sort_keys=True)
-    same = (exp / ".train_config.json").exists() and (exp / ".train_config.json").read_text() == stamp
-    if not same:  # a changed config starts afresh instead of resuming another run's checkpoint
-        for name in ("last.pt", "best.pt", "metrics.csv"):
-            (exp / name).unlink(missing_ok=True)
-    exp.mkdir(parents=True, exist_ok=True)
-    (exp / ".train_config.json").write_text(stamp)
-    train(cfg, resume=same)
-
-
-def lm_path(cfg: SyntheticEnConfig) -> Path:
-    return Path(cfg.data_dir) / "lm" / f"{cfg.lm.order}gram.arpa"
-
-
-def lm_stage(cfg: SyntheticEnConfig) -> None:
-    report = build_lm([Path(cfg.data_dir) / "lm_text.txt"], lm_path(cfg), cfg.lm.order, cfg.lm.engine)
-    (lm_path(cfg).parent / "report.json").write_text(json.dumps(report, indent=2))
-
-
-def tune_stage(cfg: SyntheticEnConfig) -> None:
-    result = tune(Path(cfg.exp_dir) / "best.pt", Path(cfg.data_dir) / "manifests" / "dev.jsonl", lm_path(cfg),
-                  cfg.lm.alphas, cfg.lm.betas, cfg.lm.beam, cfg.train.device)
-    log.info(format_tuning(result))
-
-
-DECODERS = ("greedy", "lm")
-
-
-def decode_stage(cfg: SyntheticEnConfig) -> None:
-    from asr.inference import Recognizer
-
-    exp = Path(cfg.exp_dir)
-    recognizers = {"greedy": Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size, use_tuned=False),
-                   "lm": Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size)}  # decoding.json
-    for split in ("dev", "test"):
-        for name, rec in recognizers.items():
-            result = evaluate(exp / "best.pt", Path(cfg.data_dir) / "manifests" / f"{split}.jsonl",
-                              exp / f"decode_{split}_{name}", recognizer=rec)
-            log.info(format_result(result))
-
-
-def score_stage(cfg: SyntheticEnConfig) -> None:
-    exp = Path(cfg.exp_dir)
-    keys = ("wer", "cer", "utterances", "decoder", "beam", "lm", "alpha", "beta")
-    results = {}
-    for split in ("dev", "test"):
-        greedy, lm = (json.loads((exp / f"decode_{split}_{d}" / "summary.json").read_text()) for d in DECODERS)
-        results[split] = {k: greedy[k] for k in keys if k in greedy}
-        results[split]["with_lm"] = {k: lm[k] for k in keys if k in lm}
-        if greedy["wer"]:
-            results[split]["with_lm"]["relative_wer_reduction"] = (greedy["wer"] - lm["wer"]) / greedy["wer"]
-    (exp / "results.json").write_text(json.dumps(results, indent=2))
-    print(results_table(results))
-
-
-def results_table(results: dict) -> str:
-    lines = [f"{'test set':<10} {'decoder':<12} {'utts':>6} {'WER %':>8} {'CER %':>8}"]
-    for name, r in results.items():
-        for row in (r, r["with_lm"]):
-            lines.append(f"{name:<10} {row['decoder']:<12} {row['utterances']:>6} {100 * row['wer']:>8.2f} "
-                         f"{100 * row['cer']:>8.2f}")
-    if "relative_wer_reduction" in results["test"]["with_lm"]:
-        lines.append(f"LM fusion: test WER {100 * results['test']['with_lm']['relative_wer_reduction']:.1f}% lower "
-                     f"than greedy (alpha {results['test']['with_lm']['alpha']:g}, beta "
-                     f"{results['test']['with_lm']['beta']:g}, tuned on dev)")
-    return "\n".join(lines)
-
-
 def stages(cfg: SyntheticEnConfig) -> list[Stage]:
-    data, exp = Path(cfg.data_dir), Path(cfg.exp_dir)
+    data = Path(cfg.data_dir)
     manifests = [data / "manifests" / f"{s}.jsonl" for s in SPLITS]
-    train_keys = {k: v for k, v in to_dict(cfg).items() if k in ("data", "features", "specaugment", "model", "train")}
-    return [
-        Stage("synthesize", lambda: synthesize_stage(cfg), inputs=[Path(cfg.synth.prompts)],
-              outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
-              config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir}),
-        Stage("prepare", lambda: prepare_stage(cfg), inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
-              outputs=manifests + [data / "vocab.json", data / "lm_text.txt"],
-              config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}),
-        Stage("lm", lambda: lm_stage(cfg), inputs=[data / "lm_text.txt"], outputs=[lm_path(cfg)],
-              config={"order": cfg.lm.order, "engine": cfg.lm.engine}),
-        Stage("train", lambda: train_stage(cfg), inputs=manifests + [data / "vocab.json"],
-              outputs=[exp / "best.pt"], config=train_keys),
-        Stage("tune", lambda: tune_stage(cfg), inputs=[exp / "best.pt", manifests[1], lm_path(cfg)],
-              outputs=[exp / "decoding.json"], config=asdict(cfg.lm)),
-        Stage("decode", lambda: decode_stage(cfg), inputs=[exp / "best.pt", exp / "decoding.json"] + manifests[1:],
-              outputs=[exp / f"decode_{s}_{d}" / "summary.json" for s in ("dev", "test") for d in DECODERS]),
-        Stage("score", lambda: score_stage(cfg),
-              inputs=[exp / f"decode_{s}_{d}" / "summary.json" for s in ("dev", "test") for d in DECODERS],
-              outputs=[exp / "results.json"]),
-    ]
+    synthesize = Stage("synthesize", lambda: synthesize_stage(cfg), inputs=[Path(cfg.synth.prompts)],
+                       outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
+                       config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir})
+    prepare = Stage("prepare", lambda: prepare_stage(cfg), inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
+                    outputs=manifests + [data / "vocab.json", data / "lm_text.txt"],
+                    config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size})
+    return [synthesize] + corpus_stages(cfg, prepare, vocabulary=False)

@@ -1,0 +1,180 @@
+"""The stages every corpus recipe shares once its manifests exist: vocabulary, LM, training, LM
+tuning, decoding and scoring, with a results.json that says how each number can be made again.
+
+A recipe's own code only prepares `<data_dir>/manifests/{train,dev,<test sets>}.jsonl` and
+`<data_dir>/lm_text.txt` from its corpus's layout; `corpus_stages` adds the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import Config, to_dict
+from .evaluate import evaluate, format_result
+from .lm_build import build_lm
+from .lm_tune import format_tuning, tune
+from .manifest import read_manifest
+from .recipe import Stage
+from .text import build_vocabulary, check_vocabulary
+from .training import train
+
+log = logging.getLogger("asr.recipe")
+DECODERS = ("greedy", "lm")
+
+
+@dataclass
+class LMConfig:
+    order: int = 4
+    engine: str = "auto"  # lmplz when built (scripts/build_kenlm.sh), else the built-in estimator
+    extra_text: list[str] = field(default_factory=list)  # more LM text (e.g. librispeech-lm-norm.txt)
+    beam: int = 100
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
+    betas: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0, 2.0, 3.0])
+
+
+@dataclass
+class RecipeConfig(Config):
+    size: str = "default"
+    data_dir: str = "data/recipe"
+    decode_batch_size: int = 32
+    test_sets: list[str] = field(default_factory=lambda: ["test"])  # <data_dir>/manifests/<name>.jsonl
+    lm: LMConfig = field(default_factory=LMConfig)
+
+
+def manifest_path(cfg: RecipeConfig, name: str) -> Path:
+    return Path(cfg.data_dir) / "manifests" / f"{name}.jsonl"
+
+
+def lm_path(cfg: RecipeConfig) -> Path:
+    return Path(cfg.data_dir) / "lm" / f"{cfg.lm.order}gram.arpa"
+
+
+def vocabulary_stage(cfg: RecipeConfig) -> None:
+    """Characters or SentencePiece units from the training transcripts, checked against dev."""
+    train_utts = read_manifest(manifest_path(cfg, "train"))
+    vocab = build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size)
+    check_vocabulary(vocab, [(u.id, u.text) for u in read_manifest(manifest_path(cfg, "dev"))])
+    vocab.save(cfg.data.vocabulary)
+    log.info(f"vocabulary: {len(vocab)} outputs ({cfg.data.tokenizer}) -> {cfg.data.vocabulary}")
+
+
+def lm_stage(cfg: RecipeConfig) -> None:
+    texts = [Path(cfg.data_dir) / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text]
+    report = build_lm(texts, lm_path(cfg), cfg.lm.order, cfg.lm.engine)
+    (lm_path(cfg).parent / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def train_stage(cfg: RecipeConfig) -> None:
+    """Train; resume an interrupted run of the same config, start afresh when the config changed."""
+    exp = Path(cfg.exp_dir)
+    stamp = json.dumps(to_dict(cfg), sort_keys=True)
+    same = (exp / ".train_config.json").exists() and (exp / ".train_config.json").read_text() == stamp
+    if not same:
+        for name in ("last.pt", "best.pt", "metrics.csv"):
+            (exp / name).unlink(missing_ok=True)
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / ".train_config.json").write_text(stamp)
+    train(cfg, resume=same)
+
+
+def tune_stage(cfg: RecipeConfig) -> None:
+    result = tune(Path(cfg.exp_dir) / "best.pt", cfg.data.dev_manifest, lm_path(cfg), cfg.lm.alphas, cfg.lm.betas,
+                  cfg.lm.beam, cfg.train.device)
+    log.info(format_tuning(result))
+
+
+def _test_sets(cfg: RecipeConfig) -> dict[str, Path]:
+    return {"dev": Path(cfg.data.dev_manifest), **{name: manifest_path(cfg, name) for name in cfg.test_sets}}
+
+
+def decode_stage(cfg: RecipeConfig) -> None:
+    from .inference import Recognizer
+
+    exp = Path(cfg.exp_dir)
+    recognizers = {"greedy": Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size, use_tuned=False),
+                   "lm": Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size)}  # decoding.json
+    for name, manifest in _test_sets(cfg).items():
+        for decoder, rec in recognizers.items():
+            result = evaluate(exp / "best.pt", manifest, exp / f"decode_{name}_{decoder}", recognizer=rec)
+            log.info(format_result(result))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def provenance(cfg: RecipeConfig) -> dict:
+    """What regenerates the numbers: commit, config hash, manifest checksums, seed."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, cwd=Path(__file__).parent).stdout.strip())
+    except OSError:
+        commit, dirty = None, None
+    config = json.dumps(to_dict(cfg), sort_keys=True)
+    manifests = {"train": Path(cfg.data.train_manifest), **_test_sets(cfg)}
+    return {"commit": commit, "uncommitted_changes": dirty,
+            "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "seed": cfg.train.seed,
+            "manifests_sha256": {k: _sha256(p) for k, p in manifests.items()},
+            "lm_sha256": _sha256(lm_path(cfg)) if lm_path(cfg).exists() else None}
+
+
+def score_stage(cfg: RecipeConfig) -> None:
+    exp = Path(cfg.exp_dir)
+    keys = ("wer", "cer", "utterances", "decoder", "beam", "lm", "alpha", "beta")
+    results = {}
+    for name in _test_sets(cfg):
+        greedy, lm = (json.loads((exp / f"decode_{name}_{d}" / "summary.json").read_text()) for d in DECODERS)
+        results[name] = {k: greedy[k] for k in keys if k in greedy}
+        results[name]["with_lm"] = {k: lm[k] for k in keys if k in lm}
+        if greedy["wer"]:
+            results[name]["with_lm"]["relative_wer_reduction"] = (greedy["wer"] - lm["wer"]) / greedy["wer"]
+    (exp / "results.json").write_text(json.dumps({**results, "provenance": provenance(cfg)}, indent=2))
+    print(results_table(results))
+
+
+def results_table(results: dict) -> str:
+    """The WER table printed at the end of a recipe."""
+    lines = [f"{'test set':<12} {'decoder':<12} {'utts':>6} {'WER %':>8} {'CER %':>8}"]
+    for name, r in results.items():
+        if name == "provenance":
+            continue
+        for row in (r, r["with_lm"]):
+            lines.append(f"{name:<12} {row['decoder']:<12} {row['utterances']:>6} {100 * row['wer']:>8.2f} "
+                         f"{100 * row['cer']:>8.2f}")
+    last = [r for k, r in results.items() if k != "provenance"][-1]["with_lm"]
+    if "relative_wer_reduction" in last:
+        lines.append(f"LM fusion: {100 * last['relative_wer_reduction']:.1f}% fewer word errors than greedy on the last "
+                     f"test set (alpha {last['alpha']:g}, beta {last['beta']:g}, tuned on dev)")
+    return "\n".join(lines)
+
+
+def corpus_stages(cfg: RecipeConfig, prepare: Stage, vocabulary: bool = True) -> list[Stage]:
+    """`prepare` (the recipe's own) followed by the shared stages."""
+    data, exp = Path(cfg.data_dir), Path(cfg.exp_dir)
+    sets = _test_sets(cfg)
+    manifests = [Path(cfg.data.train_manifest), *sets.values()]
+    train_keys = {k: v for k, v in to_dict(cfg).items() if k in ("data", "features", "specaugment", "model", "train")}
+    summaries = [exp / f"decode_{n}_{d}" / "summary.json" for n in sets for d in DECODERS]
+    stages = [prepare]
+    if vocabulary:
+        stages.append(Stage("vocabulary", lambda: vocabulary_stage(cfg), inputs=manifests[:2],
+                            outputs=[Path(cfg.data.vocabulary)],
+                            config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}))
+    stages += [
+        Stage("lm", lambda: lm_stage(cfg), inputs=[data / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text],
+              outputs=[lm_path(cfg)], config={"order": cfg.lm.order, "engine": cfg.lm.engine}),
+        Stage("train", lambda: train_stage(cfg), inputs=manifests[:2] + [Path(cfg.data.vocabulary)],
+              outputs=[exp / "best.pt"], config=train_keys),
+        Stage("tune", lambda: tune_stage(cfg), inputs=[exp / "best.pt", manifests[1], lm_path(cfg)],
+              outputs=[exp / "decoding.json"], config=asdict(cfg.lm)),
+        Stage("decode", lambda: decode_stage(cfg), inputs=[exp / "best.pt", exp / "decoding.json"] + manifests[1:],
+              outputs=summaries),
+        Stage("score", lambda: score_stage(cfg), inputs=summaries, outputs=[exp / "results.json"]),
+    ]
+    return stages
