@@ -45,9 +45,10 @@ def audio_duration(path: Path) -> float:
     return len(audio) / rate
 
 
-def check_item(item: Item, charset: set[str] | None, max_duration: float, durations: dict) -> tuple[Utterance | None, str]:
+def check_item(item: Item, charset: set[str] | None, max_duration: float, durations: dict,
+               lang: str = "en") -> tuple[Utterance | None, str]:
     """(utterance, "") or (None, reason)."""
-    text = normalize_text(item.text)
+    text = normalize_text(item.text, lang)
     if not text:
         return None, "empty transcript"
     if charset is not None:
@@ -65,6 +66,13 @@ def check_item(item: Item, charset: set[str] | None, max_duration: float, durati
         duration = durations[item.audio]
     else:
         duration = item.duration
+        if item.audio not in durations:  # a segment: the file must still be readable and long enough
+            try:
+                durations[item.audio] = audio_duration(item.audio)
+            except (AudioError, RuntimeError, OSError) as e:
+                return None, f"unreadable audio: {str(e)[:120]}"
+        if item.offset + duration > durations[item.audio] + 0.05:
+            return None, "segment beyond the end of the audio"
     if duration <= 0:
         return None, "empty audio"
     if duration > max_duration:
@@ -74,12 +82,12 @@ def check_item(item: Item, charset: set[str] | None, max_duration: float, durati
 
 
 def prepare_split(items: Iterable[Item], data_dir: str | Path, split: str, charset: set[str] | None = ENGLISH,
-                  max_duration: float = 35.0) -> dict:
+                  max_duration: float = 35.0, lang: str = "en", extra_rejected: Iterable[tuple[str, str, str]] = ()) -> dict:
     """Check `items`, write manifests/<split>.jsonl and rejected/<split>.tsv; return the split's report."""
     data_dir = Path(data_dir)
-    utts, rejected, durations = [], [], {}
+    utts, rejected, durations = [], list(extra_rejected), {}
     for item in items:
-        utt, reason = check_item(item, charset, max_duration, durations)
+        utt, reason = check_item(item, charset, max_duration, durations, lang)
         if utt is None:
             rejected.append((item.id, reason, str(item.audio)))
         else:

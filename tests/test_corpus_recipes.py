@@ -91,3 +91,102 @@ def test_folder_recipe_with_txt_files_and_with_a_listing(corpus, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "data2" / "prepare_report.json").read_text())
     assert (report["train"]["utterances"], report["dev"]["utterances"], report["test"]["utterances"]) == (16, 2, 2)
+
+
+def _wave(corpus: dict, split: str, i: int):
+    import soundfile as sf
+
+    u = rows(corpus[split])[i]
+    return sf.read(str(corpus[split].parent / u["audio_filepath"]))[0], u["text"]
+
+
+def test_commonvoice_recipe_mp3_and_rare_characters(corpus, tmp_path):
+    import subprocess
+
+    root = tmp_path / "cv" / "en"
+    (root / "clips").mkdir(parents=True)
+    header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment\n"
+    tsv = {}
+    for split, src, idx in (("train", "train", range(20)), ("dev", "dev", range(3)), ("test", "dev", range(3, 6))):
+        lines = []
+        for i in idx:
+            u = rows(corpus[src])[i]
+            clip = f"common_voice_en_{split}{i}.mp3"
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(corpus[src].parent / u["audio_filepath"]),
+                            str(root / "clips" / clip)], check=True)
+            lines.append(f"spk{i % 3}\t{clip}\t{u['text'].capitalize()}.\t2\t0\t\t\t\ten\t\n")
+        tsv[split] = lines
+    tsv["train"].append("spk0\tcommon_voice_en_missing.mp3\tHello there.\t2\t0\t\t\t\ten\t\n")
+    tsv["train"][0] = tsv["train"][0].replace(".\t2", " smørrebrød.\t2")  # a foreign letter, seen once
+    for split, lines in tsv.items():
+        (root / f"{split}.tsv").write_text(header + "".join(lines))
+    proc = run_cli("recipe", "run", "recipes/commonvoice", f"corpus_dir={root}", f"data_dir={tmp_path / 'data'}",
+                   f"exp_dir={tmp_path / 'exp'}", "min_char_count=3", *FAST, "--stop-stage", "train")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
+    assert report["rare_characters"]["ø"] == 2 and "ø" not in report["characters"] and "a" in report["characters"]
+    rejected = report["train"]["rejected"]
+    assert rejected["missing audio"] == 1 and rejected["characters outside the set"] >= 1
+    assert report["train"]["utterances"] + report["train"]["rejected_total"] == 21
+    assert "common_voice_en_train0\tcharacters outside the set: ø" in (tmp_path / "data/rejected/train.tsv").read_text()
+    assert (tmp_path / "exp" / "best.pt").exists()
+
+
+def test_an4_recipe_raw_audio(corpus, tmp_path):
+    import soundfile as sf
+
+    an4 = tmp_path / "corpora" / "an4"
+    (an4 / "etc").mkdir(parents=True)
+    for part, folder, src, idx in (("train", "an4_clstk", "train", range(24)), ("test", "an4test_clstk", "dev", range(6))):
+        fileids, trans = [], []
+        for i in idx:
+            wave, text = _wave(corpus, src, i)
+            spk = f"sp{i % 6}" if part == "train" else "fcaw"
+            fileid = f"{spk}/an{100 + i}-{spk}-b"
+            (an4 / "wav" / folder / spk).mkdir(parents=True, exist_ok=True)
+            sf.write(str(an4 / "wav" / folder / f"{fileid}.raw"), wave, 16000, format="RAW", subtype="PCM_16",
+                     endian="BIG")
+            fileids.append(fileid)
+            trans.append(f"<s> {text.upper()} </s> (an{100 + i}-{spk}-b)")
+        (an4 / "etc" / f"an4_{part}.fileids").write_text("\n".join(fileids) + "\n")
+        (an4 / "etc" / f"an4_{part}.transcription").write_text("\n".join(trans) + "\n")
+    proc = run_cli("recipe", "run", "recipes/an4", f"corpus_dir={tmp_path / 'corpora'}", f"data_dir={tmp_path / 'data'}",
+                   f"exp_dir={tmp_path / 'exp'}", "dev_speakers=1", *FAST, "--stop-stage", "train")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
+    assert (report["train"]["utterances"], report["dev"]["utterances"], report["test"]["utterances"]) == (20, 4, 6)
+    train = rows(tmp_path / "data" / "manifests" / "train.jsonl")
+    assert train[0]["audio_filepath"].endswith(".flac") and train[0]["text"] == train[0]["text"].lower()
+    assert (tmp_path / "exp" / "best.pt").exists()
+
+
+def test_tedlium_recipe_segments_from_stm(corpus, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path / "TEDLIUM_release2"
+    for split, src, idx in (("train", "train", range(0, 24)), ("dev", "dev", range(0, 3)), ("test", "dev", range(3, 6))):
+        (root / split / "sph").mkdir(parents=True)
+        (root / split / "stm").mkdir(parents=True)
+        talk = f"Speaker{split.capitalize()}_2010"
+        pieces, stm, t = [], [], 0.0
+        for i in idx:
+            wave, text = _wave(corpus, src, i)
+            pieces += [wave, np.zeros(8000)]
+            stm.append(f"{talk} 1 {talk} {t:.2f} {t + len(wave) / 16000:.2f} <o,f0,male> {text} {{NOISE}} <unk>")
+            t += len(wave) / 16000 + 0.5
+        stm.append(f"{talk} 1 {talk} {t:.2f} {t + 1.0:.2f} <o,f0,male> ignore_time_segment_in_scoring")
+        stm.append(f"{talk} 1 {talk} {t + 100:.2f} {t + 101:.2f} <o,f0,male> past the end")
+        sf.write(str(root / split / "sph" / f"{talk}.sph"), np.concatenate(pieces + [np.zeros(16000)]), 16000,
+                 format="NIST", subtype="PCM_16")
+        (root / split / "stm" / f"{talk}.stm").write_text("\n".join(stm) + "\n")
+    proc = run_cli("recipe", "run", "recipes/tedlium", f"corpus_dir={root}", f"data_dir={tmp_path / 'data'}",
+                   f"exp_dir={tmp_path / 'exp'}", *FAST, "--stop-stage", "train")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
+    assert report["train"]["utterances"] == 24 and report["train"]["ignored_segments"] == 1
+    assert report["train"]["rejected"] == {"segment beyond the end of the audio": 1}
+    train = rows(tmp_path / "data" / "manifests" / "train.jsonl")
+    assert train[1]["offset"] > 0 and "unk" not in train[0]["text"] and "noise" not in train[0]["text"]
+    assert train[0]["text"] == rows(corpus["train"])[0]["text"]
+    assert (tmp_path / "exp" / "best.pt").exists()
