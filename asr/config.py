@@ -78,11 +78,13 @@ class TrainConfig:
     sortagrad: bool = True  # first epoch in order of increasing duration
     seed: int = 1234
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: bool = True  # autocast on CUDA
+    amp: str = "auto"  # mixed precision: auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16 (CUDA), off
     loss: str = "asr"  # "asr" (ours, asr.ctc) or "torch" (torch.nn.functional.ctc_loss)
     log_every: int = 20
     threads: int = 0  # torch CPU threads (0: torch default)
     max_steps: int = 0  # stop after this many steps (0: no limit), for quick checks
+    save_every_steps: int = 0  # also checkpoint (last.pt) every N steps inside an epoch; 0: at epoch ends only
+    keep_last: int = 3  # checkpoints/step-*.pt kept besides last.pt and best.pt
     dev_batch_size: int = 64
 
 
@@ -105,6 +107,7 @@ _CHOICES = {
     "train.schedule": ("cosine", "constant", "onecycle"),
     "train.loss": ("torch", "asr"),
     "data.tokenizer": ("char", "bpe", "unigram"),
+    "train.amp": ("auto", "bf16", "fp16", "off"),
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "features.sample_rate", "model.rnn_hidden",
              "model.rnn_layers", "model.conv_channels", "features.window_ms", "features.hop_ms",

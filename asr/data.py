@@ -117,17 +117,19 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.batches = make_batches(durations, max_utterances, max_seconds)
         self.sortagrad = sortagrad
         self.seed = seed
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Start `epoch`, leaving out its first `skip` batches (resuming inside an epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) - self.skip
 
     def __iter__(self) -> Iterator[list[int]]:
+        skip = self.skip
         if self.sortagrad and self.epoch == 0:
-            return iter([list(b) for b in self.batches])
+            return iter([list(b) for b in self.batches[skip:]])
         order = list(range(len(self.batches)))
         random.Random(self.seed + self.epoch).shuffle(order)
-        return iter([list(self.batches[i]) for i in order])
+        return iter([list(self.batches[i]) for i in order[skip:]])

@@ -66,7 +66,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"manifest not found: {path}")
-    utterances, errors = [], []
+    utterances, errors, linenos = [], [], []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -83,6 +83,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             audio = Path(data["audio_filepath"])
             if not audio.is_absolute():
                 audio = path.parent / audio
+            linenos.append(lineno)
             utterances.append(Utterance(
                 audio_filepath=str(audio), duration=float(data["duration"]), text=data["text"],
                 offset=float(data.get("offset") or 0.0),
@@ -92,10 +93,12 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     if errors:
         shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
         raise ManifestError(f"{path}: {len(errors)} invalid line(s):\n  {shown}")
-    ids = [u.id for u in utterances]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:10]
-        raise ManifestError(f"{path}: duplicate utterance ids {dup}")
+    seen: dict[str, list[int]] = {}
+    for u, lineno in zip(utterances, linenos, strict=True):
+        seen.setdefault(u.id, []).append(lineno)
+    dups = [f"id {i!r} on lines {', '.join(map(str, n))}" for i, n in seen.items() if len(n) > 1]
+    if dups:
+        raise ManifestError(f"{path}: {len(dups)} duplicate utterance id(s): " + "; ".join(dups[:10]))
     return utterances
 
 

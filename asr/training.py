@@ -158,6 +158,36 @@ def evaluate_loss_and_wer(model: DeepSpeech2, loader: DataLoader, vocab: Vocabul
     return result
 
 
+def _save_last(exp: Path, keep_last: int, ckpt: dict) -> None:
+    """Write last.pt atomically; keep hard links to the last `keep_last` of them in checkpoints/."""
+    save_checkpoint(ckpt, exp / "last.pt")
+    if keep_last <= 0:
+        return
+    folder = exp / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    kept = folder / f"step-{ckpt['step']:08d}.pt"
+    kept.unlink(missing_ok=True)
+    try:
+        kept.hardlink_to(exp / "last.pt")
+    except OSError:  # no hard links on this filesystem
+        save_checkpoint(ckpt, kept)
+    for old in sorted(folder.glob("step-*.pt"))[:-keep_last]:
+        old.unlink(missing_ok=True)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> tuple[torch.dtype, bool]:
+    """(dtype, enabled) for train.amp on `device`: bf16 needs no loss scaling; fp16 gets a grad scaler."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return torch.float32, False
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise TrainingError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on the CPU")
+        return torch.float16, True
+    if amp == "auto" and not torch.cuda.is_bf16_supported():
+        return torch.float16, True
+    return torch.bfloat16, True
+
+
 def _rng_state(gen: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "specaug": gen.get_state()}
     if torch.cuda.is_available():
@@ -210,8 +240,10 @@ def train(cfg: Config, resume: bool = False) -> Path:
     train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
                                  t.sortagrad, t.seed)
+    # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+                        generator=torch.Generator().manual_seed(t.seed))
     dev_set = UtteranceDataset(dev_utts, vocab, cfg.features.sample_rate)
     dev_loader = DataLoader(dev_set, batch_sampler=make_batches([u.duration for u in dev_utts], t.dev_batch_size),
                             collate_fn=collate, num_workers=cfg.data.num_workers)
@@ -223,18 +255,19 @@ def train(cfg: Config, resume: bool = False) -> Path:
         model.frontend.fit_global_stats(stats_batches)
     model.to(device)
 
-    total_steps = t.epochs * len(sampler)
+    total_steps = t.epochs * len(sampler.batches)
     if t.max_steps:
         total_steps = min(total_steps, t.max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = make_scheduler(opt, cfg, total_steps)
-    use_amp = t.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype, use_amp = autocast_dtype(t.amp, device)
+    if use_amp:
+        log.info(f"mixed precision: {str(amp_dtype).replace('torch.', '')} autocast on {device.type}")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = get_ctc_loss(t.loss)
     specaug_gen = torch.Generator().manual_seed(t.seed)
 
-    start_epoch, step, best_wer = 0, 0, math.inf
+    start_epoch, step, best_wer, resume_at = 0, 0, math.inf, None
     if resume and (exp / "last.pt").exists():
         ckpt = load_checkpoint(exp / "last.pt")
         if ckpt["labels"] != vocab.labels:
@@ -244,8 +277,15 @@ def train(cfg: Config, resume: bool = False) -> Path:
         sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"], specaug_gen)
-        start_epoch, step, best_wer = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_wer"]
-        log.info(f"resumed from {exp / 'last.pt'}: epoch {start_epoch}, step {step}, best dev WER {best_wer:.4f}")
+        step, best_wer = ckpt["step"], ckpt["best_wer"]
+        if ckpt.get("position"):  # saved inside an epoch: continue that epoch after the batches it had done
+            resume_at = ckpt["position"]
+            start_epoch = ckpt["epoch"]
+        else:
+            start_epoch = ckpt["epoch"] + 1
+        where = f", batch {resume_at['batch']}" if resume_at else ""
+        log.info(f"resumed from {exp / 'last.pt'}: epoch {start_epoch + 1}{where}, step {step}, "
+                 f"best dev WER {best_wer:.4f}")
     elif resume:
         log.info(f"--resume: no {exp / 'last.pt'} yet, starting from scratch")
     save_config(cfg, exp / "config.yaml")
@@ -258,18 +298,31 @@ def train(cfg: Config, resume: bool = False) -> Path:
         with metrics_path.open("w", newline="") as f:
             csv.writer(f).writerow(METRICS)
 
+    def checkpoint_state(epoch: int, position: dict | None, dev_wer: float | None = None) -> dict:
+        """Everything a resumed run needs to continue exactly where this one is."""
+        return {"format": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
+                "position": position, "best_wer": best_wer, "dev_wer": dev_wer, "config": to_dict(cfg),
+                "labels": vocab.labels, "vocabulary": vocab.to_dict(), "rng": _rng_state(specaug_gen)}
+
     consecutive_bad = 0
     for epoch in range(start_epoch, t.epochs):
         if t.max_steps and step >= t.max_steps:
             break
-        sampler.set_epoch(epoch)
+        pos = resume_at if resume_at and epoch == start_epoch else {}
+        sampler.set_epoch(epoch, skip=pos.get("batch", 0))
         train_set.set_epoch(epoch)
         model.train()
-        t0, seen_audio, seen_utts, loss_sum, loss_n, skipped, failed = time.time(), 0.0, 0, 0.0, 0, 0, 0
+        t0 = time.time() - pos.get("seconds", 0.0)
+        batch_index = pos.get("batch", 0)
+        seen_audio, seen_utts = pos.get("seen_audio", 0.0), pos.get("seen_utts", 0)
+        loss_sum, loss_n = pos.get("loss_sum", 0.0), pos.get("loss_n", 0)
+        skipped, failed = pos.get("skipped", 0), pos.get("failed", 0)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True,
                    disable=None, file=sys.stderr)
         for batch in bar:
             batch: Batch
+            batch_index += 1
             if batch.failed:
                 failed += len(batch.failed)
                 for utt_id, reason in batch.failed:
@@ -314,6 +367,11 @@ def train(cfg: Config, resume: bool = False) -> Path:
                 if bar.disable:
                     log.info(f"epoch {epoch + 1} step {step}: loss {loss.item():.3f}, "
                              f"{seen_audio / max(elapsed, 1e-9):.0f} audio-s/s")
+            if t.save_every_steps and step % t.save_every_steps == 0 and batch_index < len(sampler.batches):
+                position = {"batch": batch_index, "seen_audio": seen_audio, "seen_utts": seen_utts,
+                            "loss_sum": loss_sum, "loss_n": loss_n, "skipped": skipped, "failed": failed,
+                            "seconds": time.time() - t0}
+                _save_last(exp, t.keep_last, checkpoint_state(epoch, position))
             if t.max_steps and step >= t.max_steps:
                 break
         bar.close()
@@ -343,13 +401,8 @@ def train(cfg: Config, resume: bool = False) -> Path:
 
         is_best = dev["wer"] < best_wer
         best_wer = min(best_wer, dev["wer"])
-        ckpt = {
-            "format": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-            "best_wer": best_wer, "dev_wer": dev["wer"], "config": to_dict(cfg), "labels": vocab.labels, "vocabulary": vocab.to_dict(),
-            "rng": _rng_state(specaug_gen),
-        }
-        save_checkpoint(ckpt, exp / "last.pt")
+        ckpt = checkpoint_state(epoch, None, dev["wer"])
+        _save_last(exp, t.keep_last, ckpt)
         if is_best:
             save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")},
                             exp / "best.pt")

@@ -1,6 +1,7 @@
 """The real `asr` command line, in subprocesses, on real synthesized speech."""
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_resume_continues(trained, tmp_path):
     exp, args, _ = trained
     proc = run_cli(*[a if a != "train.epochs=2" else "train.epochs=3" for a in args], "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resumed from" in proc.stderr and "epoch 2" in proc.stderr
+    assert "resumed from" in proc.stderr and "epoch 3, step" in proc.stderr  # continues at epoch 3
     rows = list(csv.DictReader((exp / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
@@ -212,3 +213,15 @@ def test_lm_build_tune_and_pick_up(trained, corpus, tmp_path):
     proc = run_cli("evaluate", "--model", str(model), "--manifest", str(corpus["dev"]), "--greedy",
                    "--json", str(tmp_path / "g.json"), "--out-dir", str(tmp_path / "g"))
     assert json.loads((tmp_path / "g.json").read_text())["decoder"] == "greedy"
+
+
+def test_bf16_autocast_training_on_cpu(corpus, tmp_path):
+    exp = tmp_path / "exp"
+    proc = run_cli("train", str(ROOT / "conf/ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
+                   f"data.dev_manifest={corpus['dev']}", "train.epochs=2", "train.amp=bf16", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mixed precision: bfloat16 autocast on cpu" in proc.stderr
+    rows = list(csv.DictReader((exp / "metrics.csv").open()))
+    losses = [float(r["train_loss"]) for r in rows]
+    assert len(rows) == 2 and all(math.isfinite(x) for x in losses) and losses[1] < losses[0]
+    assert float(rows[-1]["skipped_batches"]) == 0
