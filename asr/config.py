@@ -83,6 +83,7 @@ class TrainConfig:
     log_every: int = 20
     threads: int = 0  # torch CPU threads (0: torch default)
     max_steps: int = 0  # stop after this many steps (0: no limit), for quick checks
+    accum_steps: int = 1  # micro-batches per optimizer step (gradient accumulation)
     save_every_steps: int = 0  # also checkpoint (last.pt) every N steps inside an epoch; 0: at epoch ends only
     keep_last: int = 3  # checkpoints/step-*.pt kept besides last.pt and best.pt
     dev_batch_size: int = 64
@@ -111,7 +112,7 @@ _CHOICES = {
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "features.sample_rate", "model.rnn_hidden",
              "model.rnn_layers", "model.conv_channels", "features.window_ms", "features.hop_ms",
-             "data.vocab_size")
+             "data.vocab_size", "train.accum_steps")
 
 C = TypeVar("C")
 

@@ -110,26 +110,36 @@ def make_batches(durations: Sequence[float], max_utterances: int, max_seconds: f
 
 
 class BucketBatchSampler(Sampler[list[int]]):
-    """Duration-bucketed batches, shuffled each epoch; sorted (SortaGrad) in the first epoch."""
+    """Duration-bucketed batches, shuffled each epoch; sorted (SortaGrad) in the first epoch.
+
+    With `world` > 1 (data parallel), rank r takes batches r, r + world, ... of the epoch's order,
+    which is padded by repeating its first batches so that every rank gets the same number.
+    """
 
     def __init__(self, durations: Sequence[float], max_utterances: int, max_seconds: float = 0.0,
-                 sortagrad: bool = True, seed: int = 0):
+                 sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1):
         self.batches = make_batches(durations, max_utterances, max_seconds)
         self.sortagrad = sortagrad
         self.seed = seed
+        self.rank, self.world = rank, world
         self.epoch, self.skip = 0, 0
 
+    @property
+    def per_rank(self) -> int:
+        """Batches each rank gets per epoch."""
+        return -(-len(self.batches) // self.world)
+
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Start `epoch`, leaving out its first `skip` batches (resuming inside an epoch)."""
+        """Start `epoch`, leaving out this rank's first `skip` batches (resuming inside an epoch)."""
         self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
-        return len(self.batches) - self.skip
+        return self.per_rank - self.skip
 
     def __iter__(self) -> Iterator[list[int]]:
-        skip = self.skip
-        if self.sortagrad and self.epoch == 0:
-            return iter([list(b) for b in self.batches[skip:]])
         order = list(range(len(self.batches)))
-        random.Random(self.seed + self.epoch).shuffle(order)
-        return iter([list(self.batches[i]) for i in order[skip:]])
+        if not (self.sortagrad and self.epoch == 0):
+            random.Random(self.seed + self.epoch).shuffle(order)
+        order += order[: self.per_rank * self.world - len(order)]
+        mine = order[self.rank::self.world][self.skip:]
+        return iter([list(self.batches[i]) for i in mine])

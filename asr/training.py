@@ -6,6 +6,7 @@ and train.log. `--resume` continues from last.pt.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -23,6 +24,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_config, to_dict
 from .data import Batch, BucketBatchSampler, UtteranceDataset, collate, make_batches
 from .decoding import greedy_decode
+from .distributed import Group, any_rank, barrier, gather, join, leave
 from .features import num_frames, spec_augment
 from .inference import resolve_device
 from .losses import get_ctc_loss
@@ -138,8 +140,8 @@ def _setup_logging(exp: Path) -> None:
 
 @torch.no_grad()
 def evaluate_loss_and_wer(model: DeepSpeech2, loader: DataLoader, vocab: Vocabulary, loss_fn,
-                          device: torch.device) -> dict:
-    """Dev loss (mean per token) and greedy WER/CER."""
+                          device: torch.device, group: Group = Group()) -> dict:
+    """Dev loss (mean per token) and greedy WER/CER; each rank decodes its share, results are gathered."""
     model.eval()
     total_loss, total_tokens, refs, hyps = 0.0, 0, [], []
     for batch in loader:
@@ -152,6 +154,10 @@ def evaluate_loss_and_wer(model: DeepSpeech2, loader: DataLoader, vocab: Vocabul
         total_tokens += int(batch.target_lengths.sum())
         refs += batch.texts
         hyps += greedy_decode(lp, out_lens, vocab)
+    if group.enabled:
+        parts = gather((total_loss, total_tokens, refs, hyps), group)
+        total_loss, total_tokens = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        refs, hyps = [r for p in parts for r in p[2]], [h for p in parts for h in p[3]]
     result = score(refs, hyps)
     result["loss"] = total_loss / max(total_tokens, 1)
     result["examples"] = list(zip(refs[:3], hyps[:3]))
@@ -203,17 +209,53 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _NullWriter:
+    """TensorBoard's SummaryWriter for ranks other than 0: writes nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TrainStep(torch.nn.Module):
+    """Features, SpecAugment and the network in one forward, so DistributedDataParallel sees it all."""
+
+    def __init__(self, model: DeepSpeech2, specaugment, generator: torch.Generator):
+        super().__init__()
+        self.model, self.specaugment, self.generator = model, specaugment, generator
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, frames = self.model.frontend(waves, lengths)
+        feats = spec_augment(feats, frames, self.specaugment, self.generator)
+        return self.model.forward_features(feats, frames)
+
+
 def train(cfg: Config, resume: bool = False) -> Path:
-    """Train per `cfg`; returns the path of the best checkpoint."""
+    """Train per `cfg` (data parallel under torchrun); returns the path of the best checkpoint."""
+    group, device = join(resolve_device(cfg.train.device))
+    try:
+        return _train(cfg, resume, group, device)
+    finally:
+        leave(group)
+
+
+def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Path:
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
-    _setup_logging(exp)
+    if group.main:
+        _setup_logging(exp)
+    else:
+        logging.getLogger("asr").setLevel(logging.WARNING)
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
     random.seed(t.seed)
-    device = resolve_device(t.device)
 
     train_utts = read_manifest(cfg.data.train_manifest)
     dev_utts = read_manifest(cfg.data.dev_manifest)
@@ -222,31 +264,34 @@ def train(cfg: Config, resume: bool = False) -> Path:
     else:
         vocab = build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size)
     check_vocabulary(vocab, [(u.id, u.text) for u in train_utts + dev_utts])
-    vocab.save(exp / "vocab.json")
+    if group.main:
+        vocab.save(exp / "vocab.json")
 
     model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
     rejections = Rejections()
     train_utts = screen_utterances(train_utts, "train", vocab, model, cfg, rejections, check_duration=True)
     dev_utts = screen_utterances(dev_utts, "dev", vocab, model, cfg, rejections, check_duration=False)
-    rejections.write(exp / "rejected.tsv")
+    if group.main:
+        rejections.write(exp / "rejected.tsv")
     log.info(f"data: {len(train_utts)} train utterances ({sum(u.duration for u in train_utts) / 3600:.2f} h), "
              f"{len(dev_utts)} dev; left out: {rejections.summary()} (see {exp / 'rejected.tsv'})")
     if not train_utts:
         raise TrainingError("no training utterances left after screening; see rejected.tsv")
     log.info(f"model: DeepSpeech2 {cfg.model.conv_layers} conv + {cfg.model.rnn_layers} x "
              f"{'bi' if cfg.model.bidirectional else 'uni'}{cfg.model.rnn_type.upper()}({cfg.model.rnn_hidden}), "
-             f"{len(vocab)} outputs, {model.num_parameters():,} parameters; device {device}")
+             f"{len(vocab)} outputs, {model.num_parameters():,} parameters; device {device}"
+             + (f"; data parallel over {group.world} processes" if group.enabled else ""))
 
     train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
-                                 t.sortagrad, t.seed)
+                                 t.sortagrad, t.seed, group.rank, group.world)
     # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
                         generator=torch.Generator().manual_seed(t.seed))
     dev_set = UtteranceDataset(dev_utts, vocab, cfg.features.sample_rate)
-    dev_loader = DataLoader(dev_set, batch_sampler=make_batches([u.duration for u in dev_utts], t.dev_batch_size),
-                            collate_fn=collate, num_workers=cfg.data.num_workers)
+    dev_batches = make_batches([u.duration for u in dev_utts], t.dev_batch_size)[group.rank::group.world]
+    dev_loader = DataLoader(dev_set, batch_sampler=dev_batches, collate_fn=collate, num_workers=cfg.data.num_workers)
 
     if cfg.features.normalize == "global" and not resume:
         stats_batches = (
@@ -255,7 +300,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
         model.frontend.fit_global_stats(stats_batches)
     model.to(device)
 
-    total_steps = t.epochs * len(sampler.batches)
+    total_steps = t.epochs * math.ceil(sampler.per_rank / t.accum_steps)
     if t.max_steps:
         total_steps = min(total_steps, t.max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -265,7 +310,11 @@ def train(cfg: Config, resume: bool = False) -> Path:
         log.info(f"mixed precision: {str(amp_dtype).replace('torch.', '')} autocast on {device.type}")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = get_ctc_loss(t.loss)
-    specaug_gen = torch.Generator().manual_seed(t.seed)
+    specaug_gen = torch.Generator().manual_seed(t.seed + group.rank)
+    step_model = TrainStep(model, cfg.specaugment, specaug_gen)
+    if group.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
 
     start_epoch, step, best_wer, resume_at = 0, 0, math.inf, None
     if resume and (exp / "last.pt").exists():
@@ -288,15 +337,16 @@ def train(cfg: Config, resume: bool = False) -> Path:
                  f"best dev WER {best_wer:.4f}")
     elif resume:
         log.info(f"--resume: no {exp / 'last.pt'} yet, starting from scratch")
-    save_config(cfg, exp / "config.yaml")
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(exp / "tensorboard"))
     metrics_path = exp / "metrics.csv"
-    if start_epoch == 0 or not metrics_path.exists():
-        with metrics_path.open("w", newline="") as f:
-            csv.writer(f).writerow(METRICS)
+    writer = _NullWriter()
+    if group.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        save_config(cfg, exp / "config.yaml")
+        writer = SummaryWriter(str(exp / "tensorboard"))
+        if start_epoch == 0 or not metrics_path.exists():
+            with metrics_path.open("w", newline="") as f:
+                csv.writer(f).writerow(METRICS)
 
     def checkpoint_state(epoch: int, position: dict | None, dev_wer: float | None = None) -> dict:
         """Everything a resumed run needs to continue exactly where this one is."""
@@ -319,7 +369,8 @@ def train(cfg: Config, resume: bool = False) -> Path:
         loss_sum, loss_n = pos.get("loss_sum", 0.0), pos.get("loss_n", 0)
         skipped, failed = pos.get("skipped", 0), pos.get("failed", 0)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True,
-                   disable=None, file=sys.stderr)
+                   disable=None if group.main else True, file=sys.stderr)
+        micro = 0  # micro-batches accumulated into the next optimizer step
         for batch in bar:
             batch: Batch
             batch_index += 1
@@ -327,30 +378,37 @@ def train(cfg: Config, resume: bool = False) -> Path:
                 failed += len(batch.failed)
                 for utt_id, reason in batch.failed:
                     log.warning(f"skipped unreadable utterance {utt_id}: {reason}")
-            if not len(batch):
+            if any_rank(not len(batch), group):  # every rank skips together, or the gradient sync hangs
                 continue
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                feats, frames = model.frontend(batch.waves.to(device, non_blocking=True), batch.wave_lengths.to(device))
-                feats = spec_augment(feats, frames, cfg.specaugment, specaug_gen)
-                lp, out_lens = model.forward_features(feats, frames)
+                lp, out_lens = step_model(batch.waves.to(device, non_blocking=True), batch.wave_lengths.to(device))
             loss = loss_fn(lp.float().transpose(0, 1), batch.targets.to(device), out_lens,
                            batch.target_lengths.to(device), blank=vocab.blank, reduction="mean")
-            if not torch.isfinite(loss):
+            if any_rank(not torch.isfinite(loss), group):
                 skipped += 1
                 consecutive_bad += 1
-                log.warning(f"non-finite loss {loss.item()} at step {step}; batch skipped: {batch.ids}")
+                log.warning(f"non-finite loss at step {step} (this rank: {loss.item()}); batch skipped on every "
+                            f"rank: {batch.ids}")
                 opt.zero_grad(set_to_none=True)
+                micro = 0
                 if consecutive_bad >= MAX_CONSECUTIVE_BAD_BATCHES:
                     raise TrainingError(f"{consecutive_bad} consecutive batches had non-finite loss; "
                                         f"lower train.lr or check the data (last batch: {batch.ids[:5]})")
                 continue
             consecutive_bad = 0
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            micro += 1
+            last_micro = micro == t.accum_steps or batch_index == len(sampler) + sampler.skip
+            sync = step_model.no_sync() if group.enabled and not last_micro else contextlib.nullcontext()
+            with sync:
+                scaler.scale(loss / t.accum_steps).backward()
+            if not last_micro:
+                continue
+            micro = 0
             scaler.unscale_(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             scaler.step(opt)
             scaler.update()
+            opt.zero_grad(set_to_none=True)
             sched.step()
             step += 1
             seen_audio += sum(batch.durations)
@@ -367,7 +425,8 @@ def train(cfg: Config, resume: bool = False) -> Path:
                 if bar.disable:
                     log.info(f"epoch {epoch + 1} step {step}: loss {loss.item():.3f}, "
                              f"{seen_audio / max(elapsed, 1e-9):.0f} audio-s/s")
-            if t.save_every_steps and step % t.save_every_steps == 0 and batch_index < len(sampler.batches):
+            if (group.main and t.save_every_steps and step % t.save_every_steps == 0
+                    and batch_index < len(sampler) + sampler.skip):
                 position = {"batch": batch_index, "seen_audio": seen_audio, "seen_utts": seen_utts,
                             "loss_sum": loss_sum, "loss_n": loss_n, "skipped": skipped, "failed": failed,
                             "seconds": time.time() - t0}
@@ -379,35 +438,37 @@ def train(cfg: Config, resume: bool = False) -> Path:
             raise TrainingError(f"{failed} of {len(train_set)} training utterances could not be read in epoch "
                                 f"{epoch + 1}; see the warnings above")
         epoch_seconds = time.time() - t0
-        dev = evaluate_loss_and_wer(model, dev_loader, vocab, loss_fn, device)
+        dev = evaluate_loss_and_wer(model, dev_loader, vocab, loss_fn, device, group)
         train_loss = loss_sum / max(loss_n, 1)
         row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0], "train_loss": train_loss,
                "dev_loss": dev["loss"], "dev_wer": dev["wer"], "dev_cer": dev["cer"], "epoch_seconds": epoch_seconds,
                "audio_seconds_per_second": seen_audio / max(epoch_seconds, 1e-9), "skipped_batches": skipped,
                "failed_utterances": failed}
-        with metrics_path.open("a", newline="") as f:
-            csv.DictWriter(f, METRICS).writerow(row)
-        for k in ("train_loss", "dev_loss", "dev_wer", "dev_cer"):
-            writer.add_scalar(f"epoch/{k}", row[k], epoch + 1)
-        writer.flush()
-        plot_training_curves(metrics_path, exp / "curves.png")
-        log.info(f"epoch {epoch + 1}: train loss {train_loss:.3f}, dev loss {dev['loss']:.3f}, "
-                 f"dev WER {100 * dev['wer']:.2f}%, CER {100 * dev['cer']:.2f}% "
-                 f"({epoch_seconds:.0f}s, {row['audio_seconds_per_second']:.0f} audio-s/s"
-                 f"{f', {skipped} batches skipped' if skipped else ''}{f', {failed} unreadable' if failed else ''})")
-        if dev["examples"]:
-            ref, hyp = dev["examples"][0]
-            log.info(f"  ref: {ref}\n  hyp: {hyp}")
+        if group.main:
+            with metrics_path.open("a", newline="") as f:
+                csv.DictWriter(f, METRICS).writerow(row)
+            for k in ("train_loss", "dev_loss", "dev_wer", "dev_cer"):
+                writer.add_scalar(f"epoch/{k}", row[k], epoch + 1)
+            writer.flush()
+            plot_training_curves(metrics_path, exp / "curves.png")
+            log.info(f"epoch {epoch + 1}: train loss {train_loss:.3f}, dev loss {dev['loss']:.3f}, "
+                     f"dev WER {100 * dev['wer']:.2f}%, CER {100 * dev['cer']:.2f}% "
+                     f"({epoch_seconds:.0f}s, {row['audio_seconds_per_second']:.0f} audio-s/s"
+                     f"{f', {skipped} batches skipped' if skipped else ''}{f', {failed} unreadable' if failed else ''})")
+            if dev["examples"]:
+                ref, hyp = dev["examples"][0]
+                log.info(f"  ref: {ref}\n  hyp: {hyp}")
 
-        is_best = dev["wer"] < best_wer
-        best_wer = min(best_wer, dev["wer"])
-        ckpt = checkpoint_state(epoch, None, dev["wer"])
-        _save_last(exp, t.keep_last, ckpt)
-        if is_best:
-            save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")},
-                            exp / "best.pt")
-            log.info(f"  new best dev WER {100 * best_wer:.2f}% -> {exp / 'best.pt'}")
+            is_best = dev["wer"] < best_wer
+            best_wer = min(best_wer, dev["wer"])
+            ckpt = checkpoint_state(epoch, None, dev["wer"])
+            _save_last(exp, t.keep_last, ckpt)
+            if is_best:
+                save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")},
+                                exp / "best.pt")
+                log.info(f"  new best dev WER {100 * best_wer:.2f}% -> {exp / 'best.pt'}")
+        barrier(group)  # the other ranks wait for rank 0's checkpoint
     writer.close()
-    if not (exp / "best.pt").exists():
+    if group.main and not (exp / "best.pt").exists():
         raise TrainingError(f"training finished without a checkpoint in {exp}")
     return exp / "best.pt"
