@@ -1,4 +1,4 @@
-"""The `asr` command: train, evaluate, transcribe, lm build/tune, recipe run."""
+"""The `asr` command: train, evaluate, transcribe, lm build/tune, average, export, recipe run."""
 from __future__ import annotations
 
 import argparse
@@ -84,6 +84,28 @@ def _lm_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _average(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .export import average_checkpoints
+
+    paths = list(args.models)
+    if args.exp:
+        found = sorted((Path(args.exp) / "checkpoints").glob("step-*.pt"))
+        if not found:
+            raise CheckpointError(f"{args.exp}/checkpoints holds no step-*.pt checkpoints (train.keep_last)")
+        paths += found[-args.last:]
+    print(json.dumps(average_checkpoints(paths, args.out)))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_torchscript
+
+    print(json.dumps(export_torchscript(args.model, args.out)))
+    return 0
+
+
 def _recipe_run(args: argparse.Namespace) -> int:
     from .recipe import run_recipe
 
@@ -148,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--device", default="auto")
     lt.add_argument("--dry-run", action="store_true", help="print the grid, write nothing")
     lt.set_defaults(fn=_lm_tune)
+
+    av = sub.add_parser("average", help="average the weights of several checkpoints")
+    av.add_argument("models", nargs="*", help="checkpoints (.pt)")
+    av.add_argument("--exp", help="experiment folder: average its last --last checkpoints/step-*.pt")
+    av.add_argument("--last", type=int, default=3)
+    av.add_argument("--out", required=True, help="averaged checkpoint (.pt)")
+    av.set_defaults(fn=_average)
+
+    ex = sub.add_parser("export", help="export a model to TorchScript (waveforms -> log-probs, labels inside)")
+    ex.add_argument("--model", required=True, help="checkpoint (.pt)")
+    ex.add_argument("--out", required=True, help="output file, e.g. model.ts")
+    ex.set_defaults(fn=_export)
 
     r = sub.add_parser("recipe", help="run a recipe")
     rsub = r.add_subparsers(dest="recipe_command", required=True)

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from asr.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from asr.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from asr.config import load_config, to_dict
 from asr.model import DeepSpeech2
 from asr.text import CharVocabulary
@@ -63,3 +63,42 @@ def test_weights_of_other_model_rejected():
     ckpt["config"]["model"]["rnn_hidden"] = 32
     with pytest.raises(CheckpointError, match="do not fit"):
         model_from_checkpoint(ckpt)
+
+
+def _tiny_checkpoint(path, seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    ckpt, _ = make_ckpt()
+    save_checkpoint(ckpt, path)
+
+
+def test_export_torchscript_parity_and_averaging(tmp_path):
+    import json as _json
+
+    import torch as _torch
+
+    from asr.export import average_checkpoints, load_torchscript
+    from conftest import run_cli
+
+    ckpt = tmp_path / "m.pt"
+    _tiny_checkpoint(ckpt)
+    proc = run_cli("export", "--model", str(ckpt), "--out", str(tmp_path / "m.ts"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _json.loads(proc.stdout)["format"] == "torchscript"
+    module, labels, conf = load_torchscript(tmp_path / "m.ts")
+    model, vocab, _ = load_model(ckpt)
+    assert labels == vocab.labels and conf["sample_rate"] == 16000
+    for lengths in ([12000], [20000, 7000, 16000]):  # other batch sizes and lengths than traced
+        waves = _torch.randn(len(lengths), max(lengths)) * 0.1
+        lens = _torch.tensor(lengths)
+        with _torch.no_grad():
+            ours, ours_len = model(waves, lens)
+            theirs, theirs_len = module(waves, lens)
+        assert _torch.equal(ours_len, theirs_len) and _torch.allclose(ours, theirs, atol=1e-5)
+
+    other = tmp_path / "other.pt"
+    _tiny_checkpoint(other, seed=1)
+    average_checkpoints([ckpt, other], tmp_path / "avg.pt")
+    a, b, avg = (_torch.load(p, weights_only=True)["model"] for p in (ckpt, other, tmp_path / "avg.pt"))
+    name = next(k for k, v in a.items() if v.is_floating_point() and v.numel() > 10)
+    assert _torch.allclose(avg[name], (a[name] + b[name]) / 2)
+    load_model(tmp_path / "avg.pt")

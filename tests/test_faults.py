@@ -45,6 +45,9 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(corpus, tmp_path):
     for name, value in reference["model"].items():
         assert torch.allclose(resumed["model"][name].float(), value.float(), atol=1e-6, rtol=0), name
     assert len(list((exp / "checkpoints").glob("step-*.pt"))) == 2  # keep_last
+    proc = run_cli("average", "--exp", str(exp), "--last", "2", "--out", str(tmp_path / "avg.pt"))
+    assert proc.returncode == 0 and '"averaged": 2' in proc.stdout, proc.stderr[-2000:]
+    assert torch.load(tmp_path / "avg.pt", weights_only=True)["averaged_from"][-1].endswith("step-00000015.pt")
 
 
 WRITER = """
