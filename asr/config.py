@@ -29,6 +29,9 @@ class DataConfig:
     min_duration: float = 0.1
     num_workers: int = 0  # DataLoader worker processes
     speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]
+    noise_dir: Optional[str] = None  # folder of noise recordings mixed into training audio
+    noise_prob: float = 0.5  # share of training utterances that get noise
+    noise_snr: list[float] = field(default_factory=lambda: [5.0, 20.0])  # SNR range in dB
 
 
 @dataclass

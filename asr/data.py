@@ -9,6 +9,7 @@ import logging
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -37,16 +38,52 @@ class Batch:
         return len(self.ids)
 
 
+class NoiseMixer:
+    """Additive noise from a folder of recordings at a random SNR; all choices seeded per item."""
+
+    AUDIO = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".sph", ".aiff"}
+
+    def __init__(self, folder: str | Path, sample_rate: int, prob: float = 0.5, snr_db: Sequence[float] = (5, 20)):
+        self.files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in self.AUDIO)
+        if not self.files:
+            raise AudioError(f"data.noise_dir {folder}: no audio files to use as noise")
+        self.sample_rate, self.prob, self.snr_db = sample_rate, prob, (float(min(snr_db)), float(max(snr_db)))
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def _noise(self, path: Path) -> np.ndarray:
+        got = self._cache.get(path)
+        if got is None:
+            if len(self._cache) >= 64:
+                self._cache.pop(next(iter(self._cache)))
+            got = self._cache[path] = load_audio(path, self.sample_rate)
+        return got
+
+    def __call__(self, wave: np.ndarray, rng: random.Random) -> np.ndarray:
+        if rng.random() >= self.prob or not len(wave):
+            return wave
+        noise = self._noise(rng.choice(self.files))
+        if len(noise) < len(wave):
+            noise = np.tile(noise, -(-len(wave) // len(noise)))
+        start = rng.randrange(len(noise) - len(wave) + 1)
+        noise = noise[start: start + len(wave)]
+        p_wave, p_noise = float(np.mean(wave ** 2)), float(np.mean(noise ** 2))
+        if p_wave == 0.0 or p_noise == 0.0:
+            return wave
+        snr = rng.uniform(*self.snr_db)
+        return (wave + noise * np.sqrt(p_wave / (p_noise * 10 ** (snr / 10)))).astype(np.float32)
+
+
 class UtteranceDataset(Dataset):
-    """Loads one utterance's audio and encodes its (normalised) transcript."""
+    """Loads one utterance's audio (speed-perturbed, with noise, when asked) and encodes its transcript."""
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, sample_rate: int,
-                 speed_perturb: Sequence[float] = (), seed: int = 0):
+                 speed_perturb: Sequence[float] = (), seed: int = 0, noise: NoiseMixer | None = None):
         self.utterances = list(utterances)
         self.vocab = vocab
         self.sample_rate = sample_rate
         self.speed_perturb = list(speed_perturb)
         self.seed = seed
+        self.noise = noise
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -66,6 +103,8 @@ class UtteranceDataset(Dataset):
             factor = random.Random(f"{self.seed}:{self.epoch}:{index}").choice(self.speed_perturb)
             if factor != 1.0:  # faster speech = fewer samples at the same rate (pitch changes too, as in Kaldi)
                 wave = soxr.resample(wave, self.sample_rate * factor, self.sample_rate).astype(np.float32)
+        if self.noise is not None:
+            wave = self.noise(wave, random.Random(f"{self.seed}:{self.epoch}:{index}:noise"))
         return {"id": utt.id, "wave": wave, "targets": self.vocab.encode(utt.text, utt.id), "text": utt.text,
                 "duration": len(wave) / self.sample_rate}
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_config, to_dict
-from .data import Batch, BucketBatchSampler, UtteranceDataset, collate, make_batches
+from .data import Batch, BucketBatchSampler, NoiseMixer, UtteranceDataset, collate, make_batches
 from .decoding import greedy_decode
 from .distributed import Group, any_rank, barrier, gather, join, leave
 from .features import num_frames, spec_augment
@@ -282,7 +282,9 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
              f"{len(vocab)} outputs, {model.num_parameters():,} parameters; device {device}"
              + (f"; data parallel over {group.world} processes" if group.enabled else ""))
 
-    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed)
+    noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
+             if cfg.data.noise_dir else None)
+    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
                                  t.sortagrad, t.seed, group.rank, group.world)
     # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)

@@ -215,10 +215,16 @@ def test_lm_build_tune_and_pick_up(trained, corpus, tmp_path):
     assert json.loads((tmp_path / "g.json").read_text())["decoder"] == "greedy"
 
 
-def test_bf16_autocast_training_on_cpu(corpus, tmp_path):
+def test_bf16_autocast_training_on_cpu_with_noise_and_speed_augmentation(corpus, tmp_path):
+    import numpy as np
+
+    (tmp_path / "noise").mkdir()
+    sf.write(str(tmp_path / "noise" / "n.flac"), np.random.default_rng(0).normal(size=16000).astype(np.float32) * 0.05,
+             16000)
     exp = tmp_path / "exp"
     proc = run_cli("train", str(ROOT / "conf/ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
-                   f"data.dev_manifest={corpus['dev']}", "train.epochs=2", "train.amp=bf16", *TINY)
+                   f"data.dev_manifest={corpus['dev']}", "train.epochs=2", "train.amp=bf16",
+                   f"data.noise_dir={tmp_path / 'noise'}", "data.speed_perturb=[0.9,1.0,1.1]", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mixed precision: bfloat16 autocast on cpu" in proc.stderr
     rows = list(csv.DictReader((exp / "metrics.csv").open()))
