@@ -61,7 +61,8 @@ class PrefixTable:
 
 
 @numba.njit(cache=True, inline="always")
-def _lae(a: float, b: float) -> float:
+def logaddexp(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) for scalars, -inf aware."""
     if a == NEG_INF:
         return b
     if b == NEG_INF:
@@ -107,9 +108,9 @@ def search(lp, frames, cand_ptr, cand_tok, cumblank, blank, width, prune,
             pb = beams_pb[b]
             pnb = beams_pnb[b]
             if t > pos[1]:  # blank-only frames since the last step: the path now ends in blank
-                pb = _lae(pb, pnb) + shift
+                pb = logaddexp(pb, pnb) + shift
                 pnb = NEG_INF
-            total = _lae(pb, pnb)
+            total = logaddexp(pb, pnb)
             s = slot[pid]
             if s < 0:
                 s = n_next
@@ -119,13 +120,13 @@ def search(lp, frames, cand_ptr, cand_tok, cumblank, blank, width, prune,
                 nxt_pnb[s] = NEG_INF
                 n_next += 1
             else:
-                nxt_pb[s] = _lae(nxt_pb[s], total + blank_lp)
+                nxt_pb[s] = logaddexp(nxt_pb[s], total + blank_lp)
             last = token[pid]
             for k in range(cand_ptr[t], cand_ptr[t + 1]):
                 c = cand_tok[k]
                 lpc = lp[t, c]
                 if c == last:
-                    nxt_pnb[s] = _lae(nxt_pnb[s], pnb + lpc)
+                    nxt_pnb[s] = logaddexp(nxt_pnb[s], pnb + lpc)
                     if pb == NEG_INF:
                         continue
                     src = pb + lpc
@@ -198,7 +199,7 @@ def search(lp, frames, cand_ptr, cand_tok, cumblank, blank, width, prune,
                     nxt_pnb[cs] = src
                     n_next += 1
                 else:
-                    nxt_pnb[cs] = _lae(nxt_pnb[cs], src)
+                    nxt_pnb[cs] = logaddexp(nxt_pnb[cs], src)
         for i in range(n_next):
             slot[nxt_pid[i]] = -1
         if n_req > 0:
@@ -206,7 +207,7 @@ def search(lp, frames, cand_ptr, cand_tok, cumblank, blank, width, prune,
         # rank by acoustic + LM, keep the best `width` within `prune` of the best
         best = NEG_INF
         for i in range(n_next):
-            scores[i] = _lae(nxt_pb[i], nxt_pnb[i]) + bonus[nxt_pid[i]]
+            scores[i] = logaddexp(nxt_pb[i], nxt_pnb[i]) + bonus[nxt_pid[i]]
             if scores[i] > best:
                 best = scores[i]
         floor = best + prune

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import beam_kernel
 from .lm import WordLM
 from .text import WORD_START, Vocabulary
 
@@ -37,14 +38,18 @@ RESCORED = 8  # finalists whose acoustic score is recomputed exactly
 AVG_WORD_LEN = 6  # characters; a longer partial word outside the LM pays proportionally more (as in pyctcdecode)
 
 
-def _logaddexp(a: float, b: float) -> float:
-    if a == _NEG_INF:
-        return b
-    if b == _NEG_INF:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
+_logaddexp = beam_kernel.logaddexp.py_func  # the compiled kernel's log-add, run as plain Python
+
+
+def _timed_words(words: list[tuple[str, int, int]], frame_seconds: float | None) -> list[dict]:
+    """(word, start frame, end frame) as dicts, with seconds when the frame duration is known."""
+    out = []
+    for w, s, e in words:
+        item = {"word": w, "start_frame": s, "end_frame": e}
+        if frame_seconds:
+            item.update(start=round(s * frame_seconds, 3), end=round((e + 1) * frame_seconds, 3))
+        out.append(item)
+    return out
 
 
 @dataclass
@@ -180,8 +185,6 @@ class CTCBeamDecoder:
         The search's prefix probabilities lose the mass of pruned alignments; the exact forward
         score repairs the final order and, without an LM, makes the result never worse than greedy.
         """
-        from .beam_kernel import labeling_logp
-
         pool = list(hyps)
         if len(lp) and self.lm is None and not self.hotwords:
             best = lp.argmax(axis=1)
@@ -196,7 +199,7 @@ class CTCBeamDecoder:
             if key in seen:
                 continue
             seen.add(key)
-            exact = float(labeling_logp(lp, np.asarray(h.tokens, dtype=np.int64), self.blank))
+            exact = float(beam_kernel.labeling_logp(lp, np.asarray(h.tokens, dtype=np.int64), self.blank))
             out.append(Hypothesis(h.text, exact + h.lm_score, exact, h.lm_score, h.words, h.tokens))
         out.sort(key=lambda h: h.score, reverse=True)
         return out[:n] or [Hypothesis("", 0.0, 0.0, 0.0)]
@@ -289,12 +292,7 @@ class CTCBeamDecoder:
             if self.lm is not None:
                 lm_score += self.lm.score_end(state)
             acoustic = _logaddexp(pb, pnb)
-            timed = []
-            for w, s, e in words:
-                item = {"word": w, "start_frame": s, "end_frame": e}
-                if self.frame_seconds:
-                    item.update(start=round(s * self.frame_seconds, 3), end=round((e + 1) * self.frame_seconds, 3))
-                timed.append(item)
+            timed = _timed_words(words, self.frame_seconds)
             tokens, q = [], pid
             while q > 0:
                 tokens.append(table[q].token)
@@ -340,8 +338,6 @@ class _Compiled:
     """The compiled engine's state for one decoder: token tables, the LM's word trie, LM caches, buffers."""
 
     def __init__(self, dec: CTCBeamDecoder):
-        from . import beam_kernel
-
         self.k, self.dec = beam_kernel, dec
         labels = dec.labels
         self.boundary = np.array([lab == " " or (dec.pieces and lab.startswith(WORD_START)) for lab in labels])
@@ -461,12 +457,7 @@ class _Compiled:
         for total, ac, lm_score, pid in finals[:n]:
             tokens = self._tokens(pid)
             words = self._words(tokens)
-            timed = []
-            for w, s, e in words:
-                item = {"word": w, "start_frame": s, "end_frame": e}
-                if dec.frame_seconds:
-                    item.update(start=round(s * dec.frame_seconds, 3), end=round((e + 1) * dec.frame_seconds, 3))
-                timed.append(item)
+            timed = _timed_words(words, dec.frame_seconds)
             results.append(Hypothesis(" ".join(w for w, _, _ in words), total, ac, lm_score, timed,
                                       [tok for tok, _ in tokens]))
         return results or [Hypothesis("", 0.0, 0.0, 0.0)]
