@@ -77,12 +77,13 @@ def test_folder_recipe_with_txt_files_and_with_a_listing(corpus, tmp_path):
     (root / "train" / "utt0.txt").unlink()  # audio without a transcript
     (root / "test" / "utt1.txt").write_text("café")  # a character training never shows
     proc = run_cli("recipe", "run", "recipes/folder", f"corpus_dir={root}", f"data_dir={tmp_path / 'data'}",
-                   f"exp_dir={tmp_path / 'exp'}", "--stop-stage", "vocabulary")
+                   f"exp_dir={tmp_path / 'exp'}", *FAST, "--stop-stage", "train")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
     assert report["train"]["utterances"] == 19 and report["train"]["rejected"] == {"empty transcript": 1}
     assert report["test"]["rejected"] == {"characters outside the set": 1} and report["dev"]["utterances"] == 3
     assert json.loads((tmp_path / "data" / "vocab.json").read_text())["type"] == "char"
+    assert (tmp_path / "exp" / "best.pt").exists() and (tmp_path / "data" / "lm" / "2gram.arpa").exists()
 
     listing = tmp_path / "list.tsv"
     listing.write_text("path\ttext\n" + "".join(f"my_corpus/train/utt{i}.flac\t{u['text']}\n" for i, u in enumerate(train[:20])))
