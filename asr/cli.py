@@ -90,19 +90,31 @@ def _average(args: argparse.Namespace) -> int:
     from .export import average_checkpoints
 
     paths = list(args.models)
-    if args.exp:
-        found = sorted((Path(args.exp) / "checkpoints").glob("step-*.pt"))
+    folder = Path(args.exp or ".") / "checkpoints"
+    if args.exp and args.best:
+        index = folder / "best.json"
+        if not index.exists():
+            raise CheckpointError(f"{index} is missing: no end-of-epoch checkpoints were kept (train.keep_best)")
+        wers = json.loads(index.read_text())
+        if len(wers) < args.best:
+            print(f"warning: {folder} keeps {len(wers)} best-epoch checkpoints, fewer than --best {args.best}",
+                  file=sys.stderr)
+        paths += [folder / name for name in sorted(wers, key=lambda n: (wers[n], n))[: args.best]]
+    elif args.exp:
+        found = sorted(folder.glob("step-*.pt"))
         if not found:
-            raise CheckpointError(f"{args.exp}/checkpoints holds no step-*.pt checkpoints (train.keep_last)")
+            raise CheckpointError(f"{folder} holds no step-*.pt checkpoints (train.keep_last)")
         paths += found[-args.last:]
     print(json.dumps(average_checkpoints(paths, args.out)))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export_torchscript
+    from .export import export_onnx, export_torchscript
 
-    print(json.dumps(export_torchscript(args.model, args.out)))
+    fmt = args.format or ("onnx" if str(args.out).endswith(".onnx") else "torchscript")
+    fn = export_onnx if fmt == "onnx" else export_torchscript
+    print(json.dumps(fn(args.model, args.out)))
     return 0
 
 
@@ -173,14 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     av = sub.add_parser("average", help="average the weights of several checkpoints")
     av.add_argument("models", nargs="*", help="checkpoints (.pt)")
-    av.add_argument("--exp", help="experiment folder: average its last --last checkpoints/step-*.pt")
-    av.add_argument("--last", type=int, default=3)
+    av.add_argument("--exp", help="experiment folder: average its last --last checkpoints, or its --best epochs")
+    av.add_argument("--last", type=int, default=3, help="the last N checkpoints/step-*.pt (train.keep_last)")
+    av.add_argument("--best", type=int, default=0,
+                    help="instead, the N end-of-epoch checkpoints with the lowest dev WER (train.keep_best)")
     av.add_argument("--out", required=True, help="averaged checkpoint (.pt)")
     av.set_defaults(fn=_average)
 
-    ex = sub.add_parser("export", help="export a model to TorchScript (waveforms -> log-probs, labels inside)")
+    ex = sub.add_parser("export", help="export a model to TorchScript or ONNX (waveforms -> log-probs, labels inside)")
     ex.add_argument("--model", required=True, help="checkpoint (.pt)")
-    ex.add_argument("--out", required=True, help="output file, e.g. model.ts")
+    ex.add_argument("--out", required=True, help="output file, e.g. model.ts or model.onnx")
+    ex.add_argument("--format", choices=("torchscript", "onnx"), default=None,
+                    help="torchscript: batches of waveforms; onnx: one waveform (needs asr[export]); "
+                         "default: onnx for a .onnx file, else torchscript")
     ex.set_defaults(fn=_export)
 
     r = sub.add_parser("recipe", help="run a recipe")

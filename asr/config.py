@@ -89,6 +89,7 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per optimizer step (gradient accumulation)
     save_every_steps: int = 0  # also checkpoint (last.pt) every N steps inside an epoch; 0: at epoch ends only
     keep_last: int = 3  # checkpoints/step-*.pt kept besides last.pt and best.pt
+    keep_best: int = 3  # checkpoints/epoch-*.pt kept for the epochs with the lowest dev WER (asr average --best)
     dev_batch_size: int = 64
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -179,6 +181,37 @@ def _save_last(exp: Path, keep_last: int, ckpt: dict) -> None:
         save_checkpoint(ckpt, kept)
     for old in sorted(folder.glob("step-*.pt"))[:-keep_last]:
         old.unlink(missing_ok=True)
+
+
+def _keep_best(exp: Path, keep_best: int, epoch: int, dev_wer: float) -> None:
+    """Keep a hard link to last.pt (an end-of-epoch checkpoint) among the `keep_best` best by dev WER.
+
+    checkpoints/best.json maps each kept file to its dev WER, so that `asr average --best N` needs
+    to open none of them to choose.
+    """
+    if keep_best <= 0:
+        return
+    folder = exp / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    index_path = folder / "best.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index = {name: wer for name, wer in index.items() if (folder / name).exists()}
+    name = f"epoch-{epoch + 1:04d}.pt"
+    index[name] = dev_wer
+    ranked = sorted(index, key=lambda n: (index[n], n))
+    if name in ranked[:keep_best]:
+        (folder / name).unlink(missing_ok=True)
+        try:
+            (folder / name).hardlink_to(exp / "last.pt")
+        except OSError:  # no hard links on this filesystem
+            shutil.copyfile(exp / "last.pt", folder / (name + ".tmp"))
+            (folder / (name + ".tmp")).replace(folder / name)
+    for old in ranked[keep_best:]:
+        (folder / old).unlink(missing_ok=True)
+        index.pop(old)
+    tmp = index_path.with_name("best.json.tmp")
+    tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
+    tmp.replace(index_path)
 
 
 def autocast_dtype(amp: str, device: torch.device) -> tuple[torch.dtype, bool]:
@@ -465,6 +498,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
             best_wer = min(best_wer, dev["wer"])
             ckpt = checkpoint_state(epoch, None, dev["wer"])
             _save_last(exp, t.keep_last, ckpt)
+            _keep_best(exp, t.keep_best, epoch, dev["wer"])
             if is_best:
                 save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")},
                                 exp / "best.pt")

@@ -10,9 +10,9 @@ from asr.model import DeepSpeech2
 from asr.text import CharVocabulary
 
 
-def make_ckpt():
+def make_ckpt(*overrides: str):
     cfg = load_config(None, ["exp_dir=e", "data.train_manifest=t", "data.dev_manifest=d", "model.rnn_hidden=16",
-                             "model.conv_channels=4", "model.rnn_layers=1"])
+                             "model.conv_channels=4", "model.rnn_layers=1", *overrides])
     vocab = CharVocabulary.build(["abc"])
     model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
     return {"model": model.state_dict(), "config": to_dict(cfg), "labels": vocab.labels, "epoch": 3}, model
@@ -65,9 +65,9 @@ def test_weights_of_other_model_rejected():
         model_from_checkpoint(ckpt)
 
 
-def _tiny_checkpoint(path, seed: int = 0) -> None:
+def _tiny_checkpoint(path, seed: int = 0, *overrides: str) -> None:
     torch.manual_seed(seed)
-    ckpt, _ = make_ckpt()
+    ckpt, _ = make_ckpt(*overrides)
     save_checkpoint(ckpt, path)
 
 
@@ -102,3 +102,33 @@ def test_export_torchscript_parity_and_averaging(tmp_path):
     name = next(k for k, v in a.items() if v.is_floating_point() and v.numel() > 10)
     assert _torch.allclose(avg[name], (a[name] + b[name]) / 2)
     load_model(tmp_path / "avg.pt")
+
+
+@pytest.mark.parametrize("overrides", [
+    (),  # bidirectional GRU, log spectrogram
+    ("model.bidirectional=false", "model.lookahead=3", "model.rnn_type=lstm", "model.rnn_layers=2",
+     "features.kind=logmel", "features.n_mels=20"),  # streaming variant
+])
+def test_export_onnx_parity_with_onnxruntime(tmp_path, overrides):
+    import json as _json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from conftest import run_cli
+
+    ckpt = tmp_path / "m.pt"
+    _tiny_checkpoint(ckpt, 0, *overrides)
+    proc = run_cli("export", "--model", str(ckpt), "--out", str(tmp_path / "m.onnx"))  # format from the suffix
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    model, vocab, _ = load_model(ckpt)
+    assert _json.loads(meta["labels"]) == vocab.labels and meta["sample_rate"] == "16000"
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    for n in (8000, 23456, 40000):  # lengths other than the exported example
+        wave = torch.randn(1, n) * 0.1
+        theirs = session.run(None, {"waveform": wave.numpy()})[0]
+        with torch.no_grad():
+            ours, _ = model(wave, torch.tensor([n]))
+        assert theirs.shape == tuple(ours.shape) and np.abs(theirs - ours.numpy()).max() < 1e-3

@@ -1,5 +1,7 @@
 """Training that survives faults: kill -9 mid-epoch then --resume gives the uninterrupted weights;
 a kill during a checkpoint write never leaves a corrupt checkpoint."""
+import csv
+import json
 import os
 import random
 import signal
@@ -15,7 +17,7 @@ from conftest import ROOT, TINY, run_cli
 def _train_args(corpus, exp):
     return ["train", str(ROOT / "conf/ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
             f"data.dev_manifest={corpus['dev']}", "train.epochs=3", "train.save_every_steps=2", "train.keep_last=2",
-            *TINY]
+            "train.keep_best=2", *TINY]
 
 
 def test_kill_mid_epoch_then_resume_equals_uninterrupted(corpus, tmp_path):
@@ -48,6 +50,20 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(corpus, tmp_path):
     proc = run_cli("average", "--exp", str(exp), "--last", "2", "--out", str(tmp_path / "avg.pt"))
     assert proc.returncode == 0 and '"averaged": 2' in proc.stdout, proc.stderr[-2000:]
     assert torch.load(tmp_path / "avg.pt", weights_only=True)["averaged_from"][-1].endswith("step-00000015.pt")
+
+    # the two best epochs by dev WER are kept (across the kill and the resume) and can be averaged
+    rows = list(csv.DictReader((exp / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    ranked = sorted((float(r["dev_wer"]), f"epoch-{int(r['epoch']):04d}.pt") for r in rows)
+    kept = json.loads((exp / "checkpoints" / "best.json").read_text())
+    assert sorted(kept) == sorted(name for _, name in ranked[:2])
+    assert sorted(p.name for p in (exp / "checkpoints").glob("epoch-*.pt")) == sorted(kept)
+    for name in kept:
+        assert torch.load(exp / "checkpoints" / name, weights_only=True)["epoch"] == int(name[6:10]) - 1
+    proc = run_cli("average", "--exp", str(exp), "--best", "2", "--out", str(tmp_path / "best2.pt"))
+    assert proc.returncode == 0 and '"averaged": 2' in proc.stdout, proc.stderr[-2000:]
+    sources = torch.load(tmp_path / "best2.pt", weights_only=True)["averaged_from"]
+    assert sorted(os.path.basename(p) for p in sources) == sorted(kept)
 
 
 WRITER = """
