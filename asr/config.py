@@ -81,6 +81,7 @@ class TrainConfig:
     sortagrad: bool = True  # first epoch in order of increasing duration
     seed: int = 1234
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    compile: bool = False  # torch.compile the front-end and conv stack (dynamic shapes; the RNNs stay eager)
     amp: str = "auto"  # mixed precision: auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16 (CUDA), off
     loss: str = "asr"  # "asr" (ours, asr.ctc) or "torch" (torch.nn.functional.ctc_loss)
     log_every: int = 20
@@ -143,12 +144,33 @@ def validate(cfg: Any) -> None:
             continue
         if not value > 0:
             raise ConfigError(f"config key {key!r} = {value!r}: must be positive")
+    features = getattr(cfg, "features", None)
+    if features is not None:
+        check_feature_bins(features)
     model = getattr(cfg, "model", None)
     if model is not None:
         if not 1 <= model.conv_layers <= 3:
             raise ConfigError(f"config key 'model.conv_layers' = {model.conv_layers}: must be 1, 2 or 3")
         if model.lookahead and model.bidirectional:
             raise ConfigError("config key 'model.lookahead' needs model.bidirectional=false")
+
+
+MIN_FEATURE_BINS = 32
+
+
+def check_feature_bins(features: FeatureConfig) -> None:
+    """The first DeepSpeech2 conv spans 41 frequency bins; far fewer bins leave it looking at padding,
+    and torch 2.13's oneDNN CPU conv backward crashes (segfault or hang) on 1-channel inputs of <= 22 bins."""
+    if features.kind == "logmel":
+        key, bins = "features.n_mels", features.n_mels
+    else:
+        key = "features.window_ms"
+        bins = int(round(features.sample_rate * features.window_ms / 1000)) // 2 + 1
+    if bins < MIN_FEATURE_BINS:
+        raise ConfigError(
+            f"config key {key!r} gives {bins} frequency bins: need at least {MIN_FEATURE_BINS} "
+            "for the DeepSpeech2 conv front (41-bin first kernel)"
+        )
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), schema: type[C] = Config) -> C:

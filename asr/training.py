@@ -334,6 +334,9 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         )
         model.frontend.fit_global_stats(stats_batches)
     model.to(device)
+    if t.compile:
+        model.compile_features_and_conv()
+        log.info("torch.compile: front-end and conv stack (the first batches of each new shape compile)")
 
     total_steps = t.epochs * math.ceil(sampler.per_rank / t.accum_steps)
     if t.max_steps:

@@ -107,7 +107,7 @@ def test_export_torchscript_parity_and_averaging(tmp_path):
 @pytest.mark.parametrize("overrides", [
     (),  # bidirectional GRU, log spectrogram
     ("model.bidirectional=false", "model.lookahead=3", "model.rnn_type=lstm", "model.rnn_layers=2",
-     "features.kind=logmel", "features.n_mels=20"),  # streaming variant
+     "features.kind=logmel", "features.n_mels=32"),  # streaming variant
 ])
 def test_export_onnx_parity_with_onnxruntime(tmp_path, overrides):
     import json as _json

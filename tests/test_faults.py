@@ -92,23 +92,35 @@ def test_kill_during_checkpoint_write_never_corrupts(tmp_path):
 
 
 def test_ddp_two_processes_equal_single_process_with_the_same_global_batch(corpus, tmp_path):
-    """2 gloo ranks x batch 4 == 1 process accumulating 2 micro-batches of 4 (same data, same order)."""
+    """2 gloo ranks x batch 4 == 1 process accumulating 2 micro-batches of 4 (same data, same order),
+    launched on one node and as two nodes through torchrun's c10d rendezvous."""
     common = [str(ROOT / "conf/ds2_tiny.yaml"), f"data.train_manifest={corpus['train']}",
               f"data.dev_manifest={corpus['dev']}", "train.epochs=1", "train.max_steps=3", "specaugment.enabled=false",
               *TINY, "train.batch_size=4"]
     proc = run_cli("train", *common, f"exp_dir={tmp_path / 'single'}", "train.accum_steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     port = str(29500 + random.Random().randint(0, 500))
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-                          "-m", "asr", "train", *common, f"exp_dir={tmp_path / 'ddp'}"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert "data parallel over 2 processes" in ddp.stderr
-    a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
-    assert a["step"] == b["step"] == 3
-    for name, value in a["model"].items():
-        if "running" in name or "num_batches" in name:
-            continue  # BatchNorm statistics: DDP keeps rank 0's, accumulation sees both micro-batches
-        assert torch.allclose(b["model"][name], value, atol=2e-5, rtol=1e-4), name
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    launches = {  # one machine with 2 processes; two "machines" (launchers) meeting through a c10d rendezvous
+        "ddp": [run + ["--nproc_per_node", "2", "--master_port", port]],
+        "nodes": [run + ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+                         "--rdzv-endpoint", f"127.0.0.1:{int(port) + 600}", "--rdzv-id", "asr-test"]] * 2,
+    }
+    for name, launchers in launches.items():
+        logs = [tmp_path / f"{name}-{i}.log" for i in range(len(launchers))]
+        procs = [subprocess.Popen(cmd + ["-m", "asr", "train", *common, f"exp_dir={tmp_path / name}"], env=env,
+                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+                 for cmd, log in zip(launchers, logs)]
+        for p in procs:
+            p.wait(timeout=600)
+        errors = [log.read_text() for log in logs]
+        assert all(p.returncode == 0 for p in procs), "\n".join(e[-3000:] for e in errors)
+        assert any("data parallel over 2 processes" in e for e in errors), name
+        b = torch.load(tmp_path / name / "last.pt", weights_only=True)
+        assert a["step"] == b["step"] == 3
+        for key, value in a["model"].items():
+            if "running" in key or "num_batches" in key:
+                continue  # BatchNorm statistics: DDP keeps rank 0's, accumulation sees both micro-batches
+            assert torch.allclose(b["model"][key], value, atol=2e-5, rtol=1e-4), (name, key)

@@ -11,6 +11,7 @@ import logging
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from asr.manifest import Utterance, read_manifest, write_manifest
 from asr.recipe import Stage
@@ -48,7 +49,8 @@ class SynthConfig:
     test_utterances: int = 300
     dev_sentences: int = 200
     test_sentences: int = 300
-    piper_fraction: float = 0.2  # share of utterances spoken by piper (the rest: espeak, flite, festival)
+    piper_fraction: float = 0.2  # share of dev/test utterances spoken by piper (the rest: espeak, flite, festival)
+    train_piper_fraction: Optional[float] = None  # share in training (None: piper_fraction)
     seed: int = 0
     workers: int = 2
     prompts: str = str(HERE / "prompts.txt")
@@ -95,18 +97,21 @@ def plan(cfg: SyntheticEnConfig) -> dict[str, list[dict]]:
     sentences = {"dev": prompts[: s.dev_sentences], "test": prompts[s.dev_sentences: s.dev_sentences + s.test_sentences],
                  "train": prompts[s.dev_sentences + s.test_sentences:]}
     counts = {"train": s.train_utterances, "dev": s.dev_utterances, "test": s.test_utterances}
+    piper_share = {"train": s.piper_fraction if s.train_piper_fraction is None else s.train_piper_fraction,
+                   "dev": s.piper_fraction, "test": s.piper_fraction}
     jobs: dict[str, list[dict]] = {}
     for split in SPLITS:
         pool = voices(split, s.engines)
         others = [e for e in pool if e != "piper"]
+        split_rng = random.Random(f"{s.seed}:{split}")  # a split's plan does not depend on the others' sizes
         order = list(sentences[split])
-        rng.shuffle(order)
+        split_rng.shuffle(order)
         jobs[split] = []
         for i in range(counts[split]):
             text = order[i % len(order)]
-            use_piper = "piper" in pool and (not others or rng.random() < s.piper_fraction)
-            engine = "piper" if use_piper else rng.choice(others)
-            voice = rng.choice(pool[engine])
+            use_piper = "piper" in pool and (not others or split_rng.random() < piper_share[split])
+            engine = "piper" if use_piper else split_rng.choice(others)
+            voice = split_rng.choice(pool[engine])
             jobs[split].append({"id": f"{split}-{i:06d}-{voice.id}", "text": text, "voice": asdict(voice)})
     return jobs
 
