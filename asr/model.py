@@ -132,7 +132,9 @@ class DeepSpeech2(nn.Module):
 
         The RNNs run packed sequences on their own fused kernels and stay eager. Shapes are dynamic
         (every batch has its own length), which needs inductor's channels-last layout choice off:
-        with it, torch 2.13 cannot order the strides of a strided conv's symbolic output.
+        with it, torch 2.13 cannot order the strides of a strided conv's symbolic output. Even so,
+        torch 2.13 guards on the strided conv's output size, so each new batch length compiles the
+        conv stack again (until torch._dynamo's recompile limit, then it runs eagerly).
         """
         import torch._inductor.config as inductor_config
 
