@@ -40,7 +40,8 @@ def test_save_and_roundtrip(tmp_path):
     assert from_dict(to_dict(cfg)) == cfg and isinstance(from_dict(to_dict(cfg)), Config)
 
 
-@pytest.mark.parametrize("override", ["features.kind=logmel features.n_mels=20", "features.kind=spectrogram features.window_ms=2"])
+@pytest.mark.parametrize("override", ["features.kind=logmel features.n_mels=20",
+                                      "features.kind=spectrogram features.window_ms=2"])
 def test_too_few_frequency_bins_named(tmp_path, override):
     """A front end narrower than the first conv kernel is refused up front (and never reaches oneDNN's crash)."""
     key = "features.n_mels" if "n_mels" in override else "features.window_ms"
