@@ -32,6 +32,7 @@ class DataConfig:
     noise_dir: Optional[str] = None  # folder of noise recordings mixed into training audio
     noise_prob: float = 0.5  # share of training utterances that get noise
     noise_snr: list[float] = field(default_factory=lambda: [5.0, 20.0])  # SNR range in dB
+    vtlp: float = 0.0  # vocal tract length perturbation: frequency warp factors drawn from 1 +- vtlp per utterance
 
 
 @dataclass
@@ -147,6 +148,9 @@ def validate(cfg: Any) -> None:
     features = getattr(cfg, "features", None)
     if features is not None:
         check_feature_bins(features)
+    data = getattr(cfg, "data", None)
+    if data is not None and not 0.0 <= data.vtlp < 0.5:
+        raise ConfigError(f"config key 'data.vtlp' = {data.vtlp}: must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
     model = getattr(cfg, "model", None)
     if model is not None:
         if not 1 <= model.conv_layers <= 3:

@@ -41,11 +41,14 @@ class FeatureExtractor(nn.Module):
         """Frames that `torch.stft(center=True)` gives for each waveform length."""
         return sample_lengths // self.hop_length + 1
 
-    def raw(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Un-normalised log features; padded frames are zero."""
+    def raw(self, waves: torch.Tensor, lengths: torch.Tensor,
+            warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised log features; padded frames are zero. `warp`: per-utterance VTLP factors."""
         spec = torch.stft(waves.float(), self.n_fft, self.hop_length, self.win_length, self.window,
                           center=True, pad_mode="constant", return_complex=True)
         mag = spec.abs()
+        if warp is not None:
+            mag = vtlp(mag, warp)
         if self.cfg.kind == "logmel":
             feats = torch.log(torch.matmul(self.mel_fb, mag.pow(2)) + _EPS)
         else:
@@ -54,8 +57,9 @@ class FeatureExtractor(nn.Module):
         mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None]
         return feats * mask[:, None, :], frames
 
-    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, frames = self.raw(waves, lengths)
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor,
+                warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, frames = self.raw(waves, lengths, warp)
         mask = (torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None])[:, None, :]
         if self.cfg.normalize == "utterance":
             n = frames.clamp(min=1)[:, None, None].to(feats.dtype)
@@ -81,6 +85,27 @@ class FeatureExtractor(nn.Module):
         std = (sq / max(count, 1) - mean.pow(2)).clamp(min=1e-10).sqrt()
         self.global_mean.copy_(mean.float())
         self.global_std.copy_(std.float())
+
+
+def vtlp(mag: torch.Tensor, alpha: torch.Tensor, boundary: float = 0.6) -> torch.Tensor:
+    """Vocal tract length perturbation (Jaitly & Hinton 2013) of magnitude spectra (N, F, T).
+
+    Utterance i's frequency axis is scaled by alpha[i] (formants move up for alpha > 1), linearly up
+    to `boundary` x Nyquist and then piecewise-linearly so that Nyquist stays Nyquist: a new speaker
+    with a longer or shorter vocal tract, for the cost of one interpolation.
+    """
+    n, f, t = mag.shape
+    out_freq = torch.linspace(0.0, 1.0, f, device=mag.device)[None, :]  # fractions of Nyquist
+    a = alpha.to(mag.device, torch.float32)[:, None]
+    knee_out = boundary * a.clamp(max=1.0)
+    knee_in = knee_out / a
+    src = torch.where(out_freq <= knee_out, out_freq / a,
+                      1.0 - (1.0 - out_freq) * (1.0 - knee_in) / (1.0 - knee_out))
+    pos = (src * (f - 1)).clamp(0, f - 1)
+    lo = pos.floor().long().clamp(max=f - 2)
+    frac = (pos - lo)[:, :, None]
+    lo = lo[:, :, None].expand(n, f, t)
+    return mag.gather(1, lo) * (1 - frac) + mag.gather(1, lo + 1) * frac
 
 
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentConfig,

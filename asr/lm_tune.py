@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -75,13 +76,12 @@ def tune(checkpoint: str | Path, manifest: str | Path, lm: str | Path, alphas=AL
     arrays = [lp.numpy() for lp in log_probs]
     greedy = CTCBeamDecoder(info["labels"], info["blank"], beam_width=1)
     greedy_wer = word_errors(refs, [greedy.decode(a) for a in arrays]).rate
-    grid, t0 = [], time.time()
-    for alpha in alphas:
-        for beta in betas:
-            decoder.reset_params(alpha=float(alpha), beta=float(beta))
-            hyps = [h[0].text for h in decoder.nbest_many(arrays, 1, processes)]
-            grid.append({"alpha": float(alpha), "beta": float(beta), "wer": word_errors(refs, hyps).rate})
-            log.info(f"alpha {alpha:5.2f} beta {beta:5.2f}: dev WER {100 * grid[-1]['wer']:6.2f}%")
+    points = [(float(a), float(b)) for a in alphas for b in betas]
+    t0 = time.time()
+    wers = _grid_wers(decoder, arrays, refs, points, processes)
+    grid = [{"alpha": a, "beta": b, "wer": w} for (a, b), w in zip(points, wers)]
+    for g in grid:
+        log.info(f"alpha {g['alpha']:5.2f} beta {g['beta']:5.2f}: dev WER {100 * g['wer']:6.2f}%")
     best = min(grid, key=lambda g: (g["wer"], g["alpha"], abs(g["beta"])))
     result = {"lm": str(Path(lm).resolve()), "alpha": best["alpha"], "beta": best["beta"], "beam": beam,
               "dev_wer": best["wer"], "greedy_dev_wer": greedy_wer, "manifest": str(manifest),
@@ -94,6 +94,32 @@ def tune(checkpoint: str | Path, manifest: str | Path, lm: str | Path, alphas=AL
         os.replace(tmp, out)
         result["written_to"] = str(out)
     return result
+
+
+_GRID: tuple | None = None  # (decoder, arrays, refs) for forked workers: KenLM models cannot be pickled
+
+
+def _point_wer(point: tuple[float, float]) -> float:
+    decoder, arrays, refs = _GRID
+    decoder.reset_params(alpha=point[0], beta=point[1])
+    return word_errors(refs, [h[0].text for h in decoder.nbest_many(arrays, 1, processes=1)]).rate
+
+
+def _grid_wers(decoder: CTCBeamDecoder, arrays: list, refs: list[str], points: list[tuple[float, float]],
+               processes: int | None) -> list[float]:
+    """Dev WER at each (alpha, beta). Workers are forked once for the whole grid and each keeps its LM
+    cache warm over its points (forking per point cost seconds each after training had grown the process)."""
+    global _GRID
+    if processes is None:
+        processes = min(os.cpu_count() or 1, len(points))
+    _GRID = (decoder, arrays, refs)
+    try:
+        if processes <= 1 or "fork" not in mp.get_all_start_methods():
+            return [_point_wer(p) for p in points]
+        with mp.get_context("fork").Pool(processes) as pool:
+            return pool.map(_point_wer, points, chunksize=1)
+    finally:
+        _GRID = None
 
 
 def format_tuning(result: dict) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -203,8 +205,9 @@ def _synthesize_job(job: dict, out_dir: str, sample_rate: int, fmt: str) -> dict
 
     from .audio import is_silent
 
-    path = Path(out_dir) / job["voice"]["engine"] / f"{job['id']}.{fmt}"
-    if path.exists():  # made by an earlier, interrupted run
+    said = hashlib.sha1(json.dumps([job["text"], job["voice"], sample_rate], sort_keys=True).encode()).hexdigest()[:10]
+    path = Path(out_dir) / job["voice"]["engine"] / f"{job['id']}.{said}.{fmt}"
+    if path.exists():  # made by an earlier, interrupted run, from the same text and voice
         info = sf.info(str(path))
         return {**job, "path": str(path), "duration": info.frames / info.samplerate}
     try:

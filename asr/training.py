@@ -256,14 +256,17 @@ class _NullWriter:
 
 
 class TrainStep(torch.nn.Module):
-    """Features, SpecAugment and the network in one forward, so DistributedDataParallel sees it all."""
+    """Features, VTLP, SpecAugment and the network in one forward, so DistributedDataParallel sees it all."""
 
-    def __init__(self, model: DeepSpeech2, specaugment, generator: torch.Generator):
+    def __init__(self, model: DeepSpeech2, specaugment, generator: torch.Generator, vtlp: float = 0.0):
         super().__init__()
-        self.model, self.specaugment, self.generator = model, specaugment, generator
+        self.model, self.specaugment, self.generator, self.vtlp = model, specaugment, generator, vtlp
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, frames = self.model.frontend(waves, lengths)
+        warp = None
+        if self.vtlp:
+            warp = 1.0 + (2 * torch.rand(waves.shape[0], generator=self.generator) - 1) * self.vtlp
+        feats, frames = self.model.frontend(waves, lengths, warp)
         feats = spec_augment(feats, frames, self.specaugment, self.generator)
         return self.model.forward_features(feats, frames)
 
@@ -349,7 +352,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = get_ctc_loss(t.loss)
     specaug_gen = torch.Generator().manual_seed(t.seed + group.rank)
-    step_model = TrainStep(model, cfg.specaugment, specaug_gen)
+    step_model = TrainStep(model, cfg.specaugment, specaug_gen, cfg.data.vtlp)
     if group.enabled:
         step_model = torch.nn.parallel.DistributedDataParallel(
             step_model, device_ids=[device.index] if device.type == "cuda" else None)

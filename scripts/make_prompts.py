@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=8000)
     ap.add_argument("--top-words", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exclude", help="a prompts file whose sentences to leave out (to make training-only extras)")
     args = ap.parse_args()
 
     raw = {e.strip() for e in wordnet_examples() if not re.search(r"[0-9;:()\[\]]", e)}
@@ -43,6 +44,9 @@ def main() -> None:
     common = {w for w, _ in freq.most_common(args.top_words)}
     keep = [e for e, t in normed.items() if 4 <= len(t.split()) <= 16 and set(t.split()) <= common]
     seen, unique = set(), []
+    if args.exclude:
+        lines = Path(args.exclude).read_text(encoding="utf-8").splitlines()
+        seen = {normalize_text(ln) for ln in lines if ln.strip() and not ln.startswith("#")}
     for e in keep:
         if normed[e] not in seen:
             seen.add(normed[e])
@@ -53,7 +57,8 @@ def main() -> None:
         "# English sentences: usage examples from WordNet 3.0 (Princeton University), Debian package wordnet-base.\n"
         "# WordNet 3.0 Copyright 2006 by Princeton University. All rights reserved. Used under the WordNet 3.0\n"
         "# licence (permission to use, copy, modify and distribute, with this notice). Made by scripts/make_prompts.py\n"
-        f"# ({len(out)} of {len(raw)} examples: 4-16 words, all among the {args.top_words} most frequent words).\n"
+        f"# ({len(out)} of {len(raw)} examples: 4-16 words, all among the {args.top_words} most frequent words"
+        + (f", none in {Path(args.exclude).name}" if args.exclude else "") + ").\n"
     )
     Path(args.out).write_text(header + "\n".join(out) + "\n")
     print(f"wrote {len(out)} sentences to {args.out} ({len(unique)} eligible of {len(raw)})")

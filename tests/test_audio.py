@@ -83,3 +83,20 @@ def test_unknown_espeak_voice():
 
     with pytest.raises(SynthesisError, match="no voice"):
         synthesize("hello", Voice("espeak", "xx-nonexistent"))
+
+
+def test_synthesized_files_are_reused_only_for_the_same_text(tmp_path):
+    """An interrupted corpus keeps its files, but a job whose text changed under the same id is spoken again."""
+    from dataclasses import asdict
+
+    from asr.synthesis import synthesize_corpus
+
+    voice = asdict(Voice("espeak", "en-us+m1"))
+    first = synthesize_corpus([{"id": "u1", "text": "one short sentence", "voice": voice}], tmp_path)
+    again = synthesize_corpus([{"id": "u1", "text": "one short sentence", "voice": voice}], tmp_path)
+    changed = synthesize_corpus([{"id": "u1", "text": "and now a much longer sentence than before", "voice": voice}],
+                                tmp_path)
+    assert again[0]["path"] == first[0]["path"]
+    assert changed[0]["path"] != first[0]["path"]
+    assert changed[0]["duration"] > first[0]["duration"] + 0.5
+    assert sf.info(changed[0]["path"]).duration == pytest.approx(changed[0]["duration"], abs=1e-3)

@@ -3,7 +3,11 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import TINY, run_cli
+import pytest
+
+from conftest import ROOT, TINY, run_cli
+
+from asr.text import normalize_text
 
 FAST = [*TINY, "train.epochs=1", "lm.order=2", "lm.beam=4", "lm.alphas=[0.5]", "lm.betas=[1.0]"]
 
@@ -191,3 +195,24 @@ def test_tedlium_recipe_segments_from_stm(corpus, tmp_path):
     assert train[1]["offset"] > 0 and "unk" not in train[0]["text"] and "noise" not in train[0]["text"]
     assert train[0]["text"] == rows(corpus["train"])[0]["text"]
     assert (tmp_path / "exp" / "best.pt").exists()
+
+
+@pytest.mark.parametrize("size", ["default", "large"])
+def test_synthetic_en_plan_holds_out_voices_and_sentences(size):
+    """Whatever the size, no dev/test voice or sentence is heard in training, and training sentences repeat little."""
+    from asr.recipe import load_recipe, recipe_config
+
+    module = load_recipe(ROOT / "recipes" / "synthetic_en")
+    overrides = [f"size={size}", "synth.engines=[espeak,piper]"]
+    jobs = module.plan(recipe_config(ROOT / "recipes" / "synthetic_en", overrides))
+    voices = {s: {j["id"].split("-", 2)[2] for j in jobs[s]} for s in jobs}
+    texts = {s: {normalize_text(j["text"]) for j in jobs[s]} for s in jobs}
+    variants = {s: {j["voice"]["name"].split("+")[1] for j in jobs[s] if j["voice"]["engine"] == "espeak"} for s in jobs}
+    for held_out in ("dev", "test"):
+        assert not voices["train"] & voices[held_out] and not texts["train"] & texts[held_out]
+        assert not variants["train"] & variants[held_out]
+    assert len({j["voice"]["engine"] for j in jobs["train"]}) == 2
+    if size == "large":  # more voices and sentences: synth.more_variants, synth.train_prompts
+        assert len(variants["train"]) == 69 and len(texts["train"]) > 5000
+    else:
+        assert len(variants["train"]) == 20 and len(texts["train"]) == 2347

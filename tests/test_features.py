@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from asr.config import FeatureConfig, SpecAugmentConfig
-from asr.features import FeatureExtractor, num_frames, spec_augment
+from asr.features import FeatureExtractor, num_frames, spec_augment, vtlp
 from asr.synthesis import Voice, synthesize
 
 
@@ -81,3 +81,36 @@ def test_spec_augment_masks():
     assert (zero_bins <= 20).all() and zero_bins.sum() > 0
     assert ((out[0] == 0).all(dim=0).sum()) <= 2 * 20
     assert torch.equal(spec_augment(feats, lengths, SpecAugmentConfig(enabled=False)), feats)
+
+
+def test_vtlp_moves_formants_and_keeps_the_band():
+    f = 201
+    mag = torch.zeros(3, f, 4)
+    mag[:, 50] = 1.0  # a single partial at a quarter of Nyquist
+    mag[:, -1] = 2.0  # and one at Nyquist
+    out = vtlp(mag, torch.tensor([0.9, 1.0, 1.12]))
+    assert torch.allclose(out[1], mag[1], atol=1e-4)  # factor 1 changes nothing
+    peaks = out[:, : f // 2].argmax(dim=1)[:, 0].tolist()
+    assert peaks == [45, 50, 56]  # below the knee a partial moves by the factor
+    assert torch.allclose(out[:, -1], torch.full((3, 4), 2.0), atol=1e-4)  # Nyquist stays Nyquist
+    assert (out >= 0).all() and torch.isfinite(out).all()
+
+
+def test_vtlp_changes_training_features_only_when_asked(waves):
+    fe = FeatureExtractor(FeatureConfig(kind="logmel", n_mels=40, window_ms=25))
+    x, lengths = batch(waves)
+    plain, frames = fe(x, lengths)
+    same, _ = fe(x, lengths, torch.ones(2))
+    warped, warped_frames = fe(x, lengths, torch.tensor([0.9, 1.1]))
+    assert torch.allclose(plain, same, atol=1e-3)
+    assert torch.equal(frames, warped_frames)
+    assert (warped - plain).abs().mean() > 0.05
+    # the spectral centroid of each utterance moves with its factor
+    lin = FeatureExtractor(FeatureConfig(kind="spectrogram", normalize="none"))
+    bins = torch.arange(lin.num_features, dtype=torch.float32)[None, :, None]
+
+    def centroid(alpha):
+        s = torch.expm1(lin(x, lengths, torch.full((2,), alpha))[0])
+        return ((s * bins).sum(dim=(1, 2)) / s.sum(dim=(1, 2)))
+
+    assert (centroid(1.1) > centroid(1.0)).all() and (centroid(0.9) < centroid(1.0)).all()

@@ -1,6 +1,6 @@
 """synthetic_en: English sentences read by many synthetic voices, made here, no download.
 
-Stages: synthesize -> prepare -> lm -> train -> tune -> decode -> score. Test and dev voices
+Stages: synthesize -> prepare -> lm -> train -> tune -> decode -> voices -> score. Test and dev voices
 (espeak-ng variants and piper settings) never speak in training, and their sentences are held out
 too, from the acoustic model and from the LM (built from the training sentences only).
 """
@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from asr.manifest import Utterance, read_manifest, write_manifest
+from asr.metrics import score
 from asr.recipe import Stage
-from asr.recipe_stages import RecipeConfig, corpus_stages
+from asr.recipe_stages import DECODERS, RecipeConfig, corpus_stages
 from asr.synthesis import SynthesisError, Voice, engine_available, synthesize_corpus
 from asr.text import CharVocabulary, build_vocabulary, normalize_text
 
@@ -30,6 +32,12 @@ VARIANTS = {
     "dev": ["m8", "f5", "klatt5"],
     "test": ["m3", "f2", "klatt3", "edward"],
 }
+# synth.more_variants adds these to training (not edward2: test's edward with another klatt mode)
+MORE_TRAIN_VARIANTS = ["iven2", "iven3", "Alex", "Alicia", "Andrea", "Andy", "Annie", "Denis", "Gene", "Hugo", "Jacky",
+                       "Lee", "Marco", "Mario", "Michael", "Mike", "Nguyen", "Reed", "Storm", "anika", "announcer",
+                       "antonio", "aunty", "belinda", "benjamin", "boris", "caleb", "ed", "grandma", "grandpa",
+                       "gustave", "ian", "kaukovalta", "marcelo", "michel", "miguel", "mike2", "pablo", "paul", "pedro",
+                       "quincy", "rob", "robert", "sandro", "shelby", "steph", "travis", "victor", "zac"]
 RATES = {"train": [145, 160, 175, 190, 205], "dev": [170], "test": [165, 185]}
 PITCHES = {"train": [30, 40, 50, 60, 70], "dev": [55], "test": [45, 60]}
 PIPER = {  # (length_scale, noise_scale, noise_w)
@@ -44,7 +52,7 @@ FESTIVAL = {"train": ["kal_diphone"], "dev": [], "test": ["ked_diphone", "cmu_us
 @dataclass
 class SynthConfig:
     engines: list[str] = field(default_factory=lambda: ["espeak", "piper"])  # + "flite", "festival"
-    train_utterances: int = 3500
+    train_utterances: int = 11000
     dev_utterances: int = 200
     test_utterances: int = 300
     dev_sentences: int = 200
@@ -53,7 +61,9 @@ class SynthConfig:
     train_piper_fraction: Optional[float] = None  # share in training (None: piper_fraction)
     seed: int = 0
     workers: int = 2
-    prompts: str = str(HERE / "prompts.txt")
+    prompts: str = str(HERE / "prompts.txt")  # dev and test sentences come from here, training's from the rest
+    train_prompts: Optional[str] = None  # more sentences for training only, e.g. prompts_train.txt
+    more_variants: bool = False  # train on MORE_TRAIN_VARIANTS of espeak-ng too
 
 
 @dataclass
@@ -65,12 +75,13 @@ class SyntheticEnConfig(RecipeConfig):
 SCHEMA = SyntheticEnConfig
 
 
-def voices(split: str, engines: list[str]) -> dict[str, list[Voice]]:
+def voices(split: str, engines: list[str], more_variants: bool = False) -> dict[str, list[Voice]]:
     """Pseudo-speakers per engine for one split."""
     pool: dict[str, list[Voice]] = {}
     if "espeak" in engines:
+        variants = VARIANTS[split] + (MORE_TRAIN_VARIANTS if more_variants and split == "train" else [])
         pool["espeak"] = [Voice("espeak", f"{a}+{v}", rate=r, pitch=p)
-                          for a in ACCENTS for v in VARIANTS[split] for r in RATES[split] for p in PITCHES[split]]
+                          for a in ACCENTS for v in variants for r in RATES[split] for p in PITCHES[split]]
     if "piper" in engines:
         pool["piper"] = [Voice("piper", "joe", length_scale=ls, noise_scale=ns, noise_w=nw) for ls, ns, nw in PIPER[split]]
     if "flite" in engines and FLITE[split]:
@@ -85,6 +96,15 @@ def read_prompts(path: str | Path) -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
 
 
+def prompt_file(path: str) -> Path:
+    """A prompts file by path, or by name inside this recipe's folder."""
+    return Path(path) if Path(path).exists() or Path(path).is_absolute() else HERE / path
+
+
+def all_prompts(s: SynthConfig) -> list[str]:
+    return read_prompts(prompt_file(s.prompts)) + (read_prompts(prompt_file(s.train_prompts)) if s.train_prompts else [])
+
+
 def plan(cfg: SyntheticEnConfig) -> dict[str, list[dict]]:
     """Which voice says which sentence, per split (deterministic for a seed)."""
     s = cfg.synth
@@ -92,16 +112,20 @@ def plan(cfg: SyntheticEnConfig) -> dict[str, list[dict]]:
         if not engine_available(engine):
             raise SynthesisError(f"synth.engines names {engine!r}, which is not installed here")
     rng = random.Random(s.seed)
-    prompts = read_prompts(s.prompts)
+    prompts = read_prompts(prompt_file(s.prompts))
     rng.shuffle(prompts)
     sentences = {"dev": prompts[: s.dev_sentences], "test": prompts[s.dev_sentences: s.dev_sentences + s.test_sentences],
                  "train": prompts[s.dev_sentences + s.test_sentences:]}
+    if s.train_prompts:
+        held_out = {normalize_text(t) for t in sentences["dev"] + sentences["test"]}
+        sentences["train"] += [t for t in read_prompts(prompt_file(s.train_prompts))
+                              if normalize_text(t) not in held_out]
     counts = {"train": s.train_utterances, "dev": s.dev_utterances, "test": s.test_utterances}
     piper_share = {"train": s.piper_fraction if s.train_piper_fraction is None else s.train_piper_fraction,
                    "dev": s.piper_fraction, "test": s.piper_fraction}
     jobs: dict[str, list[dict]] = {}
     for split in SPLITS:
-        pool = voices(split, s.engines)
+        pool = voices(split, s.engines, s.more_variants)
         others = [e for e in pool if e != "piper"]
         split_rng = random.Random(f"{s.seed}:{split}")  # a split's plan does not depend on the others' sizes
         order = list(sentences[split])
@@ -155,25 +179,63 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
     train_utts = read_manifest(data / "manifests" / "train.jsonl")
     if cfg.data.tokenizer == "char":
         # the character set of the whole prompt text, so a small training set cannot miss a letter dev/test use
-        CharVocabulary.build(normalize_text(t) for t in read_prompts(cfg.synth.prompts)).save(data / "vocab.json")
+        CharVocabulary.build(normalize_text(t) for t in all_prompts(cfg.synth)).save(data / "vocab.json")
     else:  # SentencePiece units learnt from the training transcripts only
         build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size).save(data / "vocab.json")
     speakers = {s: {u.speaker for u in read_manifest(data / "manifests" / f"{s}.jsonl")} for s in SPLITS}
     assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
-    held_out = {normalize_text(t) for t in read_prompts(cfg.synth.prompts)} - {u.text for u in train_utts}
+    held_out = {normalize_text(t) for t in all_prompts(cfg.synth)} - {u.text for u in train_utts}
     (data / "lm_text.txt").write_text("\n".join(sorted({u.text for u in train_utts})) + "\n")
     report["lm_text_sentences"] = len({u.text for u in train_utts})
     report["held_out_sentences"] = len(held_out)
     (data / "prepare_report.json").write_text(json.dumps(report, indent=2))
 
 
+def voice_groups(utt_id: str) -> dict[str, str]:
+    """The groups of one utterance, from its id: engine, and for espeak its variant and accent."""
+    voice = utt_id.split("-", 2)[2]  # test-000012-espeak-en-029_edward-r185-p45, test-000000-piper-joe-l1.05-...
+    engine = voice.split("-", 1)[0]
+    if engine != "espeak":
+        return {"engine": engine}
+    accent, rest = voice[len("espeak-"):].split("_", 1)
+    return {"engine": engine, "variant": rest.split("-r", 1)[0], "accent": accent}
+
+
+def by_voice(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """{grouping: {group: WER/CER scores}} over the per-utterance rows of one decode."""
+    groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for grouping, name in voice_groups(row["id"]).items():
+            groups[grouping][name].append(row)
+    return {grouping: {name: score([r["reference"] for r in rs], [r["hypothesis"] for r in rs])
+                       for name, rs in sorted(members.items())} for grouping, members in groups.items()}
+
+
+def voices_stage(cfg: SyntheticEnConfig, decodes: list[Path]) -> None:
+    """WER by engine, espeak variant and accent for every decode, to <exp>/by_voice.json."""
+    table = {}
+    for utterances in decodes:
+        rows = [json.loads(line) for line in utterances.read_text().splitlines() if line.strip()]
+        name = utterances.parent.name.removeprefix("decode_")
+        table[name] = by_voice(rows)
+        groups = {**table[name]["engine"], **table[name].get("variant", {})}
+        log.info(f"{name} WER by voice: " + ", ".join(f"{g} {100 * s['wer']:.1f}% ({s['utterances']})"
+                                                      for g, s in groups.items()))
+    (Path(cfg.exp_dir) / "by_voice.json").write_text(json.dumps(table, indent=1))
+
+
 def stages(cfg: SyntheticEnConfig) -> list[Stage]:
     data = Path(cfg.data_dir)
     manifests = [data / "manifests" / f"{s}.jsonl" for s in SPLITS]
-    synthesize = Stage("synthesize", lambda: synthesize_stage(cfg), inputs=[Path(cfg.synth.prompts)],
+    prompts = [prompt_file(p) for p in (cfg.synth.prompts, cfg.synth.train_prompts) if p]
+    synthesize = Stage("synthesize", lambda: synthesize_stage(cfg), inputs=prompts,
                        outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
                        config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir})
     prepare = Stage("prepare", lambda: prepare_stage(cfg), inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
                     outputs=manifests + [data / "vocab.json", data / "lm_text.txt"],
                     config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size})
-    return [synthesize] + corpus_stages(cfg, prepare, vocabulary=False)
+    exp = Path(cfg.exp_dir)
+    decodes = [exp / f"decode_{name}_{d}" / "utterances.jsonl" for name in ["dev", *cfg.test_sets] for d in DECODERS]
+    voices_ = Stage("voices", lambda: voices_stage(cfg, decodes), inputs=decodes, outputs=[exp / "by_voice.json"])
+    shared = corpus_stages(cfg, prepare, vocabulary=False)
+    return [synthesize] + shared[:-1] + [voices_, shared[-1]]  # the WER table (score) stays last
