@@ -227,6 +227,14 @@ def autocast_dtype(amp: str, device: torch.device) -> tuple[torch.dtype, bool]:
     return torch.bfloat16, True
 
 
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or newer), without which train.amp=bf16 is slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _rng_state(gen: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "specaug": gen.get_state()}
     if torch.cuda.is_available():
@@ -349,6 +357,9 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     amp_dtype, use_amp = autocast_dtype(t.amp, device)
     if use_amp:
         log.info(f"mixed precision: {str(amp_dtype).replace('torch.', '')} autocast on {device.type}")
+        if device.type == "cpu" and not cpu_has_bf16_kernels():
+            log.warning("oneDNN has no bf16 kernels for this CPU (they need AVX-512 or newer): bf16 autocast "
+                        "may be slower than train.amp=off")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = get_ctc_loss(t.loss)
     specaug_gen = torch.Generator().manual_seed(t.seed + group.rank)
