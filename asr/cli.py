@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 
+from .atomic import write_text_atomic
 from .audio import AudioError
 from .checkpoint import CheckpointError
 from .config import ConfigError
@@ -36,8 +37,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.model, args.manifest, args.out_dir, recognizer=rec)
     print(format_result(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_text_atomic(args.json, json.dumps(result, indent=2))
     return 0
 
 
@@ -45,7 +45,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     from .transcribe import transcribe_files
 
     rec = _recognizer(args)
-    rows = transcribe_files(rec, args.audio)
+    rows = transcribe_files(rec, args.audio, args.max_segment_seconds, args.word_timestamps)
     for row in rows:
         if args.format == "json":
             print(json.dumps(row, ensure_ascii=False))
@@ -54,6 +54,13 @@ def _transcribe(args: argparse.Namespace) -> int:
         else:
             print(f"{row['path']}\t{row['text']}")
     return 1 if any(r.get("error") for r in rows) else 0
+
+
+def _segment_seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 1 second, got {value}")
+    return seconds
 
 
 def _recognizer(args: argparse.Namespace):
@@ -158,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("audio", nargs="+", help="audio files")
     tr.add_argument("--format", choices=("text", "json"), default="text")
     tr.add_argument("--device", default="auto")
-    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--batch-size", type=int, default=16, help="segments of a long file run through the model at once")
+    tr.add_argument("--max-segment-seconds", type=_segment_seconds, default=20.0,
+                    help="transcribe longer files in pieces of at most this length, cut at pauses (default 20)")
+    tr.add_argument("--word-timestamps", action="store_true", help="with --format json: start/end of every word")
     _add_decoder_options(tr)
     tr.set_defaults(fn=_transcribe)
 

@@ -13,6 +13,8 @@ from typing import Any, Optional, TypeVar
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .atomic import write_text_atomic
+
 
 class ConfigError(ValueError):
     """A config key is unknown, mistyped or out of range."""
@@ -33,6 +35,8 @@ class DataConfig:
     noise_prob: float = 0.5  # share of training utterances that get noise
     noise_snr: list[float] = field(default_factory=lambda: [5.0, 20.0])  # SNR range in dB
     vtlp: float = 0.0  # vocal tract length perturbation: frequency warp factors drawn from 1 +- vtlp per utterance
+    silence_pad: float = 0.0  # up to this many seconds of quiet noise added before and after an utterance (0: off)
+    silence_pad_prob: float = 0.3  # share of training utterances that get it
 
 
 @dataclass
@@ -151,6 +155,10 @@ def validate(cfg: Any) -> None:
     data = getattr(cfg, "data", None)
     if data is not None and not 0.0 <= data.vtlp < 0.5:
         raise ConfigError(f"config key 'data.vtlp' = {data.vtlp}: must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
+    if data is not None and not 0.0 <= data.silence_pad <= 10.0:
+        raise ConfigError(f"config key 'data.silence_pad' = {data.silence_pad}: must be in [0, 10] seconds")
+    if data is not None and not 0.0 <= data.silence_pad_prob <= 1.0:
+        raise ConfigError(f"config key 'data.silence_pad_prob' = {data.silence_pad_prob}: must be in [0, 1]")
     model = getattr(cfg, "model", None)
     if model is not None:
         if not 1 <= model.conv_layers <= 3:
@@ -225,4 +233,4 @@ _SECTIONS = {c.__name__: c for c in (DataConfig, FeatureConfig, SpecAugmentConfi
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    write_text_atomic(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))

@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from .atomic import atomic_write, write_text_atomic
 from .audio import AudioError, load_audio
 from .inference import Recognizer
 from .manifest import read_manifest
@@ -48,7 +49,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path |
     result.update({**rec.decoder_settings, "manifest": str(manifest), "model": str(checkpoint),
                    "failed_utterances": len(failed), "audio_seconds": audio_seconds,
                    "real_time_factor": elapsed / max(audio_seconds, 1e-9)})
-    with (out / "utterances.jsonl").open("w") as f:
+    with atomic_write(out / "utterances.jsonl") as f:
         for u, ref, hyp in zip(utts, refs, hyps):
             w = word_errors([ref], [hyp])
             row = {"id": u.id, "reference": ref, "hypothesis": hyp,
@@ -58,7 +59,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path |
             if u.id in failed:
                 row["error"] = failed[u.id]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(result, indent=2))
     for utt_id, reason in failed.items():
         log.warning(f"unreadable audio scored as empty hypothesis: {utt_id}: {reason}")
     return result

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_write
 from .checkpoint import CheckpointError, load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from .features import _EPS
 
@@ -65,11 +66,8 @@ def export_torchscript(checkpoint: str | Path, out: str | Path, example_seconds:
         traced = torch.jit.trace(module, (waves, lengths), check_trace=False)
     extra = {"labels.json": json.dumps(vocab.labels), "config.json": json.dumps({"sample_rate": rate,
                                                                                  "blank": vocab.blank})}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.jit.save(traced, str(tmp), _extra_files=extra)
-    tmp.replace(out)
+    with atomic_write(out, "wb") as f:
+        torch.jit.save(traced, f, _extra_files=extra)
     return {"output": str(out), "format": "torchscript", "sample_rate": rate, "outputs": len(vocab)}
 
 

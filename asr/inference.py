@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .decoding import CTCBeamDecoder, greedy_decode
+from .decoding import CTCBeamDecoder, Hypothesis, greedy_decode
 
 log = logging.getLogger("asr.inference")
 DECODING_FILE = "decoding.json"  # written by `asr lm tune` next to the model
@@ -48,6 +48,7 @@ class Recognizer:
         self.sample_rate = self.config.features.sample_rate
         self.batch_size = batch_size
         self.beam_decoder = None
+        self._best_path: CTCBeamDecoder | None = None  # greedy with word timings, made when first needed
         tuned = tuned_decoding(checkpoint) if use_tuned else None
         if tuned and ((lm is None and not beam) or (lm is not None and Path(lm).resolve() == Path(tuned["lm"]).resolve())):
             log.info(f"using the LM decoding tuned by `asr lm tune`: {Path(checkpoint).parent / DECODING_FILE} "
@@ -119,6 +120,14 @@ class Recognizer:
         if self.beam_decoder is None:
             return self.greedy(log_probs)
         return [h[0].text for h in self.beam_decoder.nbest_many([lp.numpy() for lp in log_probs])]
+
+    def hypotheses(self, log_probs: Sequence[torch.Tensor]) -> list[Hypothesis]:
+        """Best hypotheses with word timings (frames and seconds): the beam decoder's, else the best path's."""
+        if self.beam_decoder is None and self._best_path is None:
+            self._best_path = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, beam_width=1,
+                                             frame_seconds=self.frame_seconds)
+        decoder = self.beam_decoder or self._best_path
+        return [h[0] for h in decoder.nbest_many([lp.numpy() for lp in log_probs])]
 
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
         return self.decode(self.log_probs(waves))

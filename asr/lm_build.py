@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write, write_text_atomic
 from .text import normalize_text
 
 log = logging.getLogger("asr.lm")
@@ -142,9 +143,7 @@ def kneser_ney(sentences: Iterable[list[str]], order: int = 4) -> NGramModel:
 
 def write_arpa(model: NGramModel, path: str | Path) -> None:
     """Write `model` as an ARPA file (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         f.write("\\data\\\n")
         for n, table in enumerate(model.grams, 1):
             f.write(f"ngram {n}={len(table)}\n")
@@ -153,7 +152,6 @@ def write_arpa(model: NGramModel, path: str | Path) -> None:
             for g, (p, b) in table.items():
                 f.write(f"{p:.7g}\t{' '.join(g)}\t{b:.7g}\n" if n < model.order else f"{p:.7g}\t{' '.join(g)}\n")
         f.write("\n\\end\\\n")
-    os.replace(tmp, path)
 
 
 def read_arpa(path: str | Path) -> dict[tuple[str, ...], tuple[float, float]]:
@@ -226,7 +224,7 @@ def build_lm(texts: Iterable[str | Path], out: str | Path, order: int = 4, engin
                 raise LMBuildError(f"build_binary failed ({run.returncode}): {run.stderr.strip()[-800:]}")
             os.replace(tmp_bin, out)
     words = sorted({w for s in sentences for w in s})
-    out.with_suffix(".unigrams.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    write_text_atomic(out.with_suffix(".unigrams.txt"), "\n".join(words) + "\n")
     report.update(order=order, output=str(out), ngrams=_ngram_counts(arpa))
     log.info(f"built {order}-gram LM {out} with {report['engine']}: {report['sentences']} sentences, "
              f"{report['words']} words, vocabulary {report['vocabulary']}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write, write_text_atomic
 from .audio import AudioError, load_audio
 from .decoding import CTCBeamDecoder
 from .inference import DECODING_FILE, Recognizer
@@ -61,9 +62,8 @@ def cached_log_probs(checkpoint: str | Path, manifest: str | Path, device: str =
     refs = [normalize_text(u.text) for u in utts]
     info = {"labels": rec.vocab.labels, "blank": rec.vocab.blank, "frame_seconds": rec.frame_seconds,
             "failed_utterances": failed}
-    tmp = cache.with_name(cache.name + ".tmp")
-    torch.save({"key": key, "log_probs": log_probs, "refs": refs, "info": info}, tmp)
-    os.replace(tmp, cache)
+    with atomic_write(cache, "wb") as f:
+        torch.save({"key": key, "log_probs": log_probs, "refs": refs, "info": info}, f)
     return log_probs, refs, info
 
 
@@ -89,9 +89,7 @@ def tune(checkpoint: str | Path, manifest: str | Path, lm: str | Path, alphas=AL
               "seconds": round(time.time() - t0, 1)}
     if write:
         out = Path(checkpoint).parent / DECODING_FILE
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
+        write_text_atomic(out, json.dumps(result, indent=2))
         result["written_to"] = str(out)
     return result
 

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from .atomic import atomic_write
+
 
 class ManifestError(ValueError):
     """One or more manifest lines are invalid; the message lists them by line number."""
@@ -105,12 +107,9 @@ def read_manifest(path: str | Path) -> list[Utterance]:
 def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative_to_manifest: bool = False) -> None:
     """Write `utterances` (atomically); optionally with audio paths relative to the manifest folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         for u in utterances:
             if relative_to_manifest:
                 rel = os.path.relpath(Path(u.audio_filepath).resolve(), path.parent.resolve())
                 u = Utterance(**{**asdict(u), "audio_filepath": rel})
             f.write(u.to_json() + "\n")
-    tmp.replace(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .atomic import atomic_write
+
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
     import matplotlib
@@ -30,7 +32,8 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
     ax2.legend()
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(str(out_png) + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out_png)
+    try:
+        with atomic_write(out_png, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)

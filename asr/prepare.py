@@ -15,6 +15,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from .atomic import atomic_write, write_text_atomic
 from .audio import AudioError, read_audio
 from .manifest import Utterance, write_manifest
 from .text import normalize_text
@@ -93,8 +94,7 @@ def prepare_split(items: Iterable[Item], data_dir: str | Path, split: str, chars
         else:
             utts.append(utt)
     write_manifest(data_dir / "manifests" / f"{split}.jsonl", utts, relative_to_manifest=True)
-    (data_dir / "rejected").mkdir(parents=True, exist_ok=True)
-    with (data_dir / "rejected" / f"{split}.tsv").open("w", encoding="utf-8") as f:
+    with atomic_write(data_dir / "rejected" / f"{split}.tsv") as f:
         f.write("id\treason\taudio\n")
         for row in rejected:
             f.write("\t".join(row) + "\n")
@@ -115,5 +115,5 @@ def write_lm_text(data_dir: str | Path, split: str = "train") -> int:
     """lm_text.txt: the distinct transcripts of `split` (the recipe's in-domain LM text)."""
     data_dir = Path(data_dir)
     texts = sorted({json.loads(line)["text"] for line in (data_dir / "manifests" / f"{split}.jsonl").open()})
-    (data_dir / "lm_text.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    write_text_atomic(data_dir / "lm_text.txt", "\n".join(texts) + "\n")
     return len(texts)

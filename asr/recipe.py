@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .atomic import write_text_atomic
 from .config import ConfigError, load_config
 
 log = logging.getLogger("asr.recipe")
@@ -110,7 +111,7 @@ def run_stages(stages: list[Stage], state_dir: Path, stage: str | None = None, s
         missing = [str(o) for o in st.outputs if not Path(o).exists()]
         if missing:
             raise RuntimeError(f"stage {st.name} finished without its outputs: {', '.join(missing)}")
-        stamp_file.write_text(stage_stamp(st))
+        write_text_atomic(stamp_file, stage_stamp(st))
         log.info(f"stage {i} {st.name}: done in {time.time() - t0:.0f}s")
 
 

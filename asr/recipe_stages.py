@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .atomic import write_text_atomic
 from .config import Config, to_dict
 from .evaluate import evaluate, format_result
 from .lm_build import build_lm
@@ -65,7 +66,7 @@ def vocabulary_stage(cfg: RecipeConfig) -> None:
 def lm_stage(cfg: RecipeConfig) -> None:
     texts = [Path(cfg.data_dir) / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text]
     report = build_lm(texts, lm_path(cfg), cfg.lm.order, cfg.lm.engine)
-    (lm_path(cfg).parent / "report.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(lm_path(cfg).parent / "report.json", json.dumps(report, indent=2))
 
 
 def train_stage(cfg: RecipeConfig) -> None:
@@ -77,7 +78,7 @@ def train_stage(cfg: RecipeConfig) -> None:
         for name in ("last.pt", "best.pt", "metrics.csv"):
             (exp / name).unlink(missing_ok=True)
     exp.mkdir(parents=True, exist_ok=True)
-    (exp / ".train_config.json").write_text(stamp)
+    write_text_atomic(exp / ".train_config.json", stamp)
     train(cfg, resume=same)
 
 
@@ -134,7 +135,7 @@ def score_stage(cfg: RecipeConfig) -> None:
         results[name]["with_lm"] = {k: lm[k] for k in keys if k in lm}
         if greedy["wer"]:
             results[name]["with_lm"]["relative_wer_reduction"] = (greedy["wer"] - lm["wer"]) / greedy["wer"]
-    (exp / "results.json").write_text(json.dumps({**results, "provenance": provenance(cfg)}, indent=2))
+    write_text_atomic(exp / "results.json", json.dumps({**results, "provenance": provenance(cfg)}, indent=2))
     print(results_table(results))
 
 

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .atomic import write_text_atomic
+
 BLANK = "<blank>"
 SPACE = " "
 WORD_START = "\u2581"  # SentencePiece's word-start mark
@@ -104,7 +106,7 @@ class CharVocabulary:
         return {"type": "char", "labels": self.labels}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "CharVocabulary":
@@ -170,7 +172,7 @@ class PieceVocabulary:
         return {"type": "sentencepiece", "labels": self.labels, "model": base64.b64encode(self.proto).decode()}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
 
 Vocabulary = CharVocabulary | PieceVocabulary

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .atomic import atomic_write, write_text_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_config, to_dict
 from .data import Batch, BucketBatchSampler, NoiseMixer, UtteranceDataset, collate, make_batches
@@ -64,7 +65,7 @@ class Rejections:
         return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
 
     def write(self, path: Path) -> None:
-        with path.open("w") as f:
+        with atomic_write(path) as f:
             f.write("split\tid\treason\n")
             for row in self.items:
                 f.write("\t".join(row) + "\n")
@@ -209,9 +210,7 @@ def _keep_best(exp: Path, keep_best: int, epoch: int, dev_wer: float) -> None:
     for old in ranked[keep_best:]:
         (folder / old).unlink(missing_ok=True)
         index.pop(old)
-    tmp = index_path.with_name("best.json.tmp")
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-    tmp.replace(index_path)
+    write_text_atomic(index_path, json.dumps(index, indent=1, sort_keys=True))
 
 
 def autocast_dtype(amp: str, device: torch.device) -> tuple[torch.dtype, bool]:
@@ -328,7 +327,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
 
     noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
              if cfg.data.noise_dir else None)
-    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise)
+    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
+                                 cfg.data.silence_pad, cfg.data.silence_pad_prob)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
                                  t.sortagrad, t.seed, group.rank, group.world)
     # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)
@@ -397,7 +397,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         save_config(cfg, exp / "config.yaml")
         writer = SummaryWriter(str(exp / "tensorboard"))
         if start_epoch == 0 or not metrics_path.exists():
-            with metrics_path.open("w", newline="") as f:
+            with atomic_write(metrics_path, newline="") as f:
                 csv.writer(f).writerow(METRICS)
 
     def checkpoint_state(epoch: int, position: dict | None, dev_wer: float | None = None) -> dict:

@@ -1,28 +1,82 @@
-"""Transcribing audio files with a trained model: `asr transcribe --model CKPT AUDIO...`."""
+"""Transcribing audio files with a trained model: `asr transcribe --model CKPT AUDIO...`.
+
+Long recordings are transcribed in pieces of at most `max_segment_seconds`, cut where the audio is quietest,
+so a model trained on sentences can transcribe an hour-long file in bounded memory.
+"""
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from .audio import AudioError, is_silent, load_audio
 from .inference import Recognizer
 
+DEFAULT_MAX_SEGMENT_SECONDS = 20.0
 
-def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path]) -> list[dict]:
-    """One dict per file: path, text, duration, processing seconds, and error when unreadable."""
+
+def split_at_pauses(wave: np.ndarray, sample_rate: int,
+                    max_seconds: float = DEFAULT_MAX_SEGMENT_SECONDS) -> list[tuple[int, int]]:
+    """Contiguous (start, end) sample ranges covering `wave`, none longer than `max_seconds`.
+
+    Each cut goes where the 100 ms mean energy is lowest in the last half of the allowed span (a pause,
+    when there is one), and leaves at least a quarter span after it, so that no piece is a sliver.
+    """
+    if max_seconds < 1.0:
+        raise ValueError(f"max_seconds must be at least 1, got {max_seconds}")
+    n, limit, hop = len(wave), int(max_seconds * sample_rate), max(1, sample_rate // 100)
+    if n <= limit:
+        return [(0, n)]
+    frames = n // hop
+    energy = (np.asarray(wave[: frames * hop], dtype=np.float64).reshape(frames, hop) ** 2).mean(axis=1)
+    smooth = np.convolve(energy, np.ones(10) / 10, mode="same")
+    spans, start = [], 0
+    while n - start > limit:
+        lo = (start + limit // 2) // hop + 1
+        hi = min(start + limit, n - limit // 4) // hop
+        cut = (lo + int(np.argmin(smooth[lo:hi]))) * hop
+        spans.append((start, cut))
+        start = cut
+    spans.append((start, n))
+    return spans
+
+
+def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
+                     max_segment_seconds: float = DEFAULT_MAX_SEGMENT_SECONDS, word_timestamps: bool = False
+                     ) -> list[dict]:
+    """One dict per file: path, text, duration, processing seconds and segments (start, end, text);
+    words with start/end seconds when `word_timestamps`; error instead when the file is unreadable."""
     results = []
+    rate = recognizer.sample_rate
     for path in paths:
         t0 = time.time()
         try:
-            wave = load_audio(path, recognizer.sample_rate)
+            wave = load_audio(path, rate)
         except AudioError as e:
             results.append({"path": str(path), "text": None, "error": str(e)})
             continue
-        text = "" if is_silent(wave) else recognizer.transcribe([wave])[0]
-        row = {"path": str(path), "text": text, "duration": round(len(wave) / recognizer.sample_rate, 3),
-               "processing_seconds": round(time.time() - t0, 4)}
-        if is_silent(wave):
+        spans = split_at_pauses(wave, rate, max_segment_seconds)
+        heard = [i for i, (s, e) in enumerate(spans) if not is_silent(wave[s:e])]
+        log_probs = recognizer.log_probs([wave[spans[i][0]: spans[i][1]] for i in heard]) if heard else []
+        segments = [{"start": round(s / rate, 3), "end": round(e / rate, 3), "text": ""} for s, e in spans]
+        words = []
+        if word_timestamps:
+            for i, hyp in zip(heard, recognizer.hypotheses(log_probs)):
+                segments[i]["text"] = hyp.text
+                offset = spans[i][0] / rate
+                words += [{"word": w["word"], "start": round(offset + w["start"], 3),
+                           "end": round(offset + w["end"], 3)} for w in hyp.words]
+        else:
+            for i, text in zip(heard, recognizer.decode(log_probs)):
+                segments[i]["text"] = text
+        row = {"path": str(path), "text": " ".join(seg["text"] for seg in segments if seg["text"]),
+               "duration": round(len(wave) / rate, 3), "processing_seconds": round(time.time() - t0, 4),
+               "segments": segments}
+        if word_timestamps:
+            row["words"] = words
+        if not heard:
             row["warning"] = "silent audio"
         results.append(row)
     return results

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from asr import beam_kernel  # noqa: E402
 from asr.decoding import CTCBeamDecoder  # noqa: E402
 from asr.inference import tuned_decoding  # noqa: E402
 from asr.lm import arpa_unigrams  # noqa: E402
@@ -35,6 +36,19 @@ def timed(fn, items, repeats: int) -> tuple[list[str], float]:
         hyps = [fn(x) for x in items]
         times.append((time.perf_counter() - t0) / len(items) * 1000)
     return hyps, statistics.median(times)
+
+
+def fused_score(dec: CTCBeamDecoder, lp: np.ndarray, text: str) -> float | None:
+    """The search's objective for one transcript: exact CTC log-prob of its characters + alpha LM + beta words."""
+    index = {c: i for i, c in enumerate(dec.labels)}
+    if any(c not in index for c in text):
+        return None
+    acoustic = float(beam_kernel.labeling_logp(lp.astype(np.float64), np.asarray([index[c] for c in text]), dec.blank))
+    state, lm = dec.lm.start(), 0.0
+    for word in text.split():
+        score, state = dec.lm.score_word(state, word)
+        lm += score
+    return acoustic + lm + dec.lm.score_end(state)
 
 
 def pyctcdecode_decoder(labels: list[str], lm: str, alpha: float, beta: float, unk_offset: float):
@@ -84,7 +98,7 @@ def main() -> None:
                                beam_prune_logp=args.beam_prune_logp)
     hyps, ms = timed(ours_nolm.decode, items, args.repeats)
     rows.append(("ours (beam, no LM)", word_errors(refs, hyps).rate, ms))
-    agree = None
+    agree, better = None, [0, 0, 0]  # differing transcripts where ours / pyctcdecode's scores higher / ties
     try:
         ref_dec = pyctcdecode_decoder(labels, args.lm, alpha, beta, unk)
         kw = dict(beam_width=args.beam, token_min_logp=args.token_min_logp, beam_prune_logp=args.beam_prune_logp)
@@ -95,6 +109,13 @@ def main() -> None:
         rows.append(("pyctcdecode decode_beams", word_errors(refs, hyps_full).rate, ms))
         agree = (sum(a == b for a, b in zip(hyps_ours, hyps_full)) / len(items),
                  sum(a == b for a, b in zip(hyps_ours, hyps_ref)) / len(items))
+        # where the transcripts differ, which search found the better transcript under the fused objective? (The LM
+        # terms are pyctcdecode's too; it ranks by its beam's acoustic score, we by the exact CTC log-prob.)
+        for lp, a, b in zip(items, hyps_ours, hyps_full):
+            if a != b:
+                sa, sb = fused_score(ours, lp, a), fused_score(ours, lp, b)
+                if sa is not None and sb is not None:
+                    better[0 if sa > sb + 1e-6 else 1 if sb > sa + 1e-6 else 2] += 1
     except ImportError:
         print("pyctcdecode is not installed (pip install --no-deps pyctcdecode pygtrie): skipped")
     try:
@@ -112,12 +133,16 @@ def main() -> None:
     if agree is not None:
         print(f"\nsame transcript as pyctcdecode: {100 * agree[0]:.1f}% of utterances against its plain beam search "
               f"(decode_beams), {100 * agree[1]:.1f}% against decode() (which also prunes beams by LM history)")
+        print(f"where they differ from decode_beams ({sum(better)} utterances), the higher fused score "
+              f"under our objective (CTC log-prob + alpha LM + beta words) is ours in {better[0]}, pyctcdecode's in {better[1]}, "
+              f"tied in {better[2]}")
     greedy_wer, lm_wer = rows[0][1], rows[1][1]
     if greedy_wer > 0:
         print(f"LM fusion cuts WER by {100 * (greedy_wer - lm_wer) / greedy_wer:.1f}% relative to greedy")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": [dict(decoder=n, wer=w, ms_per_utt=m) for n, w, m in rows],
-                                               "agreement": agree, "alpha": alpha, "beta": beta, "beam": args.beam,
+                                               "agreement": agree, "higher_score_ours_theirs_tied": better,
+                                               "alpha": alpha, "beta": beta, "beam": args.beam,
                                                "utterances": len(items)}, indent=2))
     assert all(math.isfinite(r[1]) for r in rows)
 

@@ -4,6 +4,7 @@ import pickle
 import pytest
 import torch
 
+from asr.atomic import atomic_write, write_text_atomic
 from asr.checkpoint import CheckpointError, load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from asr.config import load_config, to_dict
 from asr.model import DeepSpeech2
@@ -37,6 +38,24 @@ def test_failed_save_keeps_previous(tmp_path):
         save_checkpoint({"model": lambda: None}, tmp_path / "last.pt")  # unpicklable
     assert (tmp_path / "last.pt").read_bytes() == before
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_atomic_text_write_replaces_whole_file_or_nothing(tmp_path):
+    path = tmp_path / "sub" / "manifest.jsonl"
+    write_text_atomic(path, "old\n")
+    linked = tmp_path / "copy.jsonl"
+    linked.hardlink_to(path)  # e.g. a data dir copied with cp -al
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as f:
+            f.write("half a fi")
+            raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old\n" and os.listdir(path.parent) == ["manifest.jsonl"]
+    write_text_atomic(path, "new\n")
+    assert path.read_text() == "new\n"
+    assert linked.read_text() == "old\n"  # a new inode: the other copy is not rewritten under its reader
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_untrusted_pickle_refused(tmp_path):

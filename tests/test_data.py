@@ -1,4 +1,4 @@
-"""Training data: augmentation (speed, noise) and the duration-bucketed, rank-sharded batch sampler."""
+"""Training data: augmentation (speed, silence padding, noise) and the duration-bucketed, rank-sharded batch sampler."""
 import random
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from asr.audio import AudioError
-from asr.data import BucketBatchSampler, NoiseMixer, UtteranceDataset
+from asr.data import BucketBatchSampler, NoiseMixer, UtteranceDataset, pad_with_silence
 from asr.manifest import read_manifest
 from asr.text import CharVocabulary
 
@@ -39,6 +39,26 @@ def test_speed_perturbation_changes_duration(corpus):
     fast = UtteranceDataset(utts, vocab, 16000, speed_perturb=[1.1])
     for i in range(len(utts)):
         assert len(fast[i]["wave"]) == pytest.approx(len(plain[i]["wave"]) / 1.1, rel=0.01)
+
+
+def test_silence_padding_keeps_the_speech_and_is_seeded(corpus):
+    utts = read_manifest(corpus["train"])[:6]
+    vocab = CharVocabulary.build(u.text for u in utts)
+    plain = UtteranceDataset(utts, vocab, 16000)
+    padded = UtteranceDataset(utts, vocab, 16000, seed=5, silence_pad=0.5, silence_pad_prob=1.0)
+    for i in range(len(utts)):
+        a, b = plain[i]["wave"], padded[i]["wave"]
+        extra = len(b) - len(a)
+        assert 0 <= extra <= 16000 and padded[i]["duration"] == pytest.approx(len(b) / 16000)
+        # the speech is in there, intact under a noise floor no louder than -50 dBFS
+        start = next(s for s in range(extra + 1) if np.max(np.abs(b[s: s + len(a)] - a)) < 10 ** (-50 / 20) * 6)
+        rest = np.concatenate([b[:start], b[start + len(a):]])
+        assert rest.size == 0 or 10 ** (-76 / 20) < np.sqrt(np.mean(rest ** 2)) < 10 ** (-49 / 20)
+        assert np.array_equal(b, padded[i]["wave"])  # same epoch, same item: same padding
+    never = UtteranceDataset(utts, vocab, 16000, silence_pad=0.5, silence_pad_prob=0.0)
+    assert all(np.array_equal(never[i]["wave"], plain[i]["wave"]) for i in range(len(utts)))
+    lengths = {len(pad_with_silence(np.zeros(100, np.float32), 16000, 1.0, random.Random(s))) for s in range(20)}
+    assert len(lengths) > 10 and max(lengths) <= 100 + 32000
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from asr.atomic import write_text_atomic
 from asr.prepare import Item, prepare_split, write_lm_text
 from asr.recipe import Stage
 from asr.recipe_stages import RecipeConfig, corpus_stages
@@ -98,7 +99,7 @@ def prepare_stage(cfg: AN4Config) -> None:
                                    max_duration=float("inf")),
               "test": prepare_split(test, data, "test", max_duration=float("inf"), extra_rejected=bad_test)}
     report["lm_text_sentences"] = write_lm_text(data, "train")
-    (data / "prepare_report.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
 
 
 def stages(cfg: AN4Config) -> list[Stage]:

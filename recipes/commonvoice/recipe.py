@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr.atomic import write_text_atomic
 from asr.prepare import Item, prepare_split, write_lm_text
 from asr.recipe import Stage
 from asr.recipe_stages import RecipeConfig, corpus_stages
@@ -63,7 +64,7 @@ def prepare_stage(cfg: CommonVoiceConfig) -> None:
         report[split] = prepare_split(items[split], data, split, charset=charset, max_duration=limit,
                                       lang=cfg.language)
     report["lm_text_sentences"] = write_lm_text(data, "train")
-    (data / "prepare_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2, ensure_ascii=False))
 
 
 def stages(cfg: CommonVoiceConfig) -> list[Stage]:

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr.atomic import write_text_atomic
 from asr.prepare import Item, prepare_split, write_lm_text
 from asr.recipe import Stage
 from asr.recipe_stages import RecipeConfig, corpus_stages
@@ -94,7 +95,7 @@ def prepare_stage(cfg: FolderConfig) -> None:
         report[split] = prepare_split(splits[split], data, split, charset=charset, max_duration=float("inf"))
     report["lm_text_sentences"] = write_lm_text(data, "train")
     report["characters"] = "".join(sorted(charset))
-    (data / "prepare_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2, ensure_ascii=False))
 
 
 def stages(cfg: FolderConfig) -> list[Stage]:

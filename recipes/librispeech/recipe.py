@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr.atomic import write_text_atomic
 from asr.prepare import Item, prepare_split, write_lm_text
 from asr.recipe import Stage
 from asr.recipe_stages import RecipeConfig, corpus_stages
@@ -71,7 +72,7 @@ def prepare_stage(cfg: LibriSpeechConfig) -> None:
         limit = cfg.max_duration if split == "train" else float("inf")  # test sets are scored whole
         report[split] = prepare_split(items, data, split, max_duration=limit)
     report["lm_text_sentences"] = write_lm_text(data, "train")
-    (data / "prepare_report.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
 
 
 def stages(cfg: LibriSpeechConfig) -> list[Stage]:

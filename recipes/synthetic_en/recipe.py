@@ -14,6 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import soundfile as sf
+
+from asr.atomic import atomic_write, write_text_atomic
+from asr.audio import load_audio
+from asr.config import ConfigError
+from asr.data import pad_with_silence
 from asr.manifest import Utterance, read_manifest, write_manifest
 from asr.metrics import score
 from asr.recipe import Stage
@@ -52,7 +58,7 @@ FESTIVAL = {"train": ["kal_diphone"], "dev": [], "test": ["ked_diphone", "cmu_us
 @dataclass
 class SynthConfig:
     engines: list[str] = field(default_factory=lambda: ["espeak", "piper"])  # + "flite", "festival"
-    train_utterances: int = 16000
+    train_utterances: int = 15000
     dev_utterances: int = 200
     test_utterances: int = 300
     dev_sentences: int = 200
@@ -64,12 +70,14 @@ class SynthConfig:
     prompts: str = str(HERE / "prompts.txt")  # dev and test sentences come from here, training's from the rest
     train_prompts: Optional[str] = None  # more sentences for training only, e.g. prompts_train.txt
     more_variants: bool = False  # train on MORE_TRAIN_VARIANTS of espeak-ng too
+    test_pause_seconds: float = 1.0  # test_pauses: the test utterances with up to this much quiet before and after
 
 
 @dataclass
 class SyntheticEnConfig(RecipeConfig):
     data_dir: str = "data/synthetic_en"
     synth: SynthConfig = field(default_factory=SynthConfig)
+    test_sets: list[str] = field(default_factory=lambda: ["test", "test_pauses"])
 
 
 SCHEMA = SyntheticEnConfig
@@ -151,8 +159,7 @@ def synthesize_stage(cfg: SyntheticEnConfig) -> None:
         log.info(f"synthesized {split}: {len(results) - len(bad)} utterances ({hours:.2f} h), {len(bad)} failed")
         for r in bad:
             log.warning(f"  {r['id']}: {r['error']}")
-        (data / "synth").mkdir(parents=True, exist_ok=True)
-        with (data / "synth" / f"{split}.jsonl").open("w") as f:
+        with atomic_write(data / "synth" / f"{split}.jsonl") as f:
             for r in results:
                 f.write(json.dumps(r) + "\n")
 
@@ -185,10 +192,31 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
     speakers = {s: {u.speaker for u in read_manifest(data / "manifests" / f"{s}.jsonl")} for s in SPLITS}
     assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
     held_out = {normalize_text(t) for t in all_prompts(cfg.synth)} - {u.text for u in train_utts}
-    (data / "lm_text.txt").write_text("\n".join(sorted({u.text for u in train_utts})) + "\n")
+    write_text_atomic(data / "lm_text.txt", "\n".join(sorted({u.text for u in train_utts})) + "\n")
     report["lm_text_sentences"] = len({u.text for u in train_utts})
     report["held_out_sentences"] = len(held_out)
-    (data / "prepare_report.json").write_text(json.dumps(report, indent=2))
+    report["test_pauses"] = write_test_pauses(cfg)
+    write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
+
+
+def write_test_pauses(cfg: SyntheticEnConfig) -> dict:
+    """manifests/test_pauses.jsonl: the test utterances with up to synth.test_pause_seconds of quiet noise before
+    and after. Synthetic speech starts on its first sound and stops on its last; recordings people transcribe
+    do not, and this set shows what that costs a model."""
+    data, rate = Path(cfg.data_dir), cfg.features.sample_rate
+    if not 0 <= cfg.synth.test_pause_seconds <= 10:
+        raise ConfigError(f"config key 'synth.test_pause_seconds' = {cfg.synth.test_pause_seconds}: must be in [0, 10]")
+    utts = []
+    for u in read_manifest(data / "manifests" / "test.jsonl"):
+        wave = pad_with_silence(load_audio(u.audio_filepath, rate), rate, cfg.synth.test_pause_seconds,
+                                random.Random(f"{cfg.synth.seed}:{u.id}"))
+        path = data / "audio" / "test_pauses" / f"{u.id}.flac"
+        with atomic_write(path, "wb") as f:
+            sf.write(f, wave, rate, format="FLAC", subtype="PCM_16")
+        utts.append(Utterance(audio_filepath=str(path.resolve()), duration=round(len(wave) / rate, 3), text=u.text,
+                              speaker=u.speaker, id=u.id))
+    write_manifest(data / "manifests" / "test_pauses.jsonl", utts, relative_to_manifest=True)
+    return {"utterances": len(utts), "hours": round(sum(u.duration for u in utts) / 3600, 3)}
 
 
 def voice_groups(utt_id: str) -> dict[str, str]:
@@ -221,12 +249,12 @@ def voices_stage(cfg: SyntheticEnConfig, decodes: list[Path]) -> None:
         groups = {**table[name]["engine"], **table[name].get("variant", {})}
         log.info(f"{name} WER by voice: " + ", ".join(f"{g} {100 * s['wer']:.1f}% ({s['utterances']})"
                                                       for g, s in groups.items()))
-    (Path(cfg.exp_dir) / "by_voice.json").write_text(json.dumps(table, indent=1))
+    write_text_atomic(Path(cfg.exp_dir) / "by_voice.json", json.dumps(table, indent=1))
 
 
 def stages(cfg: SyntheticEnConfig) -> list[Stage]:
     data = Path(cfg.data_dir)
-    manifests = [data / "manifests" / f"{s}.jsonl" for s in SPLITS]
+    manifests = [data / "manifests" / f"{s}.jsonl" for s in (*SPLITS, "test_pauses")]
     prompts = [prompt_file(p) for p in (cfg.synth.prompts, cfg.synth.train_prompts) if p]
     synthesize = Stage("synthesize", lambda: synthesize_stage(cfg), inputs=prompts,
                        outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
