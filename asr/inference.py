@@ -119,7 +119,7 @@ class Recognizer:
         """Transcripts of per-utterance log-probs with this recognizer's decoder."""
         if self.beam_decoder is None:
             return self.greedy(log_probs)
-        return [h[0].text for h in self.beam_decoder.nbest_many([lp.numpy() for lp in log_probs])]
+        return [h.text for h in self.hypotheses(log_probs)]
 
     def hypotheses(self, log_probs: Sequence[torch.Tensor]) -> list[Hypothesis]:
         """Best hypotheses with word timings (frames and seconds): the beam decoder's, else the best path's."""
