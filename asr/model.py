@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .config import FeatureConfig, ModelConfig, check_feature_bins
 from .features import FeatureExtractor
+from .gru import gru_packed
 
 # (kernel freq, kernel time, stride freq, stride time) of the paper's conv layers
 _CONV = [(41, 11, 2, 2), (21, 11, 2, 1), (21, 11, 2, 1)]
@@ -44,10 +45,14 @@ class _BatchRNN(nn.Module):
         self.rnn = rnn(input_size, hidden, bidirectional=bidirectional, batch_first=False)
         self.bidirectional = bidirectional
         self.hidden = hidden
+        self.own_cpu_gru = True
 
     def forward(self, x: PackedSequence) -> PackedSequence:
         if self.norm is not None:
             x = x._replace(data=self.norm(x.data))
+        if (self.own_cpu_gru and isinstance(self.rnn, nn.GRU) and self.training and torch.is_grad_enabled()
+                and x.data.device.type == "cpu"):
+            return gru_packed(self.rnn, x, sum_directions=True)
         x, _ = self.rnn(x)
         if self.bidirectional:
             x = x._replace(data=x.data[:, : self.hidden] + x.data[:, self.hidden:])
@@ -126,6 +131,11 @@ class DeepSpeech2(nn.Module):
         logits = torch.zeros(n, t, self.num_classes, device=x.device, dtype=h.dtype)
         logits[valid] = self.head(h).to(logits.dtype)
         return F.log_softmax(logits.float(), dim=-1), lengths.to(x.device)
+
+    def use_own_cpu_gru(self, enabled: bool) -> None:
+        """Train GRUs on CPUs with asr.gru (default; same results, faster backward) or with nn.GRU's autograd."""
+        for rnn in self.rnns:
+            rnn.own_cpu_gru = enabled
 
     def compile_features_and_conv(self, **kwargs) -> None:
         """torch.compile the feature front-end and the conv stack in place (parameter names unchanged).

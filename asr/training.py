@@ -345,6 +345,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         )
         model.frontend.fit_global_stats(stats_batches)
     model.to(device)
+    model.use_own_cpu_gru(t.cpu_gru == "asr")
     if t.compile:
         model.compile_features_and_conv()
         log.info("torch.compile: front-end and conv stack (the first batches of each new shape compile)")

@@ -1,4 +1,4 @@
-"""Training step speed: bf16 autocast against float32, same model, same batch, same run.
+"""Training step speed: our CPU GRU (asr.gru) against nn.GRU, bf16 autocast against float32, same run.
 
     python benchmarks/training_step.py [--recipe recipes/synthetic_en] [key=value ...] [--device cpu|cuda]
         [--batch 32] [--seconds 5] [--repeats 5]
@@ -6,7 +6,7 @@
 Times one full DeepSpeech2 training step (features, forward, CTC loss, backward, AdamW) on a batch of
 random waveforms with the model and features of the recipe's config (size=large etc. as overrides),
 median of --repeats after two warm-up steps, and prints milliseconds per step, audio seconds per second
-and the speed-up of bf16 over float32.
+and the speed-ups of asr.gru over nn.GRU and of bf16 over float32 (on CUDA both rows use nn.GRU/cuDNN).
 On a CPU bf16 pays only where oneDNN has bf16 kernels (AVX-512 or newer); the script says which.
 """
 from __future__ import annotations
@@ -26,11 +26,12 @@ from asr.recipe import recipe_config  # noqa: E402
 from asr.training import cpu_has_bf16_kernels  # noqa: E402
 
 
-def step_times(cfg, device: torch.device, dtype: torch.dtype | None, batch: int, seconds: float,
+def step_times(cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool, batch: int, seconds: float,
                repeats: int) -> list[float]:
     torch.manual_seed(0)
     num_classes = 29
     model = DeepSpeech2(cfg.model, cfg.features, num_classes).to(device).train()
+    model.use_own_cpu_gru(own_gru)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = get_ctc_loss(cfg.train.loss)
     sr = cfg.features.sample_rate
@@ -70,13 +71,21 @@ def main() -> None:
     if device.type == "cpu":
         print(f"CPU threads {torch.get_num_threads()}, oneDNN bf16 kernels: {cpu_has_bf16_kernels()}")
     audio = args.batch * args.seconds * 0.8
+    grus = [True, False] if device.type == "cpu" and cfg.model.rnn_type == "gru" else [False]
     results = {}
-    for name, dtype in (("float32", None), ("bf16 autocast", torch.bfloat16)):
-        ms = statistics.median(step_times(cfg, device, dtype, args.batch, args.seconds, args.repeats)) * 1000
-        results[name] = ms
-        print(f"{name:14s} {ms:8.1f} ms/step  {audio / ms * 1000:7.1f} audio-s/s")
-    print(f"bf16 speed-up over float32: {results['float32'] / results['bf16 autocast']:.2f}x")
-
+    for precision, dtype in (("bf16 autocast", torch.bfloat16), ("float32", None)):
+        for own in grus:
+            name = f"{precision}, {'asr.gru' if own else 'nn.GRU'}"
+            times = step_times(cfg, device, dtype, own, args.batch, args.seconds, args.repeats)
+            results[precision, own] = ms = statistics.median(times) * 1000
+            print(f"{name:24s} {ms:8.1f} ms/step  {audio / ms * 1000:7.1f} audio-s/s")
+    if len(grus) == 2:
+        for precision in ("bf16 autocast", "float32"):
+            print(f"asr.gru speed-up over nn.GRU, {precision}: "
+                  f"{results[precision, False] / results[precision, True]:.2f}x")
+    for own in grus:
+        print(f"bf16 speed-up over float32 ({'asr.gru' if own else 'nn.GRU'}): "
+              f"{results['float32', own] / results['bf16 autocast', own]:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -58,7 +58,7 @@ FESTIVAL = {"train": ["kal_diphone"], "dev": [], "test": ["ked_diphone", "cmu_us
 @dataclass
 class SynthConfig:
     engines: list[str] = field(default_factory=lambda: ["espeak", "piper"])  # + "flite", "festival"
-    train_utterances: int = 15000
+    train_utterances: int = 17000
     dev_utterances: int = 200
     test_utterances: int = 300
     dev_sentences: int = 200
