@@ -65,15 +65,20 @@ class _GRUDirection(torch.autograd.Function):
         w_hh_t, b_hh_c = w_hh.to(cd).t().contiguous(), b_hh.to(cd)
         gi = torch.addmm(b_ih.to(cd), x.to(cd), w_ih.to(cd).t()).to(sd)
         out = x.new_empty(x.shape[0], hidden, dtype=sd)
-        state = out.new_zeros(max(steps), hidden)  # the running state, zero rows where a sequence has not begun
+        # forwards, sequences only end, so a step's state is the head of the previous step's output rows;
+        # backwards they also begin, from zero rows of `state`
+        state = h = out.new_zeros(max(steps), hidden)
         for start, n in _chunks(steps, reverse):
-            h = state[:n]
+            h = state[:n] if reverse else h[:n]
             gh = torch.addmm(b_hh_c, h.to(cd), w_hh_t)
             g = gi[start:start + n]
             rz = torch.sigmoid_(g[:, : 2 * hidden] + gh[:, : 2 * hidden])
             n_gate = torch.tanh_(torch.addcmul(g[:, 2 * hidden:], rz[:, :hidden], gh[:, 2 * hidden:]))
-            torch.lerp(n_gate, h, rz[:, hidden:], out=h)
-            out[start:start + n] = h
+            if reverse:
+                torch.lerp(n_gate, h, rz[:, hidden:], out=h)
+                out[start:start + n] = h
+            else:
+                h = torch.lerp(n_gate, h, rz[:, hidden:], out=out[start:start + n])
         ctx.save_for_backward(x, out, gi, w_ih, w_hh, b_hh)
         ctx.steps, ctx.reverse, ctx.cd, ctx.sd = steps, reverse, cd, sd
         return out
@@ -91,23 +96,23 @@ class _GRUDirection(torch.autograd.Function):
         rz = torch.sigmoid(gi[:, :two] + gh[:, :two])
         r, z = rz[:, :hidden], rz[:, hidden:]
         n_gate = torch.tanh(torch.addcmul(gi[:, two:], r, gh[:, two:]))
-        # d(gate pre-activation)/d(new state), for every step at once
-        k_z = (h_prev - n_gate) * z * (1 - z)
+        # d(pre-activation)/d(new state) of the r and z gates and of the n third of W_hh h, all steps at once
         k_n = (1 - z) * (1 - n_gate * n_gate)
-        k_r = gh[:, two:] * r * (1 - r)
+        k_rz = torch.stack([gh[:, two:] * r * (1 - r) * k_n, (h_prev - n_gate) * z * (1 - z)], dim=1)
+        k_hn = k_n * r
         d_gh = torch.empty_like(gh)  # d loss / d(W_hh h + b_hh); its r and z thirds are also d loss / d gi's
-        d_n = torch.empty_like(n_gate)  # the n third of d loss / d gi
+        d_h = torch.empty_like(out)  # d loss / d(new state)
         w_hh_c = w_hh.to(cd)
-        carry = grad_out.new_zeros(max(steps), hidden)  # d loss / d(previous state) from the later step
+        # d loss / d(state) passed back from the later step; rows of sequences that end later stay zero
+        carry = grad_out.new_zeros(max(steps), hidden)
         for start, n in _chunks(steps, reverse)[::-1]:
             rows = slice(start, start + n)
-            dh = carry[:n].add_(grad_out[rows])
+            dh = torch.add(carry[:n], grad_out[rows], out=d_h[rows])
             dg = d_gh[rows]
-            torch.mul(dh, k_z[rows], out=dg[:, hidden:two])
-            dn = torch.mul(dh, k_n[rows], out=d_n[rows])
-            torch.mul(dn, r[rows], out=dg[:, two:])
-            torch.mul(dn, k_r[rows], out=dg[:, :hidden])
-            carry[:n] = torch.addcmul(torch.mm(dg.to(cd), w_hh_c), dh, z[rows])
+            torch.mul(dh[:, None], k_rz[rows], out=dg[:, :two].unflatten(1, (2, hidden)))
+            torch.mul(dh, k_hn[rows], out=dg[:, two:])
+            torch.addcmul(torch.mm(dg.to(cd), w_hh_c), dh, z[rows], out=carry[:n])
+        d_n = d_h * k_n  # the n third of d loss / d gi
         d_rz, d_n_c = d_gh[:, :two].to(cd), d_n.to(cd)
         w_ih_c = w_ih.to(cd)
         grad_x = None
