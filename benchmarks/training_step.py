@@ -87,5 +87,6 @@ def main() -> None:
         print(f"bf16 speed-up over float32 ({'asr.gru' if own else 'nn.GRU'}): "
               f"{results['float32', own] / results['bf16 autocast', own]:.2f}x")
 
+
 if __name__ == "__main__":
     main()

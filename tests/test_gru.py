@@ -61,10 +61,13 @@ def test_sum_directions_and_rejections():
         gru_packed(torch.nn.GRU(3, 4, num_layers=2), packed)
 
 
-def test_model_trains_the_same_with_either_gru():
-    """DeepSpeech2 in training mode: asr.gru and nn.GRU give the same loss and parameter gradients."""
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_model_trains_the_same_with_either_gru(bidirectional):
+    """DeepSpeech2 in training mode (bidirectional, or streaming with lookahead): asr.gru and nn.GRU give the
+    same parameter gradients."""
     torch.manual_seed(0)
-    cfg = ModelConfig(conv_channels=4, rnn_hidden=16, rnn_layers=2)
+    cfg = ModelConfig(conv_channels=4, rnn_hidden=16, rnn_layers=2, bidirectional=bidirectional,
+                      lookahead=0 if bidirectional else 2)
     model = DeepSpeech2(cfg, FeatureConfig(kind="logmel", n_mels=32), 7).train()
     waves, lens = torch.randn(3, 9000) * 0.1, torch.tensor([9000, 5000, 7000])
     grads = []
@@ -73,10 +76,24 @@ def test_model_trains_the_same_with_either_gru():
         model.zero_grad()
         torch.manual_seed(1)
         lp, out_lens = model(waves, lens)
+        assert _graph_has(lp.grad_fn, "_GRUDirectionBackward") == own
         lp[:, :, 2].sum().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _graph_has(fn, name: str) -> bool:
+    seen, todo = set(), [fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if type(fn).__name__ == name:
+            return True
+        todo += [f for f, _ in fn.next_functions]
+    return False
 
 
 def test_cpu_gru_choice_is_validated():
