@@ -37,6 +37,7 @@ class DataConfig:
     vtlp: float = 0.0  # vocal tract length perturbation: frequency warp factors drawn from 1 +- vtlp per utterance
     silence_pad: float = 0.0  # up to this many seconds of quiet noise added before and after an utterance (0: off)
     silence_pad_prob: float = 0.3  # share of training utterances that get it
+    concat_prob: float = 0.0  # share of training utterances joined, after a 0.1-0.8 s pause, to another one
 
 
 @dataclass
@@ -159,8 +160,9 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"config key 'data.vtlp' = {data.vtlp}: must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
     if data is not None and not 0.0 <= data.silence_pad <= 10.0:
         raise ConfigError(f"config key 'data.silence_pad' = {data.silence_pad}: must be in [0, 10] seconds")
-    if data is not None and not 0.0 <= data.silence_pad_prob <= 1.0:
-        raise ConfigError(f"config key 'data.silence_pad_prob' = {data.silence_pad_prob}: must be in [0, 1]")
+    for key in ("silence_pad_prob", "concat_prob"):
+        if data is not None and not 0.0 <= getattr(data, key) <= 1.0:
+            raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)}: must be in [0, 1]")
     model = getattr(cfg, "model", None)
     if model is not None:
         if not 1 <= model.conv_layers <= 3:

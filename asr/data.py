@@ -80,10 +80,15 @@ def pad_with_silence(wave: np.ndarray, sample_rate: int, max_seconds: float, rng
     model that never heard a pause mistranscribes around one.
     """
     before, after = (int(rng.uniform(0, max_seconds) * sample_rate) for _ in range(2))
-    floor = 10 ** (rng.uniform(-75.0, -50.0) / 20)
-    noise = np.random.default_rng(rng.getrandbits(64)).standard_normal(before + len(wave) + after) * floor
+    noise = quiet_noise(before + len(wave) + after, rng)
     noise[before: before + len(wave)] += wave
-    return noise.astype(np.float32)
+    return noise
+
+
+def quiet_noise(samples: int, rng: random.Random) -> np.ndarray:
+    """A pause: white noise at -75 to -50 dBFS."""
+    floor = 10 ** (rng.uniform(-75.0, -50.0) / 20)
+    return (np.random.default_rng(rng.getrandbits(64)).standard_normal(samples) * floor).astype(np.float32)
 
 
 class UtteranceDataset(Dataset):
@@ -92,7 +97,7 @@ class UtteranceDataset(Dataset):
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, sample_rate: int,
                  speed_perturb: Sequence[float] = (), seed: int = 0, noise: NoiseMixer | None = None,
-                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0):
+                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0, concat_prob: float = 0.0):
         self.utterances = list(utterances)
         self.vocab = vocab
         self.sample_rate = sample_rate
@@ -100,6 +105,7 @@ class UtteranceDataset(Dataset):
         self.seed = seed
         self.noise = noise
         self.silence_pad, self.silence_pad_prob = silence_pad, silence_pad_prob
+        self.concat_prob = concat_prob
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -111,22 +117,38 @@ class UtteranceDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         utt = self.utterances[index]
         try:
-            wave = load_audio(utt.audio_filepath, self.sample_rate, utt.offset,
-                              utt.duration if utt.offset else None)
+            wave = self._load(index)
         except AudioError as e:
             return {"id": utt.id, "error": str(e)}
-        if self.speed_perturb:
-            factor = random.Random(f"{self.seed}:{self.epoch}:{index}").choice(self.speed_perturb)
-            if factor != 1.0:  # faster speech = fewer samples at the same rate (pitch changes too, as in Kaldi)
-                wave = soxr.resample(wave, self.sample_rate * factor, self.sample_rate).astype(np.float32)
+        item_id, text = utt.id, utt.text
+        if self.concat_prob:
+            rng = random.Random(f"{self.seed}:{self.epoch}:{index}:concat")
+            if rng.random() < self.concat_prob:
+                other = rng.randrange(len(self.utterances))
+                try:  # a partner that fails to load is reported when its own turn comes
+                    second = self._load(other)
+                except AudioError:
+                    second = None
+                if second is not None:
+                    wave = np.concatenate([wave, quiet_noise(int(rng.uniform(0.1, 0.8) * self.sample_rate), rng), second])
+                    item_id, text = f"{utt.id}+{self.utterances[other].id}", f"{text} {self.utterances[other].text}"
         if self.silence_pad:
             rng = random.Random(f"{self.seed}:{self.epoch}:{index}:silence")
             if rng.random() < self.silence_pad_prob:
                 wave = pad_with_silence(wave, self.sample_rate, self.silence_pad, rng)
         if self.noise is not None:
             wave = self.noise(wave, random.Random(f"{self.seed}:{self.epoch}:{index}:noise"))
-        return {"id": utt.id, "wave": wave, "targets": self.vocab.encode(utt.text, utt.id), "text": utt.text,
+        return {"id": item_id, "wave": wave, "targets": self.vocab.encode(text, item_id), "text": text,
                 "duration": len(wave) / self.sample_rate}
+
+    def _load(self, index: int) -> np.ndarray:
+        utt = self.utterances[index]
+        wave = load_audio(utt.audio_filepath, self.sample_rate, utt.offset, utt.duration if utt.offset else None)
+        if self.speed_perturb:
+            factor = random.Random(f"{self.seed}:{self.epoch}:{index}").choice(self.speed_perturb)
+            if factor != 1.0:  # faster speech = fewer samples at the same rate (pitch changes too, as in Kaldi)
+                wave = soxr.resample(wave, self.sample_rate * factor, self.sample_rate).astype(np.float32)
+        return wave
 
 
 def collate(items: list[dict]) -> Batch:

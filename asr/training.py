@@ -328,7 +328,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
              if cfg.data.noise_dir else None)
     train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
-                                 cfg.data.silence_pad, cfg.data.silence_pad_prob)
+                                 cfg.data.silence_pad, cfg.data.silence_pad_prob, cfg.data.concat_prob)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
                                  t.sortagrad, t.seed, group.rank, group.world)
     # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)

@@ -15,7 +15,8 @@ def test_overrides_are_typed():
     ("train.lrr=1", "train.lrr"), ("train.lr=fast", "train.lr"), ("model.rnn_type=transformer", "model.rnn_type"),
     ("features.kind=mfcc", "features.kind"), ("train.epochs=0", "train.epochs"), ("nonsense=1", "nonsense"),
     ("data.vtlp=0.7", "data.vtlp"), ("data.vtlp=-0.1", "data.vtlp"), ("data.silence_pad=-1", "data.silence_pad"),
-    ("data.silence_pad_prob=1.5", "data.silence_pad_prob"),
+    ("data.silence_pad_prob=1.5", "data.silence_pad_prob"), ("data.concat_prob=-0.2", "data.concat_prob"),
+    ("train.cpu_gru=fast", "train.cpu_gru"),
 ])
 def test_bad_keys_are_named(override, key):
     with pytest.raises(ConfigError) as e:

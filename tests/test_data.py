@@ -1,4 +1,4 @@
-"""Training data: augmentation (speed, silence padding, noise) and the duration-bucketed, rank-sharded batch sampler."""
+"""Training data: augmentation (speed, silence padding, concatenation, noise) and the duration-bucketed, rank-sharded batch sampler."""
 import random
 
 import numpy as np
@@ -59,6 +59,34 @@ def test_silence_padding_keeps_the_speech_and_is_seeded(corpus):
     assert all(np.array_equal(never[i]["wave"], plain[i]["wave"]) for i in range(len(utts)))
     lengths = {len(pad_with_silence(np.zeros(100, np.float32), 16000, 1.0, random.Random(s))) for s in range(20)}
     assert len(lengths) > 10 and max(lengths) <= 100 + 32000
+
+
+def test_concatenation_joins_two_utterances_after_a_pause_and_is_seeded(corpus):
+    utts = read_manifest(corpus["train"])[:6]
+    vocab = CharVocabulary.build(u.text for u in utts)
+    plain = UtteranceDataset(utts, vocab, 16000)
+    joined = UtteranceDataset(utts, vocab, 16000, seed=2, concat_prob=1.0)
+    by_id = {u.id: i for i, u in enumerate(utts)}
+    partners = []
+    for i, u in enumerate(utts):
+        item = joined[i]
+        first, second = item["id"].split("+")
+        j = by_id[second]
+        partners.append(j)
+        assert first == u.id and item["text"] == f"{u.text} {utts[j].text}"
+        assert item["targets"] == vocab.encode(item["text"])
+        a, b = plain[i]["wave"], plain[j]["wave"]
+        wave = item["wave"]
+        gap = len(wave) - len(a) - len(b)
+        assert 1600 <= gap <= 12800  # a 0.1-0.8 s pause between them
+        assert np.array_equal(wave[: len(a)], a) and np.array_equal(wave[len(a) + gap:], b)
+        assert 10 ** (-76 / 20) < np.sqrt(np.mean(wave[len(a): len(a) + gap] ** 2)) < 10 ** (-49 / 20)
+        assert np.array_equal(wave, joined[i]["wave"])  # same epoch, same item: same partner and pause
+    joined.set_epoch(1)
+    assert [by_id[joined[i]["id"].split("+")[1]] for i in range(len(utts))] != partners
+    never = UtteranceDataset(utts, vocab, 16000, concat_prob=0.0)
+    assert all(never[i]["id"] == u.id and np.array_equal(never[i]["wave"], plain[i]["wave"])
+               for i, u in enumerate(utts))
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
