@@ -37,7 +37,7 @@ class DataConfig:
     vtlp: float = 0.0  # vocal tract length perturbation: frequency warp factors drawn from 1 +- vtlp per utterance
     silence_pad: float = 0.0  # up to this many seconds of quiet noise added before and after an utterance (0: off)
     silence_pad_prob: float = 0.3  # share of training utterances that get it
-    concat_prob: float = 0.0  # share of training utterances joined, after a 0.1-0.8 s pause, to another one
+    concat_prob: float = 0.0  # share of training utterances joined in pairs, after a 0.1-0.8 s pause, each epoch
 
 
 @dataclass
@@ -88,7 +88,7 @@ class TrainConfig:
     seed: int = 1234
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     compile: bool = False  # torch.compile the front-end and conv stack (dynamic shapes; the RNNs stay eager)
-    amp: str = "auto"  # mixed precision: auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16 (CUDA), off
+    amp: str = "auto"  # mixed precision: auto (CUDA: bf16 or fp16; CPU: bf16 given AVX-512 bf16 kernels), bf16, fp16, off
     loss: str = "asr"  # "asr" (ours, asr.ctc) or "torch" (torch.nn.functional.ctc_loss)
     cpu_gru: str = "asr"  # GRU training on CPU: "asr" (ours, asr.gru: same results, faster) or "torch" (nn.GRU)
     log_every: int = 20
@@ -143,6 +143,9 @@ def validate(cfg: Any) -> None:
             value = _get(cfg, key)
         except AttributeError:
             continue
+        if value == "False" and "off" in choices:  # YAML 1.1 reads `off` (file or override) as false
+            parent, _, name = key.rpartition(".")
+            setattr(_get(cfg, parent), name, value := "off")
         if value not in choices:
             raise ConfigError(f"config key {key!r} = {value!r}: must be one of {', '.join(choices)}")
     for key in _POSITIVE:

@@ -2,6 +2,8 @@
 
 Batches are formed from utterances of similar duration (little padding), capped in
 utterances and audio seconds. SortaGrad: the first epoch visits batches shortest first.
+An item is one utterance or, with concatenation on, a pair joined after a pause; pairs are
+chosen per epoch before bucketing, so joined items are batched with items of their own length.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from torch.utils.data import Dataset, Sampler
 from .audio import AudioError, load_audio
 from .manifest import Utterance
 from .text import Vocabulary
+
+Item = int | tuple[int, int]  # a training item: one utterance's index, or two to join
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +101,7 @@ class UtteranceDataset(Dataset):
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, sample_rate: int,
                  speed_perturb: Sequence[float] = (), seed: int = 0, noise: NoiseMixer | None = None,
-                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0, concat_prob: float = 0.0):
+                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0):
         self.utterances = list(utterances)
         self.vocab = vocab
         self.sample_rate = sample_rate
@@ -105,7 +109,6 @@ class UtteranceDataset(Dataset):
         self.seed = seed
         self.noise = noise
         self.silence_pad, self.silence_pad_prob = silence_pad, silence_pad_prob
-        self.concat_prob = concat_prob
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -114,32 +117,40 @@ class UtteranceDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> dict:
-        utt = self.utterances[index]
-        try:
-            wave = self._load(index)
-        except AudioError as e:
-            return {"id": utt.id, "error": str(e)}
+    def __getitem__(self, index: Item) -> dict:
+        """One utterance, or two joined after a 0.1-0.8 s pause when `index` is a pair (see `join_pairs`)."""
+        first, second = index if isinstance(index, tuple) else (index, None)
+        utt = self.utterances[first]
         item_id, text = utt.id, utt.text
-        if self.concat_prob:
-            rng = random.Random(f"{self.seed}:{self.epoch}:{index}:concat")
-            if rng.random() < self.concat_prob:
-                other = rng.randrange(len(self.utterances))
-                try:  # a partner that fails to load is reported when its own turn comes
-                    second = self._load(other)
-                except AudioError:
-                    second = None
-                if second is not None:
-                    wave = np.concatenate([wave, quiet_noise(int(rng.uniform(0.1, 0.8) * self.sample_rate), rng), second])
-                    item_id, text = f"{utt.id}+{self.utterances[other].id}", f"{text} {self.utterances[other].text}"
+        try:
+            wave = self._load(first)
+        except AudioError as e:
+            wave, failed = None, [(utt.id, str(e))]
+        else:
+            failed = []
+        if second is not None:
+            other = self.utterances[second]
+            try:
+                wave2 = self._load(second)
+            except AudioError as e:
+                wave2 = None
+                failed.append((other.id, str(e)))
+            if wave is None:  # the readable half still trains; the other is reported
+                wave, item_id, text = wave2, other.id, other.text
+            elif wave2 is not None:
+                rng = random.Random(f"{self.seed}:{self.epoch}:{first}:{second}:join")
+                wave = np.concatenate([wave, quiet_noise(int(rng.uniform(0.1, 0.8) * self.sample_rate), rng), wave2])
+                item_id, text = f"{utt.id}+{other.id}", f"{text} {other.text}"
+        if wave is None:
+            return {"id": item_id, "failed": failed}
         if self.silence_pad:
-            rng = random.Random(f"{self.seed}:{self.epoch}:{index}:silence")
+            rng = random.Random(f"{self.seed}:{self.epoch}:{first}:silence")
             if rng.random() < self.silence_pad_prob:
                 wave = pad_with_silence(wave, self.sample_rate, self.silence_pad, rng)
         if self.noise is not None:
-            wave = self.noise(wave, random.Random(f"{self.seed}:{self.epoch}:{index}:noise"))
+            wave = self.noise(wave, random.Random(f"{self.seed}:{self.epoch}:{first}:noise"))
         return {"id": item_id, "wave": wave, "targets": self.vocab.encode(text, item_id), "text": text,
-                "duration": len(wave) / self.sample_rate}
+                "duration": len(wave) / self.sample_rate, "failed": failed}
 
     def _load(self, index: int) -> np.ndarray:
         utt = self.utterances[index]
@@ -152,9 +163,9 @@ class UtteranceDataset(Dataset):
 
 
 def collate(items: list[dict]) -> Batch:
-    """Pad waveforms and targets; items that failed to load are reported in `failed`."""
-    ok = [it for it in items if "error" not in it]
-    failed = [(it["id"], it["error"]) for it in items if "error" in it]
+    """Pad waveforms and targets; utterances that failed to load are reported in `failed`."""
+    ok = [it for it in items if "wave" in it]
+    failed = [f for it in items for f in it.get("failed", [])]
     n = len(ok)
     max_len = max((len(it["wave"]) for it in ok), default=0)
     max_tgt = max((len(it["targets"]) for it in ok), default=0)
@@ -190,37 +201,65 @@ def make_batches(durations: Sequence[float], max_utterances: int, max_seconds: f
     return batches
 
 
-class BucketBatchSampler(Sampler[list[int]]):
+def join_pairs(count: int, prob: float, rng: random.Random) -> list[Item]:
+    """An epoch's training items: every utterance once, a share `prob` of them joined in random pairs.
+
+    Long-form audio has pauses between sentences; a model trained on single sentences mistranscribes there.
+    Joining pairs (instead of adding a second copy to some items) keeps an epoch's audio the same, and
+    deciding the pairs before bucketing keeps batches of similar length."""
+    chosen = rng.sample(range(count), int(count * prob) // 2 * 2)
+    paired = set(chosen)
+    return [i for i in range(count) if i not in paired] + [(chosen[k], chosen[k + 1]) for k in range(0, len(chosen), 2)]
+
+
+class BucketBatchSampler(Sampler[list[Item]]):
     """Duration-bucketed batches, shuffled each epoch; sorted (SortaGrad) in the first epoch.
 
+    With `concat_prob`, each epoch joins a new random share of the utterances in pairs (see `join_pairs`).
     With `world` > 1 (data parallel), rank r takes batches r, r + world, ... of the epoch's order,
     which is padded by repeating its first batches so that every rank gets the same number.
     """
 
     def __init__(self, durations: Sequence[float], max_utterances: int, max_seconds: float = 0.0,
-                 sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1):
-        self.batches = make_batches(durations, max_utterances, max_seconds)
+                 sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1, concat_prob: float = 0.0):
+        self.durations = list(durations)
+        self.max_utterances, self.max_seconds = max_utterances, max_seconds
         self.sortagrad = sortagrad
         self.seed = seed
         self.rank, self.world = rank, world
+        self.concat_prob = concat_prob
         self.epoch, self.skip = 0, 0
+        self.batches = self.epoch_batches(0)
 
-    @property
-    def per_rank(self) -> int:
-        """Batches each rank gets per epoch."""
-        return -(-len(self.batches) // self.world)
+    def epoch_batches(self, epoch: int) -> list[list[Item]]:
+        """The batches of `epoch`, in bucket order (the same on every rank)."""
+        items: list[Item] = list(range(len(self.durations)))
+        if self.concat_prob:
+            items = join_pairs(len(self.durations), self.concat_prob, random.Random(f"{self.seed}:{epoch}:pairs"))
+        mean_pause = 0.45
+        seconds = [self.durations[i] if isinstance(i, int) else self.durations[i[0]] + mean_pause + self.durations[i[1]]
+                   for i in items]
+        return [[items[k] for k in batch] for batch in make_batches(seconds, self.max_utterances, self.max_seconds)]
+
+    def batches_per_rank(self, epoch: int) -> int:
+        """Batches each rank gets in `epoch`."""
+        count = len(self.batches) if epoch == self.epoch else len(self.epoch_batches(epoch))
+        return -(-count // self.world)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Start `epoch`, leaving out this rank's first `skip` batches (resuming inside an epoch)."""
+        if self.concat_prob and epoch != self.epoch:
+            self.batches = self.epoch_batches(epoch)
         self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
-        return self.per_rank - self.skip
+        return self.batches_per_rank(self.epoch) - self.skip
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Item]]:
         order = list(range(len(self.batches)))
         if not (self.sortagrad and self.epoch == 0):
             random.Random(self.seed + self.epoch).shuffle(order)
-        order += order[: self.per_rank * self.world - len(order)]
+        per_rank = self.batches_per_rank(self.epoch)
+        order += order[: per_rank * self.world - len(order)]
         mine = order[self.rank::self.world][self.skip:]
         return iter([list(self.batches[i]) for i in mine])

@@ -214,14 +214,17 @@ def _keep_best(exp: Path, keep_best: int, epoch: int, dev_wer: float) -> None:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> tuple[torch.dtype, bool]:
-    """(dtype, enabled) for train.amp on `device`: bf16 needs no loss scaling; fp16 gets a grad scaler."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    """(dtype, enabled) for train.amp on `device`: bf16 needs no loss scaling; fp16 gets a grad scaler.
+
+    `auto` takes bf16 on a CPU only where oneDNN has bf16 kernels: without them (AVX2 CPUs) a bf16 matmul
+    runs about 100x slower than a float32 one."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda" and not cpu_has_bf16_kernels()):
         return torch.float32, False
     if amp == "fp16":
         if device.type != "cuda":
             raise TrainingError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on the CPU")
         return torch.float16, True
-    if amp == "auto" and not torch.cuda.is_bf16_supported():
+    if amp == "auto" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16, True
     return torch.bfloat16, True
 
@@ -328,9 +331,12 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
              if cfg.data.noise_dir else None)
     train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
-                                 cfg.data.silence_pad, cfg.data.silence_pad_prob, cfg.data.concat_prob)
+                                 cfg.data.silence_pad, cfg.data.silence_pad_prob)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
-                                 t.sortagrad, t.seed, group.rank, group.world)
+                                 t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob)
+    if cfg.data.concat_prob:
+        log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(len(train_utts) * cfg.data.concat_prob) // 2} pairs "
+                 f"of training utterances joined after a pause, new pairs each epoch")
     # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
@@ -350,7 +356,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         model.compile_features_and_conv()
         log.info("torch.compile: front-end and conv stack (the first batches of each new shape compile)")
 
-    total_steps = t.epochs * math.ceil(sampler.per_rank / t.accum_steps)
+    total_steps = sum(math.ceil(sampler.batches_per_rank(e) / t.accum_steps) for e in range(t.epochs))
     if t.max_steps:
         total_steps = min(total_steps, t.max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -359,8 +365,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     if use_amp:
         log.info(f"mixed precision: {str(amp_dtype).replace('torch.', '')} autocast on {device.type}")
         if device.type == "cpu" and not cpu_has_bf16_kernels():
-            log.warning("oneDNN has no bf16 kernels for this CPU (they need AVX-512 or newer): bf16 autocast "
-                        "may be slower than train.amp=off")
+            log.warning("oneDNN has no bf16 kernels for this CPU (they need AVX-512 or newer): bf16 matmuls run "
+                        "emulated, ~100x slower than float32; use train.amp=auto or off")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = get_ctc_loss(t.loss)
     specaug_gen = torch.Generator().manual_seed(t.seed + group.rank)

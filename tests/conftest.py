@@ -52,4 +52,5 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
 
 TINY = ["features.kind=logmel", "features.n_mels=40", "features.window_ms=25", "model.conv_layers=1",
         "model.conv_channels=8", "model.conv_time_stride=2", "model.rnn_layers=2", "model.rnn_hidden=64",
-        "train.batch_size=8", "train.warmup_steps=5", "train.log_every=2"]
+        "train.batch_size=8", "train.warmup_steps=5", "train.log_every=2",
+        "train.amp=off"]  # float32 on every CPU: amp=auto takes bf16 where oneDNN has bf16 kernels

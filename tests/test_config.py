@@ -24,6 +24,16 @@ def test_bad_keys_are_named(override, key):
     assert key in str(e.value)
 
 
+def test_off_is_a_word_not_yaml_false(tmp_path):
+    """YAML 1.1 reads `off` as false; `train.amp=off` must still mean float32 training."""
+    assert load_config(None, REQ + ["train.amp=off"]).train.amp == "off"
+    (tmp_path / "c.yaml").write_text("train:\n  amp: off\n")
+    cfg = load_config(tmp_path / "c.yaml", REQ)
+    assert cfg.train.amp == "off"
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml").train.amp == "off"
+
+
 def test_yaml_file_bad_key_named(tmp_path):
     (tmp_path / "c.yaml").write_text("model:\n  rnn_hiden: 10\n")
     with pytest.raises(ConfigError, match="model.rnn_hiden"):

@@ -1,4 +1,5 @@
 """Training data: augmentation (speed, silence padding, concatenation, noise) and the duration-bucketed, rank-sharded batch sampler."""
+import dataclasses
 import random
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from asr.audio import AudioError
-from asr.data import BucketBatchSampler, NoiseMixer, UtteranceDataset, pad_with_silence
+from asr.data import BucketBatchSampler, NoiseMixer, UtteranceDataset, collate, join_pairs, pad_with_silence
 from asr.manifest import read_manifest
 from asr.text import CharVocabulary
 
@@ -61,47 +62,84 @@ def test_silence_padding_keeps_the_speech_and_is_seeded(corpus):
     assert len(lengths) > 10 and max(lengths) <= 100 + 32000
 
 
-def test_concatenation_joins_two_utterances_after_a_pause_and_is_seeded(corpus):
+def test_a_pair_item_joins_two_utterances_after_a_pause_and_is_seeded(corpus):
     utts = read_manifest(corpus["train"])[:6]
     vocab = CharVocabulary.build(u.text for u in utts)
-    plain = UtteranceDataset(utts, vocab, 16000)
-    joined = UtteranceDataset(utts, vocab, 16000, seed=2, concat_prob=1.0)
-    by_id = {u.id: i for i, u in enumerate(utts)}
-    partners = []
-    for i, u in enumerate(utts):
-        item = joined[i]
-        first, second = item["id"].split("+")
-        j = by_id[second]
-        partners.append(j)
-        assert first == u.id and item["text"] == f"{u.text} {utts[j].text}"
-        assert item["targets"] == vocab.encode(item["text"])
-        a, b = plain[i]["wave"], plain[j]["wave"]
+    ds = UtteranceDataset(utts, vocab, 16000, seed=2)
+    for i, j in [(0, 1), (3, 2), (5, 0)]:
+        item = ds[(i, j)]
+        assert item["id"] == f"{utts[i].id}+{utts[j].id}" and item["text"] == f"{utts[i].text} {utts[j].text}"
+        assert item["targets"] == vocab.encode(item["text"]) and item["failed"] == []
+        a, b = ds[i]["wave"], ds[j]["wave"]
         wave = item["wave"]
         gap = len(wave) - len(a) - len(b)
         assert 1600 <= gap <= 12800  # a 0.1-0.8 s pause between them
         assert np.array_equal(wave[: len(a)], a) and np.array_equal(wave[len(a) + gap:], b)
         assert 10 ** (-76 / 20) < np.sqrt(np.mean(wave[len(a): len(a) + gap] ** 2)) < 10 ** (-49 / 20)
-        assert np.array_equal(wave, joined[i]["wave"])  # same epoch, same item: same partner and pause
-    joined.set_epoch(1)
-    assert [by_id[joined[i]["id"].split("+")[1]] for i in range(len(utts))] != partners
-    never = UtteranceDataset(utts, vocab, 16000, concat_prob=0.0)
-    assert all(never[i]["id"] == u.id and np.array_equal(never[i]["wave"], plain[i]["wave"])
-               for i, u in enumerate(utts))
+        assert np.array_equal(wave, ds[(i, j)]["wave"])  # same epoch, same pair: same pause
+    gaps = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        gaps.add(len(ds[(0, 1)]["wave"]))
+    assert len(gaps) > 1
+
+
+def test_a_pair_with_an_unreadable_half_keeps_the_other_and_reports_it(corpus, tmp_path):
+    utts = read_manifest(corpus["train"])[:3]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    utts[1] = dataclasses.replace(utts[1], audio_filepath=str(broken))
+    vocab = CharVocabulary.build(u.text for u in utts)
+    ds = UtteranceDataset(utts, vocab, 16000)
+    for pair in [(0, 1), (1, 0)]:
+        batch = collate([ds[pair], ds[2]])
+        assert batch.ids == [utts[0].id, utts[2].id] and batch.texts[0] == utts[0].text
+        assert [f[0] for f in batch.failed] == [utts[1].id] and "broken.wav" in batch.failed[0][1]
+    both = collate([ds[(1, 1)]])
+    assert len(both) == 0 and [f[0] for f in both.failed] == [utts[1].id] * 2
+
+
+def test_join_pairs_uses_every_utterance_once_and_pairs_change_each_epoch():
+    for count, prob in [(100, 0.15), (101, 0.5), (7, 1.0), (10, 0.0)]:
+        items = join_pairs(count, prob, random.Random(1))
+        flat = [i for it in items for i in (it if isinstance(it, tuple) else (it,))]
+        assert sorted(flat) == list(range(count))
+        assert sum(isinstance(it, tuple) for it in items) == int(count * prob) // 2
+    durations = [random.Random(i).uniform(1, 10) for i in range(200)]
+    s = BucketBatchSampler(durations, 8, seed=3, concat_prob=0.3)
+    pairs = []
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        batches = list(s)
+        assert len(batches) == len(s) == s.batches_per_rank(epoch)
+        flat = [i for b in batches for it in b for i in (it if isinstance(it, tuple) else (it,))]
+        assert sorted(flat) == list(range(200))
+        pairs.append({it for b in batches for it in b if isinstance(it, tuple)})
+        assert len(pairs[-1]) == 30
+        # buckets by the joined duration: a batch's items are close in length
+        seconds = lambda it: sum(durations[i] for i in (it if isinstance(it, tuple) else (it,)))  # noqa: E731
+        spans = sorted(max(map(seconds, b)) - min(map(seconds, b)) for b in s.batches)
+        assert spans[len(spans) // 2] < 1.0
+    assert pairs[0] != pairs[1] != pairs[2]
+    assert [b for b in BucketBatchSampler(durations, 8, seed=3, concat_prob=0.3)] == s.epoch_batches(0)
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
-def test_sharded_sampler_covers_every_batch_equally(world):
+@pytest.mark.parametrize("concat_prob", [0.0, 0.4])
+def test_sharded_sampler_covers_every_batch_equally(world, concat_prob):
     durations = [random.Random(i).uniform(1, 10) for i in range(53)]
-    for epoch in (0, 1):
+    for epoch in (0, 1, 2):
         shards = []
         for rank in range(world):
-            s = BucketBatchSampler(durations, 4, seed=7, rank=rank, world=world)
-            s.set_epoch(epoch)
+            s = BucketBatchSampler(durations, 4, seed=7, rank=rank, world=world, concat_prob=concat_prob)
+            for e in range(epoch + 1):  # ranks walk through the epochs as training does
+                s.set_epoch(e)
             shards.append([tuple(b) for b in s])
         assert len({len(x) for x in shards}) == 1  # equal counts, so the gradient sync never waits forever
-        every = {tuple(b) for b in BucketBatchSampler(durations, 4, seed=7).batches}
+        whole = BucketBatchSampler(durations, 4, seed=7, concat_prob=concat_prob)
+        every = {tuple(b) for b in whole.epoch_batches(epoch)}
         assert set().union(*shards) == every  # nothing dropped; padding repeats at most world - 1 batches
         assert sum(len(x) for x in shards) - len(every) < world
-        s = BucketBatchSampler(durations, 4, seed=7, rank=world - 1, world=world)
+        s = BucketBatchSampler(durations, 4, seed=7, rank=world - 1, world=world, concat_prob=concat_prob)
         s.set_epoch(epoch, skip=2)
         assert [tuple(b) for b in s] == shards[-1][2:]  # resuming inside an epoch

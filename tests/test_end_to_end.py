@@ -273,8 +273,8 @@ def test_bf16_autocast_training_on_cpu_with_noise_and_speed_augmentation(corpus,
              16000)
     exp = tmp_path / "exp"
     proc = run_cli("train", str(ROOT / "conf/ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
-                   f"data.dev_manifest={corpus['dev']}", "train.epochs=2", "train.amp=bf16",
-                   f"data.noise_dir={tmp_path / 'noise'}", "data.speed_perturb=[0.9,1.0,1.1]", *TINY)
+                   f"data.dev_manifest={corpus['dev']}", "train.epochs=2",
+                   f"data.noise_dir={tmp_path / 'noise'}", "data.speed_perturb=[0.9,1.0,1.1]", *TINY, "train.amp=bf16")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mixed precision: bfloat16 autocast on cpu" in proc.stderr
     rows = list(csv.DictReader((exp / "metrics.csv").open()))
@@ -299,3 +299,16 @@ def test_bf16_kernel_check_matches_cpu_flags():
         assert not cpu_has_bf16_kernels()
     if {"avx512_bf16", "avx512bw", "avx512vl", "avx512dq"} <= flags or "amx_bf16" in flags:
         assert cpu_has_bf16_kernels()
+
+
+def test_amp_auto_takes_bf16_on_a_cpu_only_given_bf16_kernels():
+    import torch
+
+    from asr.training import TrainingError, autocast_dtype, cpu_has_bf16_kernels
+
+    cpu = torch.device("cpu")
+    expected = (torch.bfloat16, True) if cpu_has_bf16_kernels() else (torch.float32, False)
+    assert autocast_dtype("auto", cpu) == expected
+    assert autocast_dtype("bf16", cpu) == (torch.bfloat16, True) and autocast_dtype("off", cpu) == (torch.float32, False)
+    with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
+        autocast_dtype("fp16", cpu)
