@@ -23,6 +23,7 @@ from .manifest import Utterance
 from .text import Vocabulary
 
 Item = int | tuple[int, int]  # a training item: one utterance's index, or two to join
+JOIN_PAUSE = (0.1, 0.8)  # seconds of quiet noise between the two halves of a pair
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class UtteranceDataset(Dataset):
                 wave, item_id, text = wave2, other.id, other.text
             elif wave2 is not None:
                 rng = random.Random(f"{self.seed}:{self.epoch}:{first}:{second}:join")
-                wave = np.concatenate([wave, quiet_noise(int(rng.uniform(0.1, 0.8) * self.sample_rate), rng), wave2])
+                wave = np.concatenate([wave, quiet_noise(int(rng.uniform(*JOIN_PAUSE) * self.sample_rate), rng), wave2])
                 item_id, text = f"{utt.id}+{other.id}", f"{text} {other.text}"
         if wave is None:
             return {"id": item_id, "failed": failed}
@@ -236,8 +237,8 @@ class BucketBatchSampler(Sampler[list[Item]]):
         items: list[Item] = list(range(len(self.durations)))
         if self.concat_prob:
             items = join_pairs(len(self.durations), self.concat_prob, random.Random(f"{self.seed}:{epoch}:pairs"))
-        mean_pause = 0.45
-        seconds = [self.durations[i] if isinstance(i, int) else self.durations[i[0]] + mean_pause + self.durations[i[1]]
+        pause = sum(JOIN_PAUSE) / 2
+        seconds = [self.durations[i] if isinstance(i, int) else self.durations[i[0]] + pause + self.durations[i[1]]
                    for i in items]
         return [[items[k] for k in batch] for batch in make_batches(seconds, self.max_utterances, self.max_seconds)]
 
