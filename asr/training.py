@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import allocator
 from .atomic import atomic_write, write_text_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_config, to_dict
@@ -327,6 +328,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
              f"{'bi' if cfg.model.bidirectional else 'uni'}{cfg.model.rnn_type.upper()}({cfg.model.rnn_hidden}), "
              f"{len(vocab)} outputs, {model.num_parameters():,} parameters; device {device}"
              + (f"; data parallel over {group.world} processes" if group.enabled else ""))
+    if device.type == "cpu":
+        log.info(allocator.describe())
 
     noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
              if cfg.data.noise_dir else None)

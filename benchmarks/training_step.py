@@ -8,6 +8,7 @@ random waveforms with the model and features of the recipe's config (size=large 
 median of --repeats after two warm-up steps, and prints milliseconds per step, audio seconds per second
 and the speed-ups of asr.gru over nn.GRU and of bf16 over float32 (on CUDA both rows use nn.GRU/cuDNN).
 On a CPU bf16 pays only where oneDNN has bf16 kernels (AVX-512 or newer); the script says which.
+It runs under tcmalloc where installed, as the `asr` command does (benchmarks/allocator.py compares).
 """
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from asr.allocator import current, reexec_under_tcmalloc  # noqa: E402
+
+reexec_under_tcmalloc()  # time what the `asr` command runs under (benchmarks/allocator.py compares the two)
+import torch  # noqa: E402
+
 from asr.losses import get_ctc_loss  # noqa: E402
 from asr.model import DeepSpeech2  # noqa: E402
 from asr.recipe import recipe_config  # noqa: E402
@@ -70,7 +74,8 @@ def main() -> None:
     cfg = recipe_config(args.recipe, args.overrides)
     device = torch.device(args.device)
     if device.type == "cpu":
-        print(f"CPU threads {torch.get_num_threads()}, oneDNN bf16 kernels: {cpu_has_bf16_kernels()}")
+        print(f"CPU threads {torch.get_num_threads()}, oneDNN bf16 kernels: {cpu_has_bf16_kernels()}, "
+              f"allocator {current()}")
     audio = args.batch * args.seconds * 0.8
     grus = [True, False] if device.type == "cpu" and cfg.model.rnn_type == "gru" else [False]
     precisions = [("bf16 autocast", torch.bfloat16), ("float32", None)]

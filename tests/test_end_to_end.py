@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from asr.allocator import find_tcmalloc
 from asr.audio import load_audio
 from conftest import ROOT, TINY, run_cli
 
@@ -32,6 +33,7 @@ def test_train_writes_experiment_folder(trained):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0 <= float(r["dev_wer"]) for r in rows) and float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     assert "parameters" in proc.stderr and "best checkpoint" in proc.stdout
+    assert f"memory allocator: {'tcmalloc' if find_tcmalloc() else 'glibc malloc'}" in proc.stderr
     assert "model:\n" in (exp / "config.yaml").read_text()
 
 
