@@ -18,10 +18,10 @@ import random
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # training_step.Stepper
 from asr.allocator import current, find_tcmalloc, reexec_under_tcmalloc  # noqa: E402
 
 
@@ -29,36 +29,20 @@ def child(args: argparse.Namespace) -> None:
     reexec_under_tcmalloc()  # a no-op under ASR_ALLOCATOR=system
     import torch
 
-    from asr.losses import get_ctc_loss
-    from asr.model import DeepSpeech2
     from asr.recipe import recipe_config
     from asr.training import cpu_has_bf16_kernels
+    from training_step import Stepper
 
     cfg = recipe_config(args.recipe, args.overrides)
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    num_classes, sr = 29, cfg.features.sample_rate
-    model = DeepSpeech2(cfg.model, cfg.features, num_classes).train()
-    model.use_own_cpu_gru(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = get_ctc_loss(cfg.train.loss)
     bf16 = cpu_has_bf16_kernels()
+    step = Stepper(cfg, torch.device("cpu"), torch.bfloat16 if bf16 else None, own_gru=True)
+    rng = random.Random(0)
     times, audio = [], []
     for _ in range(args.steps):
-        longest = rng.uniform(1.0, 6.0) * sr
+        longest = rng.uniform(1.0, 6.0) * step.sr
         lengths = torch.tensor([int(longest * rng.uniform(0.8, 1.0)) for _ in range(args.batch - 1)] + [int(longest)])
-        waves = torch.randn(args.batch, int(longest)) * 0.1
-        label_len = (lengths.float() / sr * 12).long()
-        targets = torch.randint(1, num_classes, (int(label_len.sum()),))
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            log_probs, out_lengths = model(waves, lengths)
-        loss = loss_fn(log_probs.float().transpose(0, 1), targets, out_lengths, label_len)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-        audio.append(float(lengths.sum()) / sr)
+        times.append(step(*step.batch(lengths)))
+        audio.append(float(lengths.sum()) / step.sr)
     fifth = max(1, args.steps // 5)
     print(json.dumps({"allocator": current(), "bf16": bf16, "all": sum(audio) / sum(times),
                       "first": sum(audio[:fifth]) / sum(times[:fifth]), "last": sum(audio[-fifth:]) / sum(times[-fifth:]),

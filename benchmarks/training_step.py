@@ -30,35 +30,49 @@ from asr.recipe import recipe_config  # noqa: E402
 from asr.training import cpu_has_bf16_kernels  # noqa: E402
 
 
-def step_times(cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool, batch: int, seconds: float,
-               repeats: int) -> list[float]:
-    torch.manual_seed(0)
-    num_classes = 29
-    model = DeepSpeech2(cfg.model, cfg.features, num_classes).to(device).train()
-    model.use_own_cpu_gru(own_gru)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = get_ctc_loss(cfg.train.loss)
-    sr = cfg.features.sample_rate
-    lengths = torch.linspace(0.6 * seconds * sr, seconds * sr, batch).long()
-    waves = torch.randn(batch, int(lengths.max()), device=device) * 0.1
-    label_len = (lengths.float() / sr * 12).long()  # ~12 characters per second of speech
-    targets = torch.randint(1, num_classes, (int(label_len.sum()),))
-    times = []
-    for i in range(repeats + 2):
-        if device.type == "cuda":
+NUM_CLASSES = 29
+
+
+class Stepper:
+    """One full training step (features, forward, CTC loss, backward, AdamW) of the recipe's model."""
+
+    def __init__(self, cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool):
+        torch.manual_seed(0)
+        self.model = DeepSpeech2(cfg.model, cfg.features, NUM_CLASSES).to(device).train()
+        self.model.use_own_cpu_gru(own_gru)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.loss_fn = get_ctc_loss(cfg.train.loss)
+        self.sr, self.device, self.dtype = cfg.features.sample_rate, device, dtype
+
+    def batch(self, lengths: torch.Tensor) -> tuple:
+        """Random waveforms of `lengths` samples, with ~12 random characters per second of speech."""
+        waves = torch.randn(len(lengths), int(lengths.max()), device=self.device) * 0.1
+        label_len = (lengths.float() / self.sr * 12).long()
+        targets = torch.randint(1, NUM_CLASSES, (int(label_len.sum()),))
+        return waves, lengths.to(self.device), targets.to(self.device), label_len.to(self.device)
+
+    def __call__(self, waves, lengths, targets, label_len) -> float:
+        """Seconds the step took."""
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            log_probs, out_lengths = model(waves, lengths.to(device))
-            loss = loss_fn(log_probs.float().transpose(0, 1), targets.to(device), out_lengths, label_len.to(device))
-        opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            log_probs, out_lengths = self.model(waves, lengths)
+            loss = self.loss_fn(log_probs.float().transpose(0, 1), targets, out_lengths, label_len)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        if device.type == "cuda":
+        self.opt.step()
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return times
+        return time.perf_counter() - t0
+
+
+def step_times(cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool, batch: int, seconds: float,
+               repeats: int) -> list[float]:
+    step = Stepper(cfg, device, dtype, own_gru)
+    sr = cfg.features.sample_rate
+    data = step.batch(torch.linspace(0.6 * seconds * sr, seconds * sr, batch).long())
+    return [step(*data) for _ in range(repeats + 2)][2:]
 
 
 def main() -> None:
