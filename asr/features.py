@@ -5,9 +5,9 @@ statistics as buffers), so a checkpoint carries everything needed to turn audio 
 """
 from __future__ import annotations
 
-import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import FeatureConfig, SpecAugmentConfig
@@ -38,24 +38,38 @@ class FeatureExtractor(nn.Module):
         return self.cfg.n_mels if self.cfg.kind == "logmel" else self.n_fft // 2 + 1
 
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
-        """Frames that `torch.stft(center=True)` gives for each waveform length."""
-        return sample_lengths // self.hop_length + 1
+        """Frames that `torch.stft(center=True)` gives for each waveform length (one less for an odd window
+        when the length is a multiple of the hop)."""
+        return (sample_lengths - self.n_fft % 2) // self.hop_length + 1
 
-    def raw(self, waves: torch.Tensor, lengths: torch.Tensor,
-            warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Un-normalised log features; padded frames are zero. `warp`: per-utterance VTLP factors."""
-        spec = torch.stft(waves.float(), self.n_fft, self.hop_length, self.win_length, self.window,
-                          center=True, pad_mode="constant", return_complex=True)
+    def log_spectrum(self, padded: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
+        """Log features (N, F, T) of the whole windows in `padded` (N, L), frame t starting at sample t * hop.
+
+        `raw` pads by half a window on each side first (torch.stft's centring); a stream pads its start alone.
+        """
+        spec = torch.stft(padded.float(), self.n_fft, self.hop_length, self.win_length, self.window,
+                          center=False, return_complex=True)
         mag = spec.abs()
         if warp is not None:
             mag = vtlp(mag, warp)
         if self.cfg.kind == "logmel":
-            feats = torch.log(torch.matmul(self.mel_fb, mag.pow(2)) + _EPS)
-        else:
-            feats = torch.log1p(mag)
+            return torch.log(torch.matmul(self.mel_fb, mag.pow(2)) + _EPS)
+        return torch.log1p(mag)
+
+    def raw(self, waves: torch.Tensor, lengths: torch.Tensor,
+            warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised log features; padded frames are zero. `warp`: per-utterance VTLP factors."""
+        half = self.n_fft // 2
+        feats = self.log_spectrum(F.pad(waves.float(), (half, half)), warp)
         frames = self.frame_lengths(lengths.to(feats.device))
         mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None]
         return feats * mask[:, None, :], frames
+
+    def normalize_global(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features with the training set's mean and std taken out (or as they are, with normalize=none)."""
+        if self.cfg.normalize == "global":
+            return (feats - self.global_mean[:, None]) / self.global_std[:, None]
+        return feats
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor,
                 warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,8 +80,8 @@ class FeatureExtractor(nn.Module):
             mean = feats.sum(-1, keepdim=True) / n
             var = ((feats - mean) * mask).pow(2).sum(-1, keepdim=True) / n
             feats = (feats - mean) / (var.sqrt() + 1e-5)
-        elif self.cfg.normalize == "global":
-            feats = (feats - self.global_mean[:, None]) / self.global_std[:, None]
+        else:
+            feats = self.normalize_global(feats)
         return feats * mask, frames
 
     @torch.no_grad()
@@ -139,4 +153,5 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentCon
 def num_frames(duration_s: float, cfg: FeatureConfig) -> int:
     """Feature frames for `duration_s` seconds of audio."""
     hop = int(round(cfg.sample_rate * cfg.hop_ms / 1000))
-    return int(math.floor(duration_s * cfg.sample_rate)) // hop + 1
+    odd_window = int(round(cfg.sample_rate * cfg.window_ms / 1000)) % 2
+    return (int(round(duration_s * cfg.sample_rate)) - odd_window) // hop + 1

@@ -114,3 +114,22 @@ def test_vtlp_changes_training_features_only_when_asked(waves):
         return ((s * bins).sum(dim=(1, 2)) / s.sum(dim=(1, 2)))
 
     assert (centroid(1.1) > centroid(1.0)).all() and (centroid(0.9) < centroid(1.0)).all()
+
+
+@pytest.mark.parametrize("rate,window_ms", [(22050, 20.0), (16000, 25.0625), (16000, 20.0)])
+def test_frame_counts_match_stft_for_odd_and_even_windows(rate, window_ms):
+    """A 441-sample window (22.05 kHz, 20 ms) gives one frame less than an even one when the length is a
+    multiple of the hop: the counts the model and the label-length check use must follow."""
+    from asr.config import ModelConfig
+    from asr.model import DeepSpeech2
+
+    cfg = FeatureConfig(kind="spectrogram", sample_rate=rate, window_ms=window_ms, normalize="none")
+    fe = FeatureExtractor(cfg)
+    hop = fe.hop_length
+    for n in (hop * 50, hop * 50 + 1, hop * 50 - 1, hop * 50 + hop // 2):
+        stft = librosa.stft(np.zeros(n, np.float32), n_fft=fe.n_fft, hop_length=hop, center=True, pad_mode="constant")
+        assert int(fe.frame_lengths(torch.tensor([n]))) == stft.shape[1] == num_frames(n / rate, cfg)
+    model = DeepSpeech2(ModelConfig(rnn_hidden=32, rnn_layers=1, conv_channels=4), cfg, 29).eval()
+    lengths = torch.tensor([hop * 50, hop * 40 + 3])
+    lp, out_lens = model(torch.randn(2, hop * 50), lengths)
+    assert lp.shape[1] == int(out_lens.max()) and torch.isfinite(lp).all()
