@@ -13,11 +13,12 @@ from .config import ConfigError
 from .lm import LMError
 from .lm_build import LMBuildError
 from .manifest import ManifestError
+from .streaming import StreamingError
 from .synthesis import SynthesisError
 from .text import OutOfVocabularyError
 
 USER_ERRORS = (ConfigError, ManifestError, AudioError, CheckpointError, OutOfVocabularyError, SynthesisError, LMError,
-               LMBuildError, FileNotFoundError)
+               LMBuildError, StreamingError, FileNotFoundError)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -44,8 +45,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _transcribe(args: argparse.Namespace) -> int:
     from .transcribe import transcribe_files
 
-    rec = _recognizer(args)
-    rows = transcribe_files(rec, args.audio, args.max_segment_seconds, args.word_timestamps)
+    rec = _recognizer(args, streaming=bool(args.stream_chunk_ms))
+    rows = transcribe_files(rec, args.audio, args.max_segment_seconds, args.word_timestamps,
+                            args.stream_chunk_ms / 1000 if args.stream_chunk_ms else None)
     for row in rows:
         if args.format == "json":
             print(json.dumps(row, ensure_ascii=False))
@@ -53,7 +55,12 @@ def _transcribe(args: argparse.Namespace) -> int:
             print(f"{row['path']}\tERROR: {row['error']}", file=sys.stderr)
         else:
             print(f"{row['path']}\t{row['text']}")
-    return 1 if any(r.get("error") for r in rows) else 0
+            if row.get("warning"):
+                print(f"{row['path']}\tWARNING: {row['warning']}", file=sys.stderr)
+    failed = sum(1 for r in rows if r.get("error"))
+    if failed:
+        print(f"{failed} of {len(rows)} files could not be transcribed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _segment_seconds(value: str) -> float:
@@ -63,13 +70,20 @@ def _segment_seconds(value: str) -> float:
     return seconds
 
 
-def _recognizer(args: argparse.Namespace):
+def _chunk_ms(value: str) -> float:
+    ms = float(value)
+    if not ms >= 10:
+        raise argparse.ArgumentTypeError(f"must be at least 10 ms, got {value}")
+    return ms
+
+
+def _recognizer(args: argparse.Namespace, streaming: bool = False):
     from .inference import Recognizer
 
     if args.greedy and (args.beam or args.lm):
         raise ConfigError("--greedy cannot be combined with --beam or --lm")
     return Recognizer(args.model, args.device, args.batch_size, args.beam, args.lm, args.alpha, args.beta,
-                      use_tuned=not args.greedy)
+                      use_tuned=not args.greedy, streaming=streaming)
 
 
 def _lm_build(args: argparse.Namespace) -> int:
@@ -169,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-segment-seconds", type=_segment_seconds, default=20.0,
                     help="transcribe longer files in pieces of at most this length, cut at pauses (default 20)")
     tr.add_argument("--word-timestamps", action="store_true", help="with --format json: start/end of every word")
+    tr.add_argument("--stream-chunk-ms", type=_chunk_ms, metavar="MS",
+                    help="feed each file to the model as a stream, MS milliseconds at a time (unidirectional models, "
+                         "e.g. conf/ds2_streaming.yaml); --format json adds the partial transcripts")
     _add_decoder_options(tr)
     tr.set_defaults(fn=_transcribe)
 

@@ -11,6 +11,7 @@ import torch
 
 from .checkpoint import load_model
 from .decoding import CTCBeamDecoder, Hypothesis, greedy_decode
+from .streaming import Stream, check_streamable
 
 log = logging.getLogger("asr.inference")
 DECODING_FILE = "decoding.json"  # written by `asr lm tune` next to the model
@@ -37,14 +38,17 @@ class Recognizer:
 
     Decoding: greedy by default; prefix beam search with `beam`; KenLM fusion with `lm`.
     With `use_tuned`, settings from `asr lm tune` (decoding.json beside the checkpoint) apply when
-    no decoder is asked for, and fill in alpha/beta/beam when the same LM is named.
+    no decoder is asked for, and fill in alpha/beta/beam when the same LM is named. `streaming` checks at once
+    that the model can stream (`stream()`).
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16, beam: int | None = None,
                  lm: str | Path | None = None, alpha: float | None = None, beta: float | None = None,
-                 use_tuned: bool = True):
+                 use_tuned: bool = True, streaming: bool = False):
         self.device = resolve_device(device)
         self.model, self.vocab, self.config = load_model(checkpoint, self.device)
+        if streaming:  # before a slow LM load
+            check_streamable(self.model)
         self.sample_rate = self.config.features.sample_rate
         self.batch_size = batch_size
         self.beam_decoder = None
@@ -131,3 +135,7 @@ class Recognizer:
 
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
         return self.decode(self.log_probs(waves))
+
+    def stream(self) -> Stream:
+        """A streaming session on this model (unidirectional models with global or no feature normalisation)."""
+        return Stream(self.model, self.vocab)

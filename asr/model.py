@@ -58,6 +58,12 @@ class _BatchRNN(nn.Module):
             x = x._replace(data=x.data[:, : self.hidden] + x.data[:, self.hidden:])
         return x
 
+    def step(self, x: torch.Tensor, state=None) -> tuple[torch.Tensor, object]:
+        """A unidirectional layer over the next frames (T, N, H) of a stream, from the state the last call left."""
+        if self.norm is not None:
+            x = self.norm(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        return self.rnn(x, state)
+
 
 class Lookahead(nn.Module):
     """Row convolution over `context` future frames (DeepSpeech2 section 3.5)."""

@@ -1,7 +1,8 @@
 """Transcribing audio files with a trained model: `asr transcribe --model CKPT AUDIO...`.
 
 Long recordings are transcribed in pieces of at most `max_segment_seconds`, cut where the audio is quietest,
-so a model trained on sentences can transcribe an hour-long file in bounded memory.
+so a model trained on sentences can transcribe an hour-long file in bounded memory. A unidirectional model can
+instead take a file as a stream, chunk by chunk (asr.streaming), with partial transcripts along the way.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .audio import AudioError, is_silent, load_audio
 from .inference import Recognizer
@@ -43,11 +45,38 @@ def split_at_pauses(wave: np.ndarray, sample_rate: int,
     return spans
 
 
+def transcribe_stream(recognizer: Recognizer, wave: np.ndarray, chunk_seconds: float,
+                      word_timestamps: bool = False) -> dict:
+    """Feed `wave` to a stream `chunk_seconds` at a time, as a live source would: the partial (greedy)
+    transcripts as they grew, and the final text (rescored with the recognizer's beam/LM decoder, if any)."""
+    stream = recognizer.stream()
+    chunk = max(1, int(round(chunk_seconds * recognizer.sample_rate)))
+    pieces, partials = [], []
+    for start in range(0, len(wave), chunk):
+        pieces.append(stream.accept(wave[start: start + chunk]))
+        if not partials or stream.text != partials[-1]["text"]:
+            partials.append({"audio_seconds": round(stream.seconds, 3), "text": stream.text})
+    pieces.append(stream.finish())
+    log_probs = torch.cat(pieces)
+    row: dict = {"streaming": {"chunk_seconds": chunk_seconds,
+                               "right_context_seconds": round(stream.right_context_seconds, 3),
+                               "partials": partials}}
+    if word_timestamps:
+        hyp = recognizer.hypotheses([log_probs])[0]
+        row["text"] = hyp.text
+        row["words"] = [{"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)}
+                        for w in hyp.words]
+    else:
+        row["text"] = recognizer.decode([log_probs])[0] if recognizer.beam_decoder else stream.text
+    return row
+
+
 def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
-                     max_segment_seconds: float = DEFAULT_MAX_SEGMENT_SECONDS, word_timestamps: bool = False
-                     ) -> list[dict]:
+                     max_segment_seconds: float = DEFAULT_MAX_SEGMENT_SECONDS, word_timestamps: bool = False,
+                     stream_chunk_seconds: float | None = None) -> list[dict]:
     """One dict per file: path, text, duration, processing seconds and segments (start, end, text);
-    words with start/end seconds when `word_timestamps`; error instead when the file is unreadable."""
+    words with start/end seconds when `word_timestamps`; error instead when the file is unreadable.
+    With `stream_chunk_seconds`, each file runs through a stream in chunks (`transcribe_stream`)."""
     results = []
     rate = recognizer.sample_rate
     for path in paths:
@@ -56,6 +85,17 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
             wave = load_audio(path, rate)
         except AudioError as e:
             results.append({"path": str(path), "text": None, "error": str(e)})
+            continue
+        if stream_chunk_seconds:
+            streamed = transcribe_stream(recognizer, wave, stream_chunk_seconds, word_timestamps)
+            duration = round(len(wave) / rate, 3)
+            row = {"path": str(path), "text": streamed.pop("text"), "duration": duration,
+                   "processing_seconds": round(time.time() - t0, 4)}
+            row["segments"] = [{"start": 0.0, "end": duration, "text": row["text"]}]
+            row.update(streamed)
+            if is_silent(wave):
+                row["warning"] = "silent audio"
+            results.append(row)
             continue
         spans = split_at_pauses(wave, rate, max_segment_seconds)
         heard = [i for i, (s, e) in enumerate(spans) if not is_silent(wave[s:e])]

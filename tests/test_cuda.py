@@ -1,7 +1,7 @@
-"""CUDA paths: the model, features and our CTC loss against the CPU; training through the real CLI with
-autocast (fp16 with its grad scaler, bf16), torch.compile, decoding on the GPU. Skipped without a GPU.
+"""CUDA paths: the model, features, our CTC loss and streaming against the CPU; training through the real CLI
+with autocast (fp16 with its grad scaler, bf16), torch.compile, decoding on the GPU. Skipped without a GPU.
 
-    python -m pytest tests/test_cuda.py                          # on a machine with CUDA
+    python -m pytest tests/test_cuda.py                          # on a machine with CUDA (scripts/gpu_check.sh)
     ASR_TEST_DEVICE=cpu python -m pytest tests/test_cuda.py      # the same checks on the CPU (fp16 left out)
 """
 import copy
@@ -21,7 +21,9 @@ from asr.model import DeepSpeech2
 from conftest import ROOT, TINY, run_cli
 
 DEVICE = os.environ.get("ASR_TEST_DEVICE", "cuda")
-pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
+# scripts/gpu_check.sh sets ASR_REQUIRE_CUDA=1: there a missing GPU fails the tests instead of skipping them
+pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available()
+                                and not os.environ.get("ASR_REQUIRE_CUDA"), reason="no CUDA device")
 
 
 @pytest.fixture
@@ -106,3 +108,19 @@ def test_cli_trains_with_torch_compile_on_device(corpus, tmp_path):
     assert "torch.compile" in proc.stderr
     rows = list(csv.DictReader((exp / "metrics.csv").open()))
     assert int(rows[-1]["step"]) == 4 and math.isfinite(float(rows[-1]["train_loss"]))
+
+
+def test_stream_on_device_matches_the_whole_utterance_on_the_cpu(exact_float32):
+    from asr.streaming import Stream
+    from asr.text import CharVocabulary
+
+    cfg = load_config(ROOT / "conf" / "ds2_streaming.yaml", ["exp_dir=x", "data.train_manifest=x", "data.dev_manifest=x"])
+    vocab = CharVocabulary(list(" abcdefghijklmnopqrstuvwxyz'"))
+    torch.manual_seed(0)
+    cpu = DeepSpeech2(cfg.model, cfg.features, len(vocab)).eval()
+    wave = torch.randn(40_000) * 0.1
+    with torch.no_grad():
+        ref, lens = cpu(wave[None], torch.tensor([len(wave)]))
+    stream = Stream(copy.deepcopy(cpu).to(DEVICE), vocab)
+    pieces = [stream.accept(wave[i: i + 1600].numpy()) for i in range(0, len(wave), 1600)] + [stream.finish()]
+    torch.testing.assert_close(torch.cat(pieces), ref[0, : lens[0]], rtol=1e-3, atol=1e-3)

@@ -69,9 +69,12 @@ def test_transcribe_cli(trained, corpus, tmp_path):
     rows = [json.loads(x) for x in proc.stdout.splitlines()]
     assert [r["path"] for r in rows] == list(map(str, wavs))
     assert all(isinstance(r["text"], str) and r["duration"] > 0.3 and r["processing_seconds"] > 0 for r in rows)
-    proc = run_cli("transcribe", "--model", str(exp / "best.pt"), str(wavs[0]), str(tmp_path / "missing.wav"))
+    sf.write(str(tmp_path / "silent.wav"), np.zeros(16000, np.float32), 16000)
+    proc = run_cli("transcribe", "--model", str(exp / "best.pt"), str(wavs[0]), str(tmp_path / "missing.wav"),
+                   str(tmp_path / "silent.wav"))
     assert proc.returncode == 1 and "missing.wav: file not found" in proc.stderr
-    assert proc.stdout.startswith(str(wavs[0]) + "\t")
+    assert "silent.wav\tWARNING: silent audio" in proc.stderr and "1 of 3 files could not be transcribed" in proc.stderr
+    assert proc.stdout.startswith(str(wavs[0]) + "\t") and f"{tmp_path / 'silent.wav'}\t\n" in proc.stdout
 
 
 def test_transcribe_long_recording_in_pieces_cut_at_pauses(trained, corpus, tmp_path):
