@@ -14,11 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 @settings(max_examples=15, deadline=None)
 @given(conv_layers=st.integers(1, 3), stride=st.integers(1, 3),
        lengths=st.lists(st.integers(400, 16000), min_size=1, max_size=4),
-       rnn=st.sampled_from(["gru", "lstm"]), bidir=st.booleans())
-def test_output_lengths_match_outputs(conv_layers, stride, lengths, rnn, bidir):
+       rnn=st.sampled_from(["gru", "lstm"]), bidir=st.booleans(),
+       rate_window=st.sampled_from([(16000, 20.0), (16000, 25.0), (22050, 20.0), (8000, 25.0), (22050, 25.0)]))
+def test_output_lengths_match_outputs(conv_layers, stride, lengths, rnn, bidir, rate_window):
     cfg = ModelConfig(conv_layers=conv_layers, conv_channels=4, conv_time_stride=stride, rnn_type=rnn,
                       rnn_layers=2, rnn_hidden=16, bidirectional=bidir, lookahead=0 if bidir else 3)
-    model = DeepSpeech2(cfg, FeatureConfig(kind="logmel", n_mels=32), 10).eval()
+    rate, window_ms = rate_window  # 22.05 kHz x 20 or 25 ms: odd windows (441, 551 samples)
+    features = FeatureConfig(kind="logmel", n_mels=32, sample_rate=rate, window_ms=window_ms)
+    model = DeepSpeech2(cfg, features, 10).eval()
+    hop = model.frontend.hop_length
+    lengths = lengths + [hop * (lengths[0] // hop + 1)]  # a multiple of the hop: where odd windows lose a frame
     waves = torch.randn(len(lengths), max(lengths))
     lens = torch.tensor(lengths)
     with torch.no_grad():
