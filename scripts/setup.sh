@@ -12,6 +12,8 @@ extras=""
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   # tcmalloc: `asr` runs under it (asr/allocator.py); CPU training is 1.3-1.5x faster than with glibc malloc
   pkgs="ffmpeg sox libtcmalloc-minimal4"
+  # ten recordings of people reading: synthetic_en scores its model on them as test_real
+  pkgs="$pkgs pocketsphinx-testdata"
   # the tests also exercise the Debian voices that synthetic_en's large size uses
   [ -n "$extras" ] && pkgs="$pkgs flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
   # building KenLM's lmplz (the reference for our Kneser-Ney estimator)

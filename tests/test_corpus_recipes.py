@@ -214,3 +214,38 @@ def test_synthetic_en_plan_holds_out_voices_and_sentences(size):
     assert len({j["voice"]["engine"] for j in jobs["train"]}) == 2
     assert len(texts["train"]) == 5813  # 2,347 from prompts.txt + 3,466 from synth.train_prompts
     assert len(variants["train"]) == (69 if size == "large" else 20)  # synth.more_variants in large only
+
+
+def test_synthetic_en_test_real_reads_pocketsphinx_testdata_layout(tmp_path):
+    """test_real comes from recordings in pocketsphinx-testdata's layout; without them the set is left out, said once."""
+    import numpy as np
+    import soundfile as sf
+
+    from asr.manifest import ManifestError
+    from asr.recipe import load_recipe, recipe_config
+
+    module = load_recipe(ROOT / "recipes" / "synthetic_en")
+    root = tmp_path / "ps"
+    for name, transcripts in module.REAL_SETS.items():
+        (root / transcripts).parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"<s> Take {name} {i}  </s> (utt{i})" for i in range(2)] + [""]
+        (root / transcripts).write_text("\n".join(lines) + "\n")
+        for i in range(2):  # 8 kHz stereo: loaded like any other file, mixed and resampled
+            sf.write(str(root / name / f"utt{i}.wav"), np.full((8000, 2), 0.1 * (i + 1), np.float32), 8000)
+    items = module.real_speech_items(root)
+    assert [i[0] for i in items] == ["real-librivox-utt0", "real-librivox-utt1", "real-cards-utt0", "real-cards-utt1"]
+    assert items[0][2] == "Take librivox 0"
+    cfg = recipe_config(ROOT / "recipes" / "synthetic_en", [f"data_dir={tmp_path / 'data'}", f"real_speech={root}"])
+    report = module.write_test_real(cfg)
+    assert report["utterances"] == 4 and report["words"] == 12
+    rows = [json.loads(x) for x in (tmp_path / "data" / "manifests" / "test_real.jsonl").read_text().splitlines()]
+    assert rows[0]["text"] == "take librivox zero" and rows[3]["speaker"] == "cards" and rows[0]["duration"] == 1.0
+    assert sf.info(str(tmp_path / "data" / "manifests" / rows[0]["audio_filepath"])).samplerate == 16000
+    assert module.voice_groups(rows[0]["id"]) == {"engine": "human"}
+    assert "test_real" in cfg.test_sets and len(module.stages(cfg)) == 8
+    (root / "cards" / "cards.transcription").write_text("<s> ten of clubs </s> (001)\nten of clubs\n")
+    with pytest.raises(ManifestError, match="cards.transcription, line 2"):
+        module.real_speech_items(root)
+    missing = recipe_config(ROOT / "recipes" / "synthetic_en", [f"real_speech={tmp_path / 'none'}"])
+    module.stages(missing)
+    assert missing.test_sets == ["test", "test_pauses"]

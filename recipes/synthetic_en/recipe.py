@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from asr.atomic import atomic_write, write_text_atomic
 from asr.audio import load_audio
 from asr.config import ConfigError
 from asr.data import pad_with_silence
-from asr.manifest import Utterance, read_manifest, write_manifest
+from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
 from asr.metrics import score
 from asr.recipe import Stage
 from asr.recipe_stages import DECODERS, RecipeConfig, corpus_stages
@@ -51,6 +52,9 @@ PIPER = {  # (length_scale, noise_scale, noise_w)
     "dev": [(0.95, 0.6, 0.8)],
     "test": [(1.05, 0.667, 0.8), (0.9, 0.7, 0.9)],
 }
+# Debian's pocketsphinx-testdata: people reading (5 LibriVox sentences of Sense and Sensibility, 5 card names)
+REAL_SPEECH = "/usr/share/pocketsphinx/test/data"
+REAL_SETS = {"librivox": "librivox/transcription", "cards": "cards/cards.transcription"}
 FLITE = {"train": ["awb", "rms"], "dev": ["kal16"], "test": ["slt"]}
 FESTIVAL = {"train": ["kal_diphone"], "dev": [], "test": ["ked_diphone", "cmu_us_slt_arctic_hts"]}
 
@@ -77,7 +81,8 @@ class SynthConfig:
 class SyntheticEnConfig(RecipeConfig):
     data_dir: str = "data/synthetic_en"
     synth: SynthConfig = field(default_factory=SynthConfig)
-    test_sets: list[str] = field(default_factory=lambda: ["test", "test_pauses"])
+    test_sets: list[str] = field(default_factory=lambda: ["test", "test_pauses", "test_real"])
+    real_speech: Optional[str] = REAL_SPEECH  # test_real's recordings, scored when installed (null: never)
 
 
 SCHEMA = SyntheticEnConfig
@@ -196,6 +201,8 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
     report["lm_text_sentences"] = len({u.text for u in train_utts})
     report["held_out_sentences"] = len(held_out)
     report["test_pauses"] = write_test_pauses(cfg)
+    if "test_real" in cfg.test_sets:
+        report["test_real"] = write_test_real(cfg)
     write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
 
 
@@ -219,8 +226,45 @@ def write_test_pauses(cfg: SyntheticEnConfig) -> dict:
     return {"utterances": len(utts), "hours": round(sum(u.duration for u in utts) / 3600, 3)}
 
 
+def real_speech_items(root: str | Path) -> list[tuple[str, Path, str]]:
+    """(id, audio file, transcript) of the recordings of people in `root` (pocketsphinx-testdata's layout)."""
+    items = []
+    for name, transcripts in REAL_SETS.items():
+        path = Path(root) / transcripts
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            m = re.fullmatch(r"<s>(.*)</s>\s*\((\S+)\)", line.strip())
+            if not m:
+                raise ManifestError(f"{path}, line {number}: expected '<s> transcript </s> (id)', got {line!r}")
+            items.append((f"real-{name}-{m.group(2)}", Path(root) / name / f"{m.group(2)}.wav", m.group(1).strip()))
+    return items
+
+
+def has_real_speech(root: str | None) -> bool:
+    return bool(root) and all((Path(root) / t).exists() for t in REAL_SETS.values())
+
+
+def write_test_real(cfg: SyntheticEnConfig) -> dict:
+    """manifests/test_real.jsonl: people reading, never heard in training; what a model of synthetic voices
+    does with real speech (the one honest check of that a 2-core machine can run offline)."""
+    data, rate = Path(cfg.data_dir), cfg.features.sample_rate
+    utts = []
+    for utt_id, src, text in real_speech_items(cfg.real_speech):
+        path = data / "audio" / "test_real" / f"{utt_id}.flac"
+        wave = load_audio(src, rate)
+        with atomic_write(path, "wb") as f:
+            sf.write(f, wave, rate, format="FLAC", subtype="PCM_16")
+        utts.append(Utterance(audio_filepath=str(path.resolve()), duration=round(len(wave) / rate, 3),
+                              text=normalize_text(text), speaker=utt_id.split("-")[1], id=utt_id))
+    write_manifest(data / "manifests" / "test_real.jsonl", utts, relative_to_manifest=True)
+    return {"utterances": len(utts), "words": sum(len(u.text.split()) for u in utts), "source": cfg.real_speech}
+
+
 def voice_groups(utt_id: str) -> dict[str, str]:
     """The groups of one utterance, from its id: engine, and for espeak its variant and accent."""
+    if utt_id.startswith("real-"):
+        return {"engine": "human"}
     voice = utt_id.split("-", 2)[2]  # test-000012-espeak-en-029_edward-r185-p45, test-000000-piper-joe-l1.05-...
     engine = voice.split("-", 1)[0]
     if engine != "espeak":
@@ -254,14 +298,20 @@ def voices_stage(cfg: SyntheticEnConfig, decodes: list[Path]) -> None:
 
 def stages(cfg: SyntheticEnConfig) -> list[Stage]:
     data = Path(cfg.data_dir)
-    manifests = [data / "manifests" / f"{s}.jsonl" for s in (*SPLITS, "test_pauses")]
+    if "test_real" in cfg.test_sets and not has_real_speech(cfg.real_speech):
+        log.info(f"no test_real set: no recordings at real_speech={cfg.real_speech} "
+                 "(Debian: apt-get install pocketsphinx-testdata)")
+        cfg.test_sets = [t for t in cfg.test_sets if t != "test_real"]
+    real = "test_real" in cfg.test_sets
+    manifests = [data / "manifests" / f"{s}.jsonl" for s in (*SPLITS, "test_pauses", *(["test_real"] if real else []))]
     prompts = [prompt_file(p) for p in (cfg.synth.prompts, cfg.synth.train_prompts) if p]
     synthesize = Stage("synthesize", lambda: synthesize_stage(cfg), inputs=prompts,
                        outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
                        config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir})
     prepare = Stage("prepare", lambda: prepare_stage(cfg), inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
                     outputs=manifests + [data / "vocab.json", data / "lm_text.txt"],
-                    config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size})
+                    config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size,
+                            "real_speech": cfg.real_speech if real else None})
     exp = Path(cfg.exp_dir)
     decodes = [exp / f"decode_{name}_{d}" / "utterances.jsonl" for name in ["dev", *cfg.test_sets] for d in DECODERS]
     voices_ = Stage("voices", lambda: voices_stage(cfg, decodes), inputs=decodes, outputs=[exp / "by_voice.json"])
