@@ -38,6 +38,8 @@ class DataConfig:
     silence_pad: float = 0.0  # up to this many seconds of quiet noise added before and after an utterance (0: off)
     silence_pad_prob: float = 0.3  # share of training utterances that get it
     concat_prob: float = 0.0  # share of training utterances joined in pairs, after a 0.1-0.8 s pause, each epoch
+    reverb_prob: float = 0.0  # share of training utterances put in a simulated room (asr.data.Reverb)
+    reverb_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # range of reverberation times, seconds
 
 
 @dataclass
@@ -163,7 +165,10 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"config key 'data.vtlp' = {data.vtlp}: must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
     if data is not None and not 0.0 <= data.silence_pad <= 10.0:
         raise ConfigError(f"config key 'data.silence_pad' = {data.silence_pad}: must be in [0, 10] seconds")
-    for key in ("silence_pad_prob", "concat_prob"):
+    if data is not None and not (len(data.reverb_rt60) == 2 and 0.05 <= min(data.reverb_rt60) <= max(data.reverb_rt60) <= 3):
+        raise ConfigError(f"config key 'data.reverb_rt60' = {list(data.reverb_rt60)}: must be [low, high] "
+                          "within 0.05-3 seconds")
+    for key in ("silence_pad_prob", "concat_prob", "reverb_prob"):
         if data is not None and not 0.0 <= getattr(data, key) <= 1.0:
             raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)}: must be in [0, 1]")
     model = getattr(cfg, "model", None)

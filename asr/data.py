@@ -78,6 +78,38 @@ class NoiseMixer:
         return (wave + noise * np.sqrt(p_wave / (p_noise * 10 ** (snr / 10)))).astype(np.float32)
 
 
+class Reverb:
+    """Simulated rooms: the wave convolved with a synthetic impulse response (the direct sound, then an
+    exponentially decaying noise tail that falls 60 dB in an RT60 drawn per item, at a random direct-to-reverberant
+    ratio), loudness kept; all choices seeded per item. Real recordings are made in rooms; synthetic speech is not.
+    """
+
+    def __init__(self, sample_rate: int, prob: float = 0.3, rt60: Sequence[float] = (0.2, 0.8),
+                 drr_db: Sequence[float] = (-3.0, 12.0)):
+        self.sample_rate, self.prob = sample_rate, prob
+        self.rt60 = (float(min(rt60)), float(max(rt60)))
+        self.drr_db = (float(min(drr_db)), float(max(drr_db)))
+
+    def impulse_response(self, rng: random.Random) -> np.ndarray:
+        rt60 = rng.uniform(*self.rt60)
+        n = max(2, int(rt60 * self.sample_rate))
+        t = np.arange(n) / self.sample_rate
+        tail = np.random.default_rng(rng.getrandbits(64)).standard_normal(n) * np.exp(-np.log(1000.0) * t / rt60)
+        tail[: max(1, int(rng.uniform(0.002, 0.01) * self.sample_rate))] = 0.0  # reflections come after the direct sound
+        tail *= np.sqrt(1.0 / (np.sum(tail ** 2) * 10 ** (rng.uniform(*self.drr_db) / 10)))
+        tail[0] = 1.0
+        return tail
+
+    def __call__(self, wave: np.ndarray, rng: random.Random) -> np.ndarray:
+        if rng.random() >= self.prob or not len(wave):
+            return wave
+        h = self.impulse_response(rng)
+        size = 1 << (len(wave) + len(h) - 2).bit_length()
+        out = np.fft.irfft(np.fft.rfft(wave, size) * np.fft.rfft(h, size), size)[: len(wave)]
+        p_in, p_out = float(np.mean(wave.astype(np.float64) ** 2)), float(np.mean(out ** 2))
+        return (out * np.sqrt(p_in / p_out) if p_out > 0 else out).astype(np.float32)
+
+
 def pad_with_silence(wave: np.ndarray, sample_rate: int, max_seconds: float, rng: random.Random) -> np.ndarray:
     """Up to `max_seconds` of silence before and after `wave`, under a noise floor of -75 to -50 dBFS.
 
@@ -97,18 +129,19 @@ def quiet_noise(samples: int, rng: random.Random) -> np.ndarray:
 
 
 class UtteranceDataset(Dataset):
-    """Loads one utterance's audio (speed-perturbed, padded with quiet noise, with noise, when asked) and encodes
-    its transcript."""
+    """Loads one utterance's audio (speed-perturbed, in a simulated room, padded with quiet noise, with noise, when
+    asked) and encodes its transcript."""
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, sample_rate: int,
                  speed_perturb: Sequence[float] = (), seed: int = 0, noise: NoiseMixer | None = None,
-                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0):
+                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0, reverb: Reverb | None = None):
         self.utterances = list(utterances)
         self.vocab = vocab
         self.sample_rate = sample_rate
         self.speed_perturb = list(speed_perturb)
         self.seed = seed
         self.noise = noise
+        self.reverb = reverb
         self.silence_pad, self.silence_pad_prob = silence_pad, silence_pad_prob
         self.epoch = 0
 
@@ -144,6 +177,8 @@ class UtteranceDataset(Dataset):
                 item_id, text = f"{utt.id}+{other.id}", f"{text} {other.text}"
         if wave is None:
             return {"id": item_id, "failed": failed}
+        if self.reverb is not None:
+            wave = self.reverb(wave, random.Random(f"{self.seed}:{self.epoch}:{first}:reverb"))
         if self.silence_pad:
             rng = random.Random(f"{self.seed}:{self.epoch}:{first}:silence")
             if rng.random() < self.silence_pad_prob:

@@ -26,7 +26,7 @@ from . import allocator
 from .atomic import atomic_write, write_text_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_config, to_dict
-from .data import Batch, BucketBatchSampler, NoiseMixer, UtteranceDataset, collate, make_batches
+from .data import Batch, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, make_batches
 from .decoding import greedy_decode
 from .distributed import Group, any_rank, barrier, gather, join, leave
 from .features import num_frames, spec_augment
@@ -333,8 +333,10 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
 
     noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
              if cfg.data.noise_dir else None)
+    reverb = (Reverb(cfg.features.sample_rate, cfg.data.reverb_prob, cfg.data.reverb_rt60)
+              if cfg.data.reverb_prob else None)
     train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
-                                 cfg.data.silence_pad, cfg.data.silence_pad_prob)
+                                 cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
                                  t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob)
     if cfg.data.concat_prob:

@@ -16,6 +16,8 @@ def test_overrides_are_typed():
     ("features.kind=mfcc", "features.kind"), ("train.epochs=0", "train.epochs"), ("nonsense=1", "nonsense"),
     ("data.vtlp=0.7", "data.vtlp"), ("data.vtlp=-0.1", "data.vtlp"), ("data.silence_pad=-1", "data.silence_pad"),
     ("data.silence_pad_prob=1.5", "data.silence_pad_prob"), ("data.concat_prob=-0.2", "data.concat_prob"),
+    ("data.reverb_prob=2", "data.reverb_prob"), ("data.reverb_rt60=[0.5,9]", "data.reverb_rt60"),
+    ("data.reverb_rt60=[0.5]", "data.reverb_rt60"),
     ("train.cpu_gru=fast", "train.cpu_gru"),
 ])
 def test_bad_keys_are_named(override, key):

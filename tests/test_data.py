@@ -1,4 +1,4 @@
-"""Training data: augmentation (speed, silence padding, concatenation, noise) and the duration-bucketed, rank-sharded batch sampler."""
+"""Training data: augmentation (speed, silence padding, concatenation, noise, reverberation) and the duration-bucketed, rank-sharded batch sampler."""
 import dataclasses
 import random
 
@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 
 from asr.audio import AudioError
-from asr.data import BucketBatchSampler, NoiseMixer, UtteranceDataset, collate, join_pairs, pad_with_silence
+from asr.data import (BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, join_pairs,
+                      pad_with_silence)
 from asr.manifest import read_manifest
 from asr.text import CharVocabulary
 
@@ -31,6 +32,30 @@ def test_noise_is_mixed_at_the_requested_snr_and_seeded(corpus, tmp_path):
     assert not np.array_equal(first, noisy[0]["wave"])
     with pytest.raises(AudioError, match="no audio files"):
         NoiseMixer(tmp_path / "empty_dir_that_is_missing", 16000)
+
+
+def test_reverb_keeps_length_and_loudness_spreads_energy_in_time_and_is_seeded(corpus):
+    rate = 16000
+    rng = random.Random(0)
+    for _ in range(5):
+        h = Reverb(rate, rt60=[0.3, 0.6]).impulse_response(rng)
+        assert 0.3 * rate <= len(h) <= 0.6 * rate + 1 and h[0] == 1.0
+        quarter = len(h) // 4  # 15 dB of decay per quarter of the RT60
+        early, late = np.mean(h[1:quarter] ** 2), np.mean(h[-quarter:] ** 2)
+        assert 10 * np.log10(early / late) > 30
+    click = np.zeros(rate, np.float32)
+    click[100] = 1.0
+    wet = Reverb(rate, prob=1.0, rt60=[0.5, 0.5])(click, random.Random(1))
+    assert len(wet) == rate and np.argmax(np.abs(wet)) == 100 and np.abs(wet[400:8000]).max() > 0  # a tail follows
+    assert np.mean(wet ** 2) == pytest.approx(np.mean(click ** 2), rel=1e-4)
+    utts = read_manifest(corpus["train"])[:3]
+    vocab = CharVocabulary.build(u.text for u in utts)
+    dry = UtteranceDataset(utts, vocab, rate)
+    rooms = [UtteranceDataset(utts, vocab, rate, seed=5, reverb=Reverb(rate, prob=1.0)) for _ in range(2)]
+    for i in range(len(utts)):
+        a, b, c = dry[i]["wave"], rooms[0][i]["wave"], rooms[1][i]["wave"]
+        assert len(a) == len(b) and np.array_equal(b, c) and not np.allclose(a, b, atol=1e-3)
+    assert np.array_equal(UtteranceDataset(utts, vocab, rate, reverb=Reverb(rate, prob=0.0))[0]["wave"], dry[0]["wave"])
 
 
 def test_speed_perturbation_changes_duration(corpus):
