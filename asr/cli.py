@@ -43,9 +43,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from .transcribe import transcribe_files
+    from .transcribe import transcribe_files, transcribe_pipe
 
+    if "-" in args.audio and (not args.stream_chunk_ms or len(args.audio) > 1):
+        raise ConfigError("'-' (live audio on stdin) needs --stream-chunk-ms and no other files")
     rec = _recognizer(args, streaming=bool(args.stream_chunk_ms))
+    if args.audio == ["-"]:
+        def partial(seconds: float, text: str) -> None:
+            line = (json.dumps({"partial": True, "audio_seconds": round(seconds, 3), "text": text}, ensure_ascii=False)
+                    if args.format == "json" else f"[{seconds:8.2f}s] {text}")
+            print(line, flush=True)
+
+        row = transcribe_pipe(rec, sys.stdin.buffer, args.stream_chunk_ms / 1000, args.word_timestamps, partial)
+        print(json.dumps(row, ensure_ascii=False) if args.format == "json" else f"-\t{row['text']}")
+        return 0
     rows = transcribe_files(rec, args.audio, args.max_segment_seconds, args.word_timestamps,
                             args.stream_chunk_ms / 1000 if args.stream_chunk_ms else None)
     for row in rows:
@@ -176,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("transcribe", help="transcribe audio files")
     tr.add_argument("--model", required=True, help="checkpoint (.pt)")
-    tr.add_argument("audio", nargs="+", help="audio files")
+    tr.add_argument("audio", nargs="+", help="audio files; '-' with --stream-chunk-ms: live raw 16-bit little-endian "
+                                             "mono PCM at the model's sample rate on stdin, partials printed as they come")
     tr.add_argument("--format", choices=("text", "json"), default="text")
     tr.add_argument("--device", default="auto")
     tr.add_argument("--batch-size", type=int, default=16, help="segments of a long file run through the model at once")

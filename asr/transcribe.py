@@ -2,13 +2,15 @@
 
 Long recordings are transcribed in pieces of at most `max_segment_seconds`, cut where the audio is quietest,
 so a model trained on sentences can transcribe an hour-long file in bounded memory. A unidirectional model can
-instead take a file as a stream, chunk by chunk (asr.streaming), with partial transcripts along the way.
+instead take a file, or live audio from a pipe, as a stream, chunk by chunk (asr.streaming), with partial transcripts
+along the way.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -45,22 +47,22 @@ def split_at_pauses(wave: np.ndarray, sample_rate: int,
     return spans
 
 
-def transcribe_stream(recognizer: Recognizer, wave: np.ndarray, chunk_seconds: float,
-                      word_timestamps: bool = False) -> dict:
-    """Feed `wave` to a stream `chunk_seconds` at a time, as a live source would: the partial (greedy)
-    transcripts as they grew, and the final text (rescored with the recognizer's beam/LM decoder, if any)."""
+def transcribe_stream(recognizer: Recognizer, chunks: Iterable[np.ndarray], word_timestamps: bool = False,
+                      on_partial: Callable[[float, str], None] | None = None) -> dict:
+    """Feed audio chunks to a stream as they come: the partial (greedy) transcripts as they grew (each also
+    passed to `on_partial(seconds, text)`), and the final text, rescored by the recognizer's beam/LM decoder if any."""
     stream = recognizer.stream()
-    chunk = max(1, int(round(chunk_seconds * recognizer.sample_rate)))
     pieces, partials = [], []
-    for start in range(0, len(wave), chunk):
-        pieces.append(stream.accept(wave[start: start + chunk]))
-        if not partials or stream.text != partials[-1]["text"]:
+    for chunk in chunks:
+        pieces.append(stream.accept(chunk))
+        if stream.text != (partials[-1]["text"] if partials else ""):
             partials.append({"audio_seconds": round(stream.seconds, 3), "text": stream.text})
+            if on_partial is not None:
+                on_partial(stream.seconds, stream.text)
     pieces.append(stream.finish())
     log_probs = torch.cat(pieces)
-    row: dict = {"streaming": {"chunk_seconds": chunk_seconds,
-                               "right_context_seconds": round(stream.right_context_seconds, 3),
-                               "partials": partials}}
+    row: dict = {"duration": round(stream.seconds, 3),
+                 "streaming": {"right_context_seconds": round(stream.right_context_seconds, 3), "partials": partials}}
     if word_timestamps:
         hyp = recognizer.hypotheses([log_probs])[0]
         row["text"] = hyp.text
@@ -69,6 +71,35 @@ def transcribe_stream(recognizer: Recognizer, wave: np.ndarray, chunk_seconds: f
     else:
         row["text"] = recognizer.decode([log_probs])[0] if recognizer.beam_decoder else stream.text
     return row
+
+
+def pcm_chunks(source: BinaryIO, sample_rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
+    """Raw 16-bit little-endian mono PCM from `source` (a pipe, say from arecord or ffmpeg), in chunks as it arrives."""
+    size = 2 * max(1, int(round(chunk_seconds * sample_rate)))
+    rest = b""
+    while True:
+        data = source.read(size - len(rest))
+        if not data:
+            break
+        rest += data
+        if len(rest) >= size:
+            yield np.frombuffer(rest, dtype="<i2").astype(np.float32) / 32768.0
+            rest = b""
+    if len(rest) >= 2:
+        yield np.frombuffer(rest[: len(rest) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+
+
+def transcribe_pipe(recognizer: Recognizer, source: BinaryIO, chunk_seconds: float, word_timestamps: bool = False,
+                    on_partial: Callable[[float, str], None] | None = None) -> dict:
+    """Live audio from a pipe (raw 16-bit mono PCM at the model's rate) until it closes: partials go to `on_partial`
+    as they change, and the returned row (path "-") holds the final transcript."""
+    t0 = time.time()
+    streamed = transcribe_stream(recognizer, pcm_chunks(source, recognizer.sample_rate, chunk_seconds),
+                                 word_timestamps, on_partial)
+    streamed["streaming"].pop("partials")  # already delivered, one by one
+    streamed["streaming"]["chunk_seconds"] = chunk_seconds
+    return {"path": "-", "text": streamed.pop("text"), "duration": streamed.pop("duration"),
+            "processing_seconds": round(time.time() - t0, 4), **streamed}
 
 
 def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
@@ -87,11 +118,13 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
             results.append({"path": str(path), "text": None, "error": str(e)})
             continue
         if stream_chunk_seconds:
-            streamed = transcribe_stream(recognizer, wave, stream_chunk_seconds, word_timestamps)
-            duration = round(len(wave) / rate, 3)
-            row = {"path": str(path), "text": streamed.pop("text"), "duration": duration,
+            chunk = max(1, int(round(stream_chunk_seconds * rate)))
+            streamed = transcribe_stream(recognizer, (wave[i: i + chunk] for i in range(0, len(wave), chunk)),
+                                         word_timestamps)
+            row = {"path": str(path), "text": streamed.pop("text"), "duration": streamed.pop("duration"),
                    "processing_seconds": round(time.time() - t0, 4)}
-            row["segments"] = [{"start": 0.0, "end": duration, "text": row["text"]}]
+            row["segments"] = [{"start": 0.0, "end": row["duration"], "text": row["text"]}]
+            streamed["streaming"]["chunk_seconds"] = stream_chunk_seconds
             row.update(streamed)
             if is_silent(wave):
                 row["warning"] = "silent audio"

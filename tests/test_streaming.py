@@ -1,6 +1,9 @@
 """Streaming recognition (asr.streaming): chunk by chunk equals the whole-utterance forward pass."""
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from asr.audio import load_audio
 from asr.checkpoint import save_checkpoint
 from asr.config import FeatureConfig, ModelConfig, load_config, to_dict
 from asr.decoding import greedy_decode
@@ -126,6 +130,8 @@ def test_transcribe_cli_streams_a_trained_model(corpus, tmp_path):
     whole = run_cli("transcribe", "--model", str(exp / "best.pt"), *wavs, "--format", "json")
     streamed = run_cli("transcribe", "--model", str(exp / "best.pt"), *wavs, "--format", "json",
                        "--stream-chunk-ms", "120")
+    first_partials = json.loads(run_cli("transcribe", "--model", str(exp / "best.pt"), wavs[0], "--format", "json",
+                                        "--stream-chunk-ms", "100").stdout)["streaming"]["partials"]
     assert whole.returncode == 0 and streamed.returncode == 0, streamed.stderr[-2000:]
     assert any(json.loads(line)["text"] for line in whole.stdout.splitlines())  # something to compare
     for w, s in zip(map(json.loads, whole.stdout.splitlines()), map(json.loads, streamed.stdout.splitlines())):
@@ -136,6 +142,21 @@ def test_transcribe_cli_streams_a_trained_model(corpus, tmp_path):
         assert seconds == sorted(seconds) and seconds[-1] <= s["duration"] + 1e-3
         texts = [p["text"] for p in info["partials"]] + [s["text"]]
         assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))  # greedy characters are only appended
+    # live audio on stdin: raw 16-bit PCM through a pipe, partials printed as they come, the same final text
+    pcm = (np.clip(load_audio(wavs[0], 16000), -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", str(exp / "best.pt"), "-",
+                           "--stream-chunk-ms", "100", "--format", "json"], input=pcm, capture_output=True, env=env,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(x) for x in proc.stdout.decode().splitlines()]
+    partials, final = lines[:-1], lines[-1]
+    assert all(p["partial"] and p["text"] for p in partials) and final["path"] == "-"
+    assert final["text"] == json.loads(whole.stdout.splitlines()[0])["text"]
+    assert final["duration"] == pytest.approx(len(pcm) / 2 / 16000, abs=1e-3)
+    assert [p["text"] for p in partials] == [p["text"] for p in first_partials]  # 100 ms chunks both times
+    proc = run_cli("transcribe", "--model", str(exp / "best.pt"), "-")
+    assert proc.returncode == 2 and "needs --stream-chunk-ms" in proc.stderr
     cfg = load_config(ROOT / "conf" / "ds2_tiny.yaml", ["exp_dir=e", "data.train_manifest=t", "data.dev_manifest=d"])
     bidi = DeepSpeech2(cfg.model, cfg.features, len(VOCAB))
     save_checkpoint({"model": bidi.state_dict(), "config": to_dict(cfg), "labels": VOCAB.labels}, tmp_path / "bidi.pt")
