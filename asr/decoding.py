@@ -213,61 +213,13 @@ class CTCBeamDecoder:
         return mask
 
     def _nbest_python(self, lp: np.ndarray, n: int) -> list[Hypothesis]:
-        start_state = self.lm.start() if self.lm is not None else 0
-        table = [_Prefix(-1, -1, 0.0, 0.0, start_state, "", -1, (), -1)]
-        children: dict[tuple[int, int], int] = {}
-        blank, width, prune = self.blank, self.beam_width, self.beam_prune_logp
-        lae, neg = _logaddexp, _NEG_INF
+        search = PrefixSearch(self)
+        search.advance(lp)
+        return search.best(n)
 
-        mask = self._candidates(lp)
-        active = mask.any(axis=1)
-
-        beams = [(0, 0.0, neg)]  # (prefix id, log P(ends in blank), log P(ends in its last token))
-        # a frame where only blank passes token_min_logp shifts every beam equally: runs of them are applied at once
-        last_t = 0
-        for t in np.flatnonzero(active).tolist():
-            if t > last_t:
-                shift = float(lp[last_t:t, blank].sum())
-                beams = [(pid, lae(pb, pnb) + shift, neg) for pid, pb, pnb in beams]
-            last_t = t + 1
-            frame = lp[t]
-            blank_lp = float(frame[blank])
-            cands = [(c, float(frame[c])) for c in np.flatnonzero(mask[t]).tolist()]
-            nxt: dict[int, list[float]] = {}
-            for pid, pb, pnb in beams:
-                total = lae(pb, pnb)
-                e = nxt.get(pid)
-                if e is None:
-                    nxt[pid] = e = [total + blank_lp, neg]
-                else:
-                    e[0] = lae(e[0], total + blank_lp)
-                last = table[pid].token
-                for c, lpc in cands:
-                    if c == last:
-                        e[1] = lae(e[1], pnb + lpc)
-                        if pb == neg:
-                            continue
-                        src = pb + lpc
-                    else:
-                        src = total + lpc
-                    cid = children.get((pid, c))
-                    if cid is None:
-                        cid = children[(pid, c)] = len(table)
-                        table.append(self._child(table, pid, c, t))
-                    ce = nxt.get(cid)
-                    if ce is None:
-                        nxt[cid] = [neg, src]
-                    else:
-                        ce[1] = lae(ce[1], src)
-            scored = [(lae(e0, e1) + table[pid].bonus, pid, e0, e1) for pid, (e0, e1) in nxt.items()]
-            if len(scored) > width:
-                scored = heapq.nlargest(width, scored)
-            floor = max(scored)[0] + prune
-            beams = [(pid, e0, e1) for s, pid, e0, e1 in scored if s >= floor]
-        if last_t < len(lp):
-            shift = float(lp[last_t:, blank].sum())
-            beams = [(pid, lae(pb, pnb) + shift, neg) for pid, pb, pnb in beams]
-        return self._finish(table, beams, n)
+    def stream(self) -> "PrefixSearch":
+        """A search that takes an utterance's frames as they come (streaming): `advance`, then `best` or `result`."""
+        return PrefixSearch(self)
 
     def _best_path(self, lp: np.ndarray) -> Hypothesis:
         best = lp.argmax(axis=1)
@@ -465,6 +417,95 @@ class _Compiled:
 
 _MIN_ITEMS_PER_PROCESS = 16
 _WORKER: tuple[CTCBeamDecoder, int] | None = None
+
+
+class PrefixSearch:
+    """The Python engine's prefix beam search, resumable: `advance` takes the next frames of one utterance,
+    `best` ranks the beams as they stand (partial results while streaming), `result` rescores the finalists
+    over all the frames as `CTCBeamDecoder.nbest` does."""
+
+    def __init__(self, dec: CTCBeamDecoder):
+        self.dec = dec
+        start_state = dec.lm.start() if dec.lm is not None else 0
+        self.table = [_Prefix(-1, -1, 0.0, 0.0, start_state, "", -1, (), -1)]
+        self.children: dict[tuple[int, int], int] = {}
+        self.beams = [(0, 0.0, _NEG_INF)]  # (prefix id, log P(ends in blank), log P(ends in its last token))
+        self.frames = 0
+        self._blank_run: list[float] = []  # blank log-probs of frames where only blank passed, not yet applied
+        self._seen: list[np.ndarray] = []
+
+    def _apply_blank_run(self, beams: list) -> list:
+        """Frames where only blank passes token_min_logp shift every beam equally: applied at once."""
+        if not self._blank_run:
+            return beams
+        shift = float(np.sum(self._blank_run))
+        return [(pid, _logaddexp(pb, pnb) + shift, _NEG_INF) for pid, pb, pnb in beams]
+
+    def advance(self, log_probs) -> None:
+        """Search the next frames (T, V) of the utterance."""
+        dec = self.dec
+        lp = np.asarray(log_probs, dtype=np.float64)
+        if lp.ndim != 2 or (lp.size and lp.shape[1] != len(dec.labels)):
+            raise ValueError(f"log_probs must be (T, {len(dec.labels)}), got {tuple(lp.shape)}")
+        self._seen.append(lp)
+        table, children, blank, width, prune = self.table, self.children, dec.blank, dec.beam_width, dec.beam_prune_logp
+        lae, neg = _logaddexp, _NEG_INF
+        mask = dec._candidates(lp)
+        active = mask.any(axis=1)
+        beams = self.beams
+        for i in range(len(lp)):
+            frame = lp[i]
+            blank_lp = float(frame[blank])
+            if not active[i]:
+                self._blank_run.append(blank_lp)
+                continue
+            beams = self._apply_blank_run(beams)
+            self._blank_run = []
+            t = self.frames + i
+            cands = [(c, float(frame[c])) for c in np.flatnonzero(mask[i]).tolist()]
+            nxt: dict[int, list[float]] = {}
+            for pid, pb, pnb in beams:
+                total = lae(pb, pnb)
+                e = nxt.get(pid)
+                if e is None:
+                    nxt[pid] = e = [total + blank_lp, neg]
+                else:
+                    e[0] = lae(e[0], total + blank_lp)
+                last = table[pid].token
+                for c, lpc in cands:
+                    if c == last:
+                        e[1] = lae(e[1], pnb + lpc)
+                        if pb == neg:
+                            continue
+                        src = pb + lpc
+                    else:
+                        src = total + lpc
+                    cid = children.get((pid, c))
+                    if cid is None:
+                        cid = children[(pid, c)] = len(table)
+                        table.append(dec._child(table, pid, c, t))
+                    ce = nxt.get(cid)
+                    if ce is None:
+                        nxt[cid] = [neg, src]
+                    else:
+                        ce[1] = lae(ce[1], src)
+            scored = [(lae(e0, e1) + table[pid].bonus, pid, e0, e1) for pid, (e0, e1) in nxt.items()]
+            if len(scored) > width:
+                scored = heapq.nlargest(width, scored)
+            floor = max(scored)[0] + prune
+            beams = [(pid, e0, e1) for s, pid, e0, e1 in scored if s >= floor]
+        self.beams = beams
+        self.frames += len(lp)
+
+    def best(self, n: int = 1) -> list[Hypothesis]:
+        """The `n` best hypotheses over the frames so far, by search score (the words in progress count as
+        finished: what a partial transcript shows)."""
+        return self.dec._finish(self.table, self._apply_blank_run(self.beams), n)
+
+    def result(self, n: int = 1) -> list[Hypothesis]:
+        """The `n` best at the end of the utterance, finalists rescored exactly over all its frames."""
+        lp = np.concatenate(self._seen) if self._seen else np.zeros((0, len(self.dec.labels)))
+        return self.dec._rescore(lp, self.best(max(n, RESCORED)), n)
 
 
 def _worker_nbest(item) -> list[Hypothesis]:

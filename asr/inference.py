@@ -137,5 +137,6 @@ class Recognizer:
         return self.decode(self.log_probs(waves))
 
     def stream(self) -> Stream:
-        """A streaming session on this model (unidirectional models with global or no feature normalisation)."""
-        return Stream(self.model, self.vocab)
+        """A streaming session on this model (unidirectional models with global or no feature normalisation),
+        decoding with this recognizer's decoder: greedy, or the beam search (with its LM) frame by frame."""
+        return Stream(self.model, self.vocab, self.beam_decoder)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decoding import CTCBeamDecoder, Hypothesis
 from .model import DeepSpeech2
 from .text import Vocabulary
 
@@ -39,11 +40,12 @@ def check_streamable(model: DeepSpeech2) -> None:
 
 class Stream:
     """One utterance fed in chunks: `accept(samples)` and finally `finish()`; each returns the new log-prob
-    frames (T, C) that became final. `text` is the greedy transcript so far."""
+    frames (T, C) that became final. `text` is the transcript so far: greedy, or with a `decoder` the best
+    beam of its prefix search (LM-fused where it has an LM), kept up to date frame by frame."""
 
-    def __init__(self, model: DeepSpeech2, vocab: Vocabulary):
+    def __init__(self, model: DeepSpeech2, vocab: Vocabulary, decoder: CTCBeamDecoder | None = None):
         check_streamable(model)
-        self.model, self.vocab = model, vocab
+        self.model, self.vocab, self.decoder = model, vocab, decoder
         fe = model.frontend
         self.sample_rate = fe.cfg.sample_rate
         self.hop, self.n_fft, self.half = fe.hop_length, fe.n_fft, fe.n_fft // 2
@@ -65,6 +67,9 @@ class Stream:
         self._held = torch.zeros(0, 1, self.model.cfg.rnn_hidden, device=self.device)  # awaiting lookahead
         self._ids: list[int] = []
         self._last = self.vocab.blank
+        self._search = self.decoder.stream() if self.decoder is not None else None
+        self._text = ""
+        self.hypothesis: Hypothesis | None = None  # the decoder's final hypothesis (words timed), after finish()
         self.frames = 0
         self.finished = False
 
@@ -81,8 +86,8 @@ class Stream:
 
     @property
     def text(self) -> str:
-        """Greedy transcript of the frames emitted so far."""
-        return self.vocab.decode(self._ids)
+        """Transcript of the frames emitted so far (after finish(): the final one)."""
+        return self._text if self._search is not None else self.vocab.decode(self._ids)
 
     @torch.no_grad()
     def accept(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -103,11 +108,16 @@ class Stream:
             raise StreamingError("the stream is already finished")
         self.finished = True
         if self._samples == 0:
-            return torch.zeros(0, self.model.num_classes)
-        total = int(self.model.frontend.frame_lengths(torch.tensor(self._samples)))
-        short = (total - 1) * self.hop + self.n_fft - (self._audio_start + len(self._audio))
-        self._audio = torch.cat([self._audio, torch.zeros(max(short, 0))])
-        return self._advance(final=True)
+            lp = torch.zeros(0, self.model.num_classes)
+        else:
+            total = int(self.model.frontend.frame_lengths(torch.tensor(self._samples)))
+            short = (total - 1) * self.hop + self.n_fft - (self._audio_start + len(self._audio))
+            self._audio = torch.cat([self._audio, torch.zeros(max(short, 0))])
+            lp = self._advance(final=True)
+        if self._search is not None:
+            self.hypothesis = self._search.result(1)[0]
+            self._text = self.hypothesis.text
+        return lp
 
     def _field(self, j: int) -> tuple[int, int]:
         """First and last feature frame that conv-stack output frame j depends on."""
@@ -161,9 +171,15 @@ class Stream:
                 x = self._held[:0]
         lp = F.log_softmax(self.model.head(x[:, 0]).float(), dim=-1) if len(x) else torch.zeros(
             0, self.model.num_classes, device=self.device)
-        for t in lp.argmax(-1).tolist():
-            if t != self._last and t != self.vocab.blank:
-                self._ids.append(t)
-            self._last = t
+        lp = lp.cpu()
+        if self._search is not None:
+            if len(lp):
+                self._search.advance(lp.numpy())
+                self._text = self._search.best(1)[0].text
+        else:
+            for t in lp.argmax(-1).tolist():
+                if t != self._last and t != self.vocab.blank:
+                    self._ids.append(t)
+                self._last = t
         self.frames += len(lp)
-        return lp.cpu()
+        return lp

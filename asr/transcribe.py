@@ -49,8 +49,8 @@ def split_at_pauses(wave: np.ndarray, sample_rate: int,
 
 def transcribe_stream(recognizer: Recognizer, chunks: Iterable[np.ndarray], word_timestamps: bool = False,
                       on_partial: Callable[[float, str], None] | None = None) -> dict:
-    """Feed audio chunks to a stream as they come: the partial (greedy) transcripts as they grew (each also
-    passed to `on_partial(seconds, text)`), and the final text, rescored by the recognizer's beam/LM decoder if any."""
+    """Feed audio chunks to a stream as they come: the partial transcripts as they changed (each also passed to
+    `on_partial(seconds, text)`; greedy, or the recognizer's beam search with its LM) and the final text."""
     stream = recognizer.stream()
     pieces, partials = [], []
     for chunk in chunks:
@@ -63,13 +63,11 @@ def transcribe_stream(recognizer: Recognizer, chunks: Iterable[np.ndarray], word
     log_probs = torch.cat(pieces)
     row: dict = {"duration": round(stream.seconds, 3),
                  "streaming": {"right_context_seconds": round(stream.right_context_seconds, 3), "partials": partials}}
+    row["text"] = stream.text
     if word_timestamps:
-        hyp = recognizer.hypotheses([log_probs])[0]
-        row["text"] = hyp.text
+        hyp = stream.hypothesis or recognizer.hypotheses([log_probs])[0]
         row["words"] = [{"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)}
                         for w in hyp.words]
-    else:
-        row["text"] = recognizer.decode([log_probs])[0] if recognizer.beam_decoder else stream.text
     return row
 
 

@@ -1,14 +1,16 @@
 """Streaming cost: one model run chunk by chunk (asr.streaming) against the same model over whole utterances.
 
     python benchmarks/streaming.py [--model exp/stream/best.pt --manifest data/synthetic_en/manifests/test.jsonl]
-        [--chunks-ms 40,100,200,500] [--utterances 100] [--threads 1]
+        [--chunks-ms 40,100,200,500] [--utterances 100] [--threads 1] [--lm data/synthetic_en/lm/4gram.arpa]
 
 Without --model it builds conf/ds2_streaming.yaml's model with random weights and feeds it seeded noise
 (--seconds long); speed does not depend on the weights. For each chunk size it prints the real-time factor
 (compute seconds per audio second), the compute time per chunk (mean, 95th percentile), the ratio to the
 whole-utterance pass, and the largest log-prob difference from it (the two must agree). With a manifest it
-also prints greedy WER of both, which must be equal. One thread by default: a stream serves one live source,
-and a server runs one per core.
+also prints greedy WER of both, which must be equal. With --lm the streams also run the prefix beam search with
+the LM frame by frame (partial transcripts LM-fused; alpha/beta from `asr lm tune`'s decoding.json beside the
+model, else --alpha/--beta), and the table adds its cost and final WER against the same search over whole
+utterances. One thread by default: a stream serves one live source, and a server runs one per core.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asr.audio import load_audio  # noqa: E402
 from asr.checkpoint import load_model  # noqa: E402
 from asr.config import FeatureConfig, ModelConfig  # noqa: E402
-from asr.decoding import greedy_decode  # noqa: E402
+from asr.decoding import CTCBeamDecoder, greedy_decode  # noqa: E402
+from asr.inference import tuned_decoding  # noqa: E402
 from asr.manifest import read_manifest  # noqa: E402
 from asr.metrics import word_errors  # noqa: E402
 from asr.model import DeepSpeech2  # noqa: E402
@@ -52,10 +55,10 @@ def whole(model: DeepSpeech2, waves: list[np.ndarray]) -> tuple[list[torch.Tenso
     return out, time.perf_counter() - t0
 
 
-def streamed(model: DeepSpeech2, vocab, waves: list[np.ndarray], chunk: int
+def streamed(model: DeepSpeech2, vocab, waves: list[np.ndarray], chunk: int, decoder: CTCBeamDecoder | None = None
              ) -> tuple[list[torch.Tensor], list[str], float, list[float]]:
     out, texts, per_chunk = [], [], []
-    stream = Stream(model, vocab)
+    stream = Stream(model, vocab, decoder)
     for w in waves:
         stream.reset()
         pieces = []
@@ -79,6 +82,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="audio without a manifest, in 6-s utterances")
     ap.add_argument("--chunks-ms", default="40,100,200,500")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lm", help="KenLM model: also stream with the beam search and this LM")
+    ap.add_argument("--beam", type=int, default=100)
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--beta", type=float, default=1.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -115,6 +122,25 @@ def main() -> None:
         if refs is not None:
             line += f" | {word_errors(refs, texts).rate:.2%}"
         print(line)
+    if args.lm:
+        tuned = tuned_decoding(args.model) if args.model else None
+        alpha, beta = (tuned["alpha"], tuned["beta"]) if tuned else (args.alpha, args.beta)
+        decoder = CTCBeamDecoder(vocab.labels, vocab.blank, args.lm, alpha, beta, beam_width=args.beam, engine="python")
+        t0 = time.perf_counter()
+        whole_texts = [decoder.nbest(lp.numpy(), 1)[0].text for lp in ref_lp]
+        search_time = time.perf_counter() - t0
+        print(f"beam {args.beam} + LM (alpha {alpha:g}, beta {beta:g}), Python engine, over whole utterances "
+              f"(reference): {search_time / audio:.4f} s per audio second"
+              + (f", WER {word_errors(refs, whole_texts).rate:.2%}" if refs is not None else ""))
+        for ms in (int(x) for x in args.chunks_ms.split(",")):
+            _, texts, total, per_chunk = streamed(model, vocab, waves, int(rate * ms / 1000), decoder)
+            line = (f"{ms:>6}ms | {total / audio:>7.4f} | {np.mean(per_chunk) * 1000:>12.2f} "
+                    f"{np.percentile(per_chunk, 95) * 1000:>12.2f} | {total / (ref_time + search_time):>6.2f}x | "
+                    f"{'':>10}")
+            if refs is not None:
+                line += f" | {word_errors(refs, texts).rate:.2%} (same text as whole: " \
+                        f"{sum(a == b for a, b in zip(texts, whole_texts))}/{len(texts)})"
+            print(line)
 
 
 if __name__ == "__main__":

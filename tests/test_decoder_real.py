@@ -160,3 +160,25 @@ def test_engines_identical(small_lm, seed, t, beam, pieces, use_lm, min_logp):
     assert [h.text for h in a] == [h.text for h in b]
     assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-9)
     assert all(math.isfinite(h.score) for h in a)
+
+
+@settings(max_examples=8, deadline=None)
+@given(first=st.integers(0, 100), cuts=st.lists(st.integers(1, 40), min_size=1, max_size=6))
+def test_streamed_search_equals_the_whole_utterance_search(outputs, lm4, first, cuts):
+    """The beam search fed a few frames at a time (as a stream gives them) ends where the one-shot search does,
+    and the partial result after the last frames is the search's own best."""
+    lps, _, labels = outputs
+    dec = CTCBeamDecoder(labels, lm_path=str(lm4), alpha=0.75, beta=-1.0, beam_width=32, engine="python")
+    for lp in lps[first: first + 3]:
+        search, pos, i, partials = dec.stream(), 0, 0, []
+        while pos < len(lp):
+            search.advance(lp[pos: pos + cuts[i % len(cuts)]])
+            partials.append(search.best(1)[0].text)
+            pos, i = pos + cuts[i % len(cuts)], i + 1
+        whole = dec.nbest(lp, 3)
+        streamed = search.result(3)
+        assert [h.text for h in streamed] == [h.text for h in whole]
+        assert [h.score for h in streamed] == pytest.approx([h.score for h in whole], abs=1e-6)
+        assert search.frames == len(lp)
+        assert partials[-1] == dec._nbest_python(lp, 1)[0].text  # the last partial: the search's own best, unrescored
+        assert all(p for p in partials[len(partials) // 2:])  # something to show once half the audio is in

@@ -164,3 +164,22 @@ def test_transcribe_cli_streams_a_trained_model(corpus, tmp_path):
     assert proc.returncode == 2 and "cannot stream" in proc.stderr and "bidirectional" in proc.stderr
     proc = run_cli("transcribe", "--model", str(exp / "best.pt"), wavs[0], "--stream-chunk-ms", "5")
     assert proc.returncode == 2 and "at least 10 ms" in proc.stderr
+
+
+def test_stream_with_a_beam_decoder_updates_its_text_and_ends_on_the_whole_utterance_search():
+    from asr.decoding import CTCBeamDecoder
+
+    model = _model(3, lookahead=2)
+    wave = np.random.default_rng(3).standard_normal(30_000).astype(np.float32) * 0.1
+    decoder = CTCBeamDecoder(VOCAB.labels, VOCAB.blank, beam_width=8, engine="python", frame_seconds=0.02)
+    stream = Stream(model, VOCAB, decoder)
+    texts = []
+    for start in range(0, len(wave), 2400):
+        stream.accept(wave[start: start + 2400])
+        texts.append(stream.text)
+    assert stream.hypothesis is None and any(texts)
+    stream.finish()
+    whole = decoder.nbest(_whole(model, wave).numpy(), 1)[0]
+    assert stream.text == whole.text and stream.hypothesis.words == whole.words
+    stream.reset()
+    assert stream.text == "" and stream.hypothesis is None
