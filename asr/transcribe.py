@@ -52,20 +52,21 @@ def transcribe_stream(recognizer: Recognizer, chunks: Iterable[np.ndarray], word
     """Feed audio chunks to a stream as they come: the partial transcripts as they changed (each also passed to
     `on_partial(seconds, text)`; greedy, or the recognizer's beam search with its LM) and the final text."""
     stream = recognizer.stream()
-    pieces, partials = [], []
+    pieces, partials = [], []  # log-prob pieces: kept only for greedy word times
     for chunk in chunks:
-        pieces.append(stream.accept(chunk))
+        lp = stream.accept(chunk)
+        if word_timestamps:
+            pieces.append(lp)
         if stream.text != (partials[-1]["text"] if partials else ""):
             partials.append({"audio_seconds": round(stream.seconds, 3), "text": stream.text})
             if on_partial is not None:
                 on_partial(stream.seconds, stream.text)
     pieces.append(stream.finish())
-    log_probs = torch.cat(pieces)
     row: dict = {"duration": round(stream.seconds, 3),
                  "streaming": {"right_context_seconds": round(stream.right_context_seconds, 3), "partials": partials}}
     row["text"] = stream.text
     if word_timestamps:
-        hyp = stream.hypothesis or recognizer.hypotheses([log_probs])[0]
+        hyp = stream.hypothesis or recognizer.hypotheses([torch.cat(pieces)])[0]
         row["words"] = [{"word": w["word"], "start": round(w["start"], 3), "end": round(w["end"], 3)}
                         for w in hyp.words]
     return row
