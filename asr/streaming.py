@@ -91,9 +91,13 @@ class Stream:
 
     @torch.no_grad()
     def accept(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Feed the next mono samples at the model's rate; returns the log-prob frames now final."""
+        """Feed the next mono samples at the model's rate (floats in [-1, 1], or integer PCM such as int16, scaled
+        to that range); returns the log-prob frames now final."""
         if self.finished:
             raise StreamingError("the stream is finished; reset() starts a new utterance")
+        samples = np.asarray(samples)
+        if np.issubdtype(samples.dtype, np.integer):
+            samples = samples / float(-np.iinfo(samples.dtype).min)
         x = torch.as_tensor(np.asarray(samples, dtype=np.float32))
         if x.ndim != 1:
             raise StreamingError(f"expected mono samples (one dimension), got shape {tuple(x.shape)}")

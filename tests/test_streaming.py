@@ -103,6 +103,10 @@ def test_reset_starts_a_new_utterance_and_misuse_is_refused():
     assert stream.finish().shape == (0, len(VOCAB)) and stream.text == ""
     with pytest.raises(StreamingError, match="mono"):
         Stream(model, VOCAB).accept(np.zeros((2, 100), np.float32))
+    pcm = (b * 32768).round().clip(-32768, 32767).astype(np.int16)  # integer PCM is scaled like a WAV reader does
+    ints, floats = Stream(model, VOCAB), Stream(model, VOCAB)
+    got = torch.cat([ints.accept(pcm), ints.finish()])
+    assert torch.allclose(got, torch.cat([floats.accept(pcm / 32768.0), floats.finish()]), atol=1e-5)
 
 
 @pytest.mark.parametrize("change,message", [
