@@ -123,7 +123,17 @@ def test_ddp_two_processes_equal_single_process_with_the_same_global_batch(corpu
         assert any("data parallel over 2 processes" in e for e in errors), name
         b = torch.load(tmp_path / name / "last.pt", weights_only=True)
         assert a["step"] == b["step"] == 3
+        # All-reduce sums the ranks' gradients in another order than accumulation does, and AdamW turns a rounding
+        # difference in a near-zero gradient into a step of up to lr either way (its update is ~ lr * sign(g) at
+        # first). So a handful of weights may differ by up to 2 x the summed learning rate (2e-3 x (1+2+3)/5 over
+        # the three warm-up steps); a real difference (data, order, averaging) moves most of them.
+        lr_sum = 2e-3 * (1 + 2 + 3) / 5
+        total = outliers = 0
         for key, value in a["model"].items():
             if "running" in key or "num_batches" in key:
                 continue  # BatchNorm statistics: DDP keeps rank 0's, accumulation sees both micro-batches
-            assert torch.allclose(b["model"][key], value, atol=2e-5, rtol=1e-4), (name, key)
+            diff = (b["model"][key] - value).abs()
+            assert diff.max() <= 2 * lr_sum + 1e-5, (name, key, float(diff.max()))
+            outliers += int((diff > 2e-5 + 1e-4 * value.abs()).sum())
+            total += value.numel()
+        assert outliers <= total // 2000, (name, outliers, total)
