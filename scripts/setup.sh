@@ -14,6 +14,8 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   pkgs="ffmpeg sox libtcmalloc-minimal4"
   # ten recordings of people reading: synthetic_en scores its model on them as test_real
   pkgs="$pkgs pocketsphinx-testdata"
+  # people speaking: the voice actors of Flight of the Amazon Queen (asr.queen), in the default recipe
+  pkgs="$pkgs flight-of-the-amazon-queen"
   # the tests also exercise the Debian voices that synthetic_en's large size uses
   [ -n "$extras" ] && pkgs="$pkgs flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
   # building KenLM's lmplz (the reference for our Kneser-Ney estimator)

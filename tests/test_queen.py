@@ -1,0 +1,124 @@
+"""Flight of the Amazon Queen's speech as a corpus: the installed Debian package read as it is, every clip
+accounted for, speakers held out whole; broken resource files, clips and dialogue lines named in errors."""
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr import queen
+from asr.manifest import read_manifest
+
+from conftest import run_cli
+
+RESOURCE = Path(queen.RESOURCE_FILE)
+
+
+@pytest.fixture(scope="module")
+def resources() -> queen.ResourceFile:
+    if not RESOURCE.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{RESOURCE} missing: scripts/setup.sh installs flight-of-the-amazon-queen")
+        pytest.skip("Debian's flight-of-the-amazon-queen is not installed")
+    return queen.ResourceFile(RESOURCE)
+
+
+def write_qtbl(path: Path, entries: dict[str, bytes], truncate: int = 0) -> Path:
+    """A rebuilt Queen resource file holding `entries` (the layout ScummVM's tools write)."""
+    table_size = 15 + 21 * len(entries)
+    header, data, offset = [b"QTBL", b"CEM10\0", b"\0\0", bytes([1]), struct.pack(">H", len(entries))], [], table_size
+    for name, blob in sorted(entries.items()):
+        header.append(name.encode().ljust(12, b"\0") + bytes([1]) + struct.pack(">II", offset, len(blob)))
+        data.append(blob)
+        offset += len(blob)
+    content = b"".join(header + data)
+    path.write_bytes(content[: len(content) - truncate] if truncate else content)
+    return path
+
+
+def test_installed_game_every_clip_accounted_for(resources):
+    inv = queen.inventory(resources)
+    clips = set(resources.names(".SB"))
+    transcribed = {line.clip for line in inv.transcribed}
+    ambiguous = {clip for clip, _ in inv.ambiguous}
+    assert len(clips) == 6745 and resources.version == "CEM10"
+    assert transcribed | ambiguous | set(inv.untranscribed) == clips  # nothing lost ...
+    assert len(transcribed) + len(ambiguous) + len(inv.untranscribed) == len(clips)  # ... and nothing twice
+    assert len(transcribed) > 3900
+    assert all(line.clip not in clips for line in inv.lines_without_audio)
+    by_clip = {line.clip: line for line in inv.transcribed}
+    assert by_clip["020006J1.SB"].speaker == "JOE" and by_clip["020006P1.SB"].speaker == "AND"
+    assert by_clip["020006P1.SB"].text == "You're asking for trouble King."
+    assert all("*" not in line.text and line.text for line in inv.transcribed)
+    wave = queen.decode_clip(resources.read("020006P1.SB"), "020006P1.SB", 16000)
+    assert wave.dtype == np.float32 and 0.5 < len(wave) / 16000 < 5 and np.abs(wave).max() > 0.05
+
+
+def test_segments_follow_stage_directions():
+    assert queen.segments("Hello.*FLHow are you?") == [(0, "Hello."), (1, "How are you?")]
+    assert queen.segments("*XY00(237,112)Over here!") == [(0, ""), (1, "Over here!")]
+    assert queen.segments("Take it.*GDThanks.") == [(1, "Thanks.")]  # Joe's hands: no clip, still an index
+    assert queen.segments("Plain.") == [(0, "Plain.")]
+
+
+def test_recipe_prepares_speaker_disjoint_splits_through_the_cli(resources, tmp_path):
+    data = tmp_path / "data"
+    proc = run_cli("recipe", "run", "recipes/amazon_queen", f"data_dir={data}", f"exp_dir={tmp_path / 'exp'}",
+                   "--stop-stage", "prepare")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    splits = {s: read_manifest(data / "manifests" / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    speakers = {s: {u.speaker for u in utts} for s, utts in splits.items()}
+    assert speakers["dev"] == set(queen.DEV_SPEAKERS) and speakers["test"] == set(queen.TEST_SPEAKERS)
+    assert not speakers["train"] & (speakers["dev"] | speakers["test"]) and "JOE" in speakers["train"]
+    rows = [line.split("\t") for line in (data / "inventory.tsv").read_text().splitlines()[1:]]
+    assert len(rows) == len({r[0] for r in rows}) == 6745
+    status = {r[0]: r[1] for r in rows}
+    for split, utts in splits.items():
+        assert all(status[u.id.removeprefix("fotaq-") + ".SB"] == split for u in utts)
+    counted = {s: sum(v == s for v in status.values()) for s in ("train", "dev", "test", "untranscribed", "ambiguous")}
+    assert counted["train"] == len(splits["train"]) and counted["test"] == len(splits["test"])
+    assert sum(counted.values()) + sum(v == "rejected" for v in status.values()) == 6745
+    report = json.loads((data / "prepare_report.json").read_text())
+    assert report["clips"]["total"] == 6745 and report["test"]["utterances"] == len(splits["test"])
+    lm_text = set((data / "lm_text.txt").read_text().splitlines())
+    assert lm_text == {u.text for u in splits["train"]}  # dev and test lines never reach the LM
+    u = splits["test"][0]
+    assert u.text == u.text.lower() and Path(u.audio_filepath).exists() and u.duration > 0
+
+
+def test_broken_clip_and_lines_without_audio_are_reported_by_name(resources, tmp_path):
+    dog = resources.read("AND1.DOG")
+    lines = queen.dialogue_lines(dog, "AND1.DOG")
+    have = [line.clip for line in lines if line.clip in resources.entries][:4]
+    entries = {"AND1.DOG": dog, **{clip: resources.read(clip) for clip in have[:3]}}
+    entries[have[1]] = b"this is not an mp3 frame" * 20  # a clip that will not decode
+    path = write_qtbl(tmp_path / "queen.1c", entries)
+    inv = queen.inventory(queen.ResourceFile(path))
+    assert {line.clip for line in inv.transcribed} == set(have[:3])
+    assert have[3] in {line.clip for line in inv.lines_without_audio}  # its clip is absent from the file
+    speakers = sorted({line.speaker for line in inv.transcribed})
+    report = queen.prepare(path, tmp_path / "data", 16000, speakers, [], max_duration=30.0)
+    assert report["dev"]["utterances"] == 2 and report["dev"]["rejected"] == {"unreadable audio": 1}
+    rejected = (tmp_path / "data" / "rejected" / "dev.tsv").read_text()
+    assert f"fotaq-{have[1][:-3]}" in rejected and f"clip {have[1]}: cannot decode" in rejected
+    inventory = (tmp_path / "data" / "inventory.tsv").read_text()
+    assert f"{have[1]}\trejected\tunreadable audio" in inventory
+    assert report["clips"]["dialogue_lines_without_audio"] == len(inv.lines_without_audio) > 0
+
+
+def test_truncated_or_foreign_resource_files_fail_with_the_entry_named(resources, tmp_path):
+    entries = {"AND1.DOG": resources.read("AND1.DOG"), "020006P1.SB": resources.read("020006P1.SB")}
+    with pytest.raises(queen.QueenDataError, match=r"entry AND1.DOG ends at byte \d+, past the end.*truncated"):
+        queen.ResourceFile(write_qtbl(tmp_path / "cut.1c", entries, truncate=100))
+    (tmp_path / "other.1c").write_bytes(b"RIFF" + bytes(100))
+    with pytest.raises(queen.QueenDataError, match="no QTBL header"):
+        queen.ResourceFile(tmp_path / "other.1c")
+    with pytest.raises(queen.QueenDataError, match="apt-get install flight-of-the-amazon-queen"):
+        queen.ResourceFile(tmp_path / "absent.1c")
+    short = write_qtbl(tmp_path / "short.1c", {"BAD.DOG": resources.read("AND1.DOG")[:60]})
+    with pytest.raises(queen.QueenDataError, match="dialogue BAD.DOG"):
+        queen.inventory(queen.ResourceFile(short))
+    with pytest.raises(queen.QueenDataError, match="held-out speakers not in"):
+        queen.prepare(RESOURCE, tmp_path / "d", 16000, ["NOBODY"], [])
