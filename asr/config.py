@@ -21,9 +21,20 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class SourceConfig:
+    """A training corpus beside data.train_manifest, mixed in at its own weight."""
+
+    manifest: str = MISSING
+    weight: float = 1.0  # times each of its utterances is seen per epoch (0.5: a new half each epoch)
+    name: str = ""  # for the log (default: the manifest's file name)
+
+
+@dataclass
 class DataConfig:
     train_manifest: str = MISSING
     dev_manifest: str = MISSING
+    train_weight: float = 1.0  # data.train_manifest's weight (see SourceConfig.weight)
+    train_sources: list[SourceConfig] = field(default_factory=list)  # more training corpora, each with a weight
     vocabulary: Optional[str] = None  # vocab.json; built from the training manifest when absent
     tokenizer: str = "char"  # when building: "char", or SentencePiece "bpe" / "unigram"
     vocab_size: int = 256  # SentencePiece units
@@ -40,6 +51,8 @@ class DataConfig:
     concat_prob: float = 0.0  # share of training utterances joined in pairs, after a 0.1-0.8 s pause, each epoch
     reverb_prob: float = 0.0  # share of training utterances put in a simulated room (asr.data.Reverb)
     reverb_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # range of reverberation times, seconds
+    bandlimit_prob: float = 0.0  # share of training utterances band-limited as if recorded at a lower rate
+    bandlimit_rates: list[int] = field(default_factory=lambda: [8000, 11025])  # the rates drawn from (telephone, game)
 
 
 @dataclass
@@ -168,7 +181,15 @@ def validate(cfg: Any) -> None:
     if data is not None and not (len(data.reverb_rt60) == 2 and 0.05 <= min(data.reverb_rt60) <= max(data.reverb_rt60) <= 3):
         raise ConfigError(f"config key 'data.reverb_rt60' = {list(data.reverb_rt60)}: must be [low, high] "
                           "within 0.05-3 seconds")
-    for key in ("silence_pad_prob", "concat_prob", "reverb_prob"):
+    if data is not None:
+        for i, w in enumerate([data.train_weight] + [src.weight for src in data.train_sources]):
+            if not 0.0 < w <= 100.0:
+                key = "data.train_weight" if i == 0 else f"data.train_sources[{i - 1}].weight"
+                raise ConfigError(f"config key {key!r} = {w}: must be in (0, 100]")
+        if data.bandlimit_prob and not all(0 < r < cfg.features.sample_rate for r in data.bandlimit_rates):
+            raise ConfigError(f"config key 'data.bandlimit_rates' = {list(data.bandlimit_rates)}: each must be "
+                              f"below features.sample_rate ({cfg.features.sample_rate})")
+    for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob"):
         if data is not None and not 0.0 <= getattr(data, key) <= 1.0:
             raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)}: must be in [0, 1]")
     model = getattr(cfg, "model", None)

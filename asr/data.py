@@ -110,6 +110,21 @@ class Reverb:
         return (out * np.sqrt(p_in / p_out) if p_out > 0 else out).astype(np.float32)
 
 
+class BandLimit:
+    """The wave as if recorded at a lower rate (a rate drawn per item, resampled down and back): no energy above
+    half that rate, as in telephone audio (8 kHz) or game speech (11,025 Hz). Synthetic voices are full band."""
+
+    def __init__(self, sample_rate: int, prob: float = 0.3, rates: Sequence[int] = (8000, 11025)):
+        self.sample_rate, self.prob, self.rates = sample_rate, prob, [int(r) for r in rates]
+
+    def __call__(self, wave: np.ndarray, rng: random.Random) -> np.ndarray:
+        if rng.random() >= self.prob or not len(wave):
+            return wave
+        rate = rng.choice(self.rates)
+        out = soxr.resample(soxr.resample(wave, self.sample_rate, rate), rate, self.sample_rate)
+        return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)].astype(np.float32)
+
+
 def pad_with_silence(wave: np.ndarray, sample_rate: int, max_seconds: float, rng: random.Random) -> np.ndarray:
     """Up to `max_seconds` of silence before and after `wave`, under a noise floor of -75 to -50 dBFS.
 
@@ -129,12 +144,13 @@ def quiet_noise(samples: int, rng: random.Random) -> np.ndarray:
 
 
 class UtteranceDataset(Dataset):
-    """Loads one utterance's audio (speed-perturbed, in a simulated room, padded with quiet noise, with noise, when
-    asked) and encodes its transcript."""
+    """Loads one utterance's audio (speed-perturbed, in a simulated room, padded with quiet noise, with noise,
+    band-limited, when asked) and encodes its transcript."""
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, sample_rate: int,
                  speed_perturb: Sequence[float] = (), seed: int = 0, noise: NoiseMixer | None = None,
-                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0, reverb: Reverb | None = None):
+                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0, reverb: Reverb | None = None,
+                 bandlimit: BandLimit | None = None):
         self.utterances = list(utterances)
         self.vocab = vocab
         self.sample_rate = sample_rate
@@ -142,6 +158,7 @@ class UtteranceDataset(Dataset):
         self.seed = seed
         self.noise = noise
         self.reverb = reverb
+        self.bandlimit = bandlimit
         self.silence_pad, self.silence_pad_prob = silence_pad, silence_pad_prob
         self.epoch = 0
 
@@ -185,6 +202,8 @@ class UtteranceDataset(Dataset):
                 wave = pad_with_silence(wave, self.sample_rate, self.silence_pad, rng)
         if self.noise is not None:
             wave = self.noise(wave, random.Random(f"{self.seed}:{self.epoch}:{first}:noise"))
+        if self.bandlimit is not None:
+            wave = self.bandlimit(wave, random.Random(f"{self.seed}:{self.epoch}:{first}:bandlimit"))
         return {"id": item_id, "wave": wave, "targets": self.vocab.encode(text, item_id), "text": text,
                 "duration": len(wave) / self.sample_rate, "failed": failed}
 
@@ -237,28 +256,51 @@ def make_batches(durations: Sequence[float], max_utterances: int, max_seconds: f
     return batches
 
 
-def join_pairs(count: int, prob: float, rng: random.Random) -> list[Item]:
-    """An epoch's training items: every utterance once, a share `prob` of them joined in random pairs.
+def join_pairs(indices: Sequence[int], prob: float, rng: random.Random) -> list[Item]:
+    """An epoch's training items: every index once, a share `prob` of them joined in random pairs.
 
     Long-form audio has pauses between sentences; a model trained on single sentences mistranscribes there.
     Joining pairs (instead of adding a second copy to some items) keeps an epoch's audio the same, and
     deciding the pairs before bucketing keeps batches of similar length."""
-    chosen = rng.sample(range(count), int(count * prob) // 2 * 2)
+    chosen = rng.sample(range(len(indices)), int(len(indices) * prob) // 2 * 2)
     paired = set(chosen)
-    return [i for i in range(count) if i not in paired] + [(chosen[k], chosen[k + 1]) for k in range(0, len(chosen), 2)]
+    return ([indices[k] for k in range(len(indices)) if k not in paired]
+            + [(indices[chosen[k]], indices[chosen[k + 1]]) for k in range(0, len(chosen), 2)])
+
+
+def weighted_indices(sources: Sequence[int], weights: Sequence[float], rng: random.Random) -> list[int]:
+    """One epoch's utterance indices when utterance i belongs to source `sources[i]`: each utterance of a source
+    of weight w comes floor(w) times, and a random share w - floor(w) of them once more (weight 0.5: half of the
+    source, new halves each epoch; weight 2: every utterance twice)."""
+    members: dict[int, list[int]] = {}
+    for i, s in enumerate(sources):
+        members.setdefault(s, []).append(i)
+    out: list[int] = []
+    for s, idx in sorted(members.items()):
+        whole, part = divmod(float(weights[s]), 1.0)
+        out += idx * int(whole) + sorted(rng.sample(idx, int(round(part * len(idx)))))
+    return sorted(out)
 
 
 class BucketBatchSampler(Sampler[list[Item]]):
     """Duration-bucketed batches, shuffled each epoch; sorted (SortaGrad) in the first epoch.
 
     With `concat_prob`, each epoch joins a new random share of the utterances in pairs (see `join_pairs`).
+    With `sources` (a source number per utterance) and their `weights`, each epoch takes every source's share
+    (see `weighted_indices`): training on several corpora at chosen proportions.
     With `world` > 1 (data parallel), rank r takes batches r, r + world, ... of the epoch's order,
     which is padded by repeating its first batches so that every rank gets the same number.
     """
 
     def __init__(self, durations: Sequence[float], max_utterances: int, max_seconds: float = 0.0,
-                 sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1, concat_prob: float = 0.0):
+                 sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1, concat_prob: float = 0.0,
+                 sources: Sequence[int] | None = None, weights: Sequence[float] = (1.0,)):
         self.durations = list(durations)
+        self.sources = list(sources) if sources is not None else [0] * len(self.durations)
+        self.weights = list(weights)
+        if len(self.sources) != len(self.durations) or any(not 0 <= s < len(self.weights) for s in self.sources):
+            raise ValueError("sources: one source number per utterance, each with a weight")
+        self.per_epoch = bool(concat_prob) or any(w != 1.0 for w in self.weights)  # items change each epoch
         self.max_utterances, self.max_seconds = max_utterances, max_seconds
         self.sortagrad = sortagrad
         self.seed = seed
@@ -270,8 +312,10 @@ class BucketBatchSampler(Sampler[list[Item]]):
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
         """The batches of `epoch`, in bucket order (the same on every rank)."""
         items: list[Item] = list(range(len(self.durations)))
+        if any(w != 1.0 for w in self.weights):
+            items = weighted_indices(self.sources, self.weights, random.Random(f"{self.seed}:{epoch}:sources"))
         if self.concat_prob:
-            items = join_pairs(len(self.durations), self.concat_prob, random.Random(f"{self.seed}:{epoch}:pairs"))
+            items = join_pairs(items, self.concat_prob, random.Random(f"{self.seed}:{epoch}:pairs"))
         pause = sum(JOIN_PAUSE) / 2
         seconds = [self.durations[i] if isinstance(i, int) else self.durations[i[0]] + pause + self.durations[i[1]]
                    for i in items]
@@ -284,7 +328,7 @@ class BucketBatchSampler(Sampler[list[Item]]):
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Start `epoch`, leaving out this rank's first `skip` batches (resuming inside an epoch)."""
-        if self.concat_prob and epoch != self.epoch:
+        if self.per_epoch and epoch != self.epoch:
             self.batches = self.epoch_batches(epoch)
         self.epoch, self.skip = epoch, skip
 

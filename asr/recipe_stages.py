@@ -50,14 +50,19 @@ def manifest_path(cfg: RecipeConfig, name: str) -> Path:
     return Path(cfg.data_dir) / "manifests" / f"{name}.jsonl"
 
 
+def train_manifests(cfg: RecipeConfig) -> list[Path]:
+    """data.train_manifest and the manifests of data.train_sources."""
+    return [Path(cfg.data.train_manifest)] + [Path(src.manifest) for src in cfg.data.train_sources]
+
+
 def lm_path(cfg: RecipeConfig) -> Path:
     return Path(cfg.data_dir) / "lm" / f"{cfg.lm.order}gram.arpa"
 
 
 def vocabulary_stage(cfg: RecipeConfig) -> None:
     """Characters or SentencePiece units from the training transcripts, checked against dev."""
-    train_utts = read_manifest(manifest_path(cfg, "train"))
-    vocab = build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size)
+    texts = [u.text for p in train_manifests(cfg) for u in read_manifest(p)]
+    vocab = build_vocabulary(texts, cfg.data.tokenizer, cfg.data.vocab_size)
     check_vocabulary(vocab, [(u.id, u.text) for u in read_manifest(manifest_path(cfg, "dev"))])
     vocab.save(cfg.data.vocabulary)
     log.info(f"vocabulary: {len(vocab)} outputs ({cfg.data.tokenizer}) -> {cfg.data.vocabulary}")
@@ -118,7 +123,8 @@ def provenance(cfg: RecipeConfig) -> dict:
     except OSError:
         commit, dirty = None, None
     config = json.dumps(to_dict(cfg), sort_keys=True)
-    manifests = {"train": Path(cfg.data.train_manifest), **_test_sets(cfg)}
+    manifests = {**{("train" if i == 0 else f"train_{p.stem}"): p for i, p in enumerate(train_manifests(cfg))},
+                 **_test_sets(cfg)}
     return {"commit": commit, "uncommitted_changes": dirty,
             "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "seed": cfg.train.seed,
             "manifests_sha256": {k: _sha256(p) for k, p in manifests.items()},
@@ -162,17 +168,18 @@ def corpus_stages(cfg: RecipeConfig, prepare: Stage, vocabulary: bool = True) ->
     data, exp = Path(cfg.data_dir), Path(cfg.exp_dir)
     sets = _test_sets(cfg)
     manifests = [Path(cfg.data.train_manifest), *sets.values()]
+    train_inputs = [*train_manifests(cfg), Path(cfg.data.dev_manifest)]
     train_keys = {k: v for k, v in to_dict(cfg).items() if k in ("data", "features", "specaugment", "model", "train")}
     summaries = [exp / f"decode_{n}_{d}" / "summary.json" for n in sets for d in DECODERS]
     stages = [prepare]
     if vocabulary:
-        stages.append(Stage("vocabulary", lambda: vocabulary_stage(cfg), inputs=manifests[:2],
+        stages.append(Stage("vocabulary", lambda: vocabulary_stage(cfg), inputs=train_inputs,
                             outputs=[Path(cfg.data.vocabulary)],
                             config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}))
     stages += [
         Stage("lm", lambda: lm_stage(cfg), inputs=[data / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text],
               outputs=[lm_path(cfg)], config={"order": cfg.lm.order, "engine": cfg.lm.engine}),
-        Stage("train", lambda: train_stage(cfg), inputs=manifests[:2] + [Path(cfg.data.vocabulary)],
+        Stage("train", lambda: train_stage(cfg), inputs=train_inputs + [Path(cfg.data.vocabulary)],
               outputs=[exp / "best.pt"], config=train_keys),
         Stage("tune", lambda: tune_stage(cfg), inputs=[exp / "best.pt", manifests[1], lm_path(cfg)],
               outputs=[exp / "decoding.json"], config=asdict(cfg.lm)),

@@ -25,8 +25,8 @@ from tqdm import tqdm
 from . import allocator
 from .atomic import atomic_write, write_text_atomic
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, save_config, to_dict
-from .data import Batch, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, make_batches
+from .config import Config, DataConfig, save_config, to_dict
+from .data import BandLimit, Batch, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, make_batches
 from .decoding import greedy_decode
 from .distributed import Group, any_rank, barrier, gather, join, leave
 from .features import num_frames, spec_augment
@@ -103,6 +103,22 @@ def screen_utterances(utts: list[Utterance], split: str, vocab: Vocabulary, mode
             continue
         kept.append(u)
     return kept
+
+
+def train_sources(data: DataConfig) -> list[tuple[str, float, list[Utterance]]]:
+    """(name, weight, utterances) of data.train_manifest and each of data.train_sources."""
+    out = [(Path(data.train_manifest).stem, data.train_weight, read_manifest(data.train_manifest))]
+    for src in data.train_sources:
+        out.append((src.name or Path(src.manifest).stem, src.weight, read_manifest(src.manifest)))
+    return out
+
+
+def describe_sources(sources: list[tuple[str, float, list[Utterance]]]) -> str:
+    """The log line of what each training source gives an epoch."""
+    hours = [weight * sum(u.duration for u in utts) / 3600 for _, weight, utts in sources]
+    parts = [f"{name} {len(utts)} utterances x {weight:g} = {h:.2f} h ({100 * h / max(sum(hours), 1e-9):.0f}%)"
+             for (name, weight, utts), h in zip(sources, hours)]
+    return f"training sources per epoch: {'; '.join(parts)}"
 
 
 def _lr_lambda(cfg: Config, total_steps: int):
@@ -304,7 +320,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     torch.manual_seed(t.seed)
     random.seed(t.seed)
 
-    train_utts = read_manifest(cfg.data.train_manifest)
+    sources = train_sources(cfg.data)
+    train_utts = [u for _, _, utts in sources for u in utts]
     dev_utts = read_manifest(cfg.data.dev_manifest)
     if cfg.data.vocabulary:
         vocab = load_vocabulary(cfg.data.vocabulary)
@@ -316,7 +333,10 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
 
     model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
     rejections = Rejections()
-    train_utts = screen_utterances(train_utts, "train", vocab, model, cfg, rejections, check_duration=True)
+    sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, check_duration=True))
+               for name, weight, utts in sources]
+    train_utts = [u for _, _, utts in sources for u in utts]
+    source_of = [k for k, (_, _, utts) in enumerate(sources) for _ in utts]
     dev_utts = screen_utterances(dev_utts, "dev", vocab, model, cfg, rejections, check_duration=False)
     if group.main:
         rejections.write(exp / "rejected.tsv")
@@ -324,6 +344,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
              f"{len(dev_utts)} dev; left out: {rejections.summary()} (see {exp / 'rejected.tsv'})")
     if not train_utts:
         raise TrainingError("no training utterances left after screening; see rejected.tsv")
+    if len(sources) > 1:
+        log.info(describe_sources(sources))
     log.info(f"model: DeepSpeech2 {cfg.model.conv_layers} conv + {cfg.model.rnn_layers} x "
              f"{'bi' if cfg.model.bidirectional else 'uni'}{cfg.model.rnn_type.upper()}({cfg.model.rnn_hidden}), "
              f"{len(vocab)} outputs, {model.num_parameters():,} parameters; device {device}"
@@ -335,10 +357,13 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
              if cfg.data.noise_dir else None)
     reverb = (Reverb(cfg.features.sample_rate, cfg.data.reverb_prob, cfg.data.reverb_rt60)
               if cfg.data.reverb_prob else None)
+    bandlimit = (BandLimit(cfg.features.sample_rate, cfg.data.bandlimit_prob, cfg.data.bandlimit_rates)
+                 if cfg.data.bandlimit_prob else None)
     train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
-                                 cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb)
+                                 cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb, bandlimit)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
-                                 t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob)
+                                 t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob,
+                                 source_of, [weight for _, weight, _ in sources])
     if cfg.data.concat_prob:
         log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(len(train_utts) * cfg.data.concat_prob) // 2} pairs "
                  f"of training utterances joined after a pause, new pairs each epoch")

@@ -1,14 +1,17 @@
-"""Training data: augmentation (speed, silence padding, concatenation, noise, reverberation) and the duration-bucketed, rank-sharded batch sampler."""
+"""Training data: augmentation (speed, silence padding, concatenation, noise, reverberation, band limits) and the
+duration-bucketed, rank-sharded batch sampler with weighted sources."""
 import dataclasses
 import random
 
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asr.audio import AudioError
-from asr.data import (BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, join_pairs,
-                      pad_with_silence)
+from asr.data import (BandLimit, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, join_pairs,
+                      pad_with_silence, weighted_indices)
 from asr.manifest import read_manifest
 from asr.text import CharVocabulary
 
@@ -126,7 +129,7 @@ def test_a_pair_with_an_unreadable_half_keeps_the_other_and_reports_it(corpus, t
 
 def test_join_pairs_uses_every_utterance_once_and_pairs_change_each_epoch():
     for count, prob in [(100, 0.15), (101, 0.5), (7, 1.0), (10, 0.0)]:
-        items = join_pairs(count, prob, random.Random(1))
+        items = join_pairs(range(count), prob, random.Random(1))
         flat = [i for it in items for i in (it if isinstance(it, tuple) else (it,))]
         assert sorted(flat) == list(range(count))
         assert sum(isinstance(it, tuple) for it in items) == int(count * prob) // 2
@@ -168,3 +171,50 @@ def test_sharded_sampler_covers_every_batch_equally(world, concat_prob):
         s = BucketBatchSampler(durations, 4, seed=7, rank=world - 1, world=world, concat_prob=concat_prob)
         s.set_epoch(epoch, skip=2)
         assert [tuple(b) for b in s] == shards[-1][2:]  # resuming inside an epoch
+
+
+@given(st.lists(st.integers(0, 2), min_size=1, max_size=60), st.lists(st.floats(0.05, 3.0), min_size=3, max_size=3),
+       st.integers(0, 10))
+@settings(max_examples=60, deadline=None)
+def test_weighted_indices_give_each_source_its_share(sources, weights, seed):
+    """Each utterance of a source of weight w comes floor(w) or floor(w) + 1 times, round(w * n) in all."""
+    got = weighted_indices(sources, weights, random.Random(seed))
+    assert got == sorted(got)
+    for s in set(sources):
+        members = [i for i, x in enumerate(sources) if x == s]
+        whole = int(weights[s])
+        counts = [got.count(i) for i in members]
+        assert all(c in (whole, whole + 1) for c in counts)
+        assert sum(counts) == whole * len(members) + int(round((weights[s] - whole) * len(members)))
+
+
+def test_mixed_sampler_shares_change_each_epoch_and_resume_exactly():
+    durations = [random.Random(i).uniform(1, 10) for i in range(300)]
+    sources = [0] * 200 + [1] * 100  # 200 synthetic utterances at weight 0.5, 100 real ones at 2
+    s = BucketBatchSampler(durations, 8, seed=5, sources=sources, weights=[0.5, 2.0], concat_prob=0.2)
+    seen = []
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        flat = [i for b in s for it in b for i in (it if isinstance(it, tuple) else (it,))]
+        assert sum(i < 200 for i in flat) == 100 and sum(i >= 200 for i in flat) == 200
+        assert all(flat.count(i) == 2 for i in range(200, 300))
+        seen.append({i for i in flat if i < 200})
+    assert seen[0] != seen[1] != seen[2]  # a new half of the down-weighted source each epoch
+    assert len(seen[0] | seen[1] | seen[2]) > 150
+    again = BucketBatchSampler(durations, 8, seed=5, sources=sources, weights=[0.5, 2.0], concat_prob=0.2)
+    again.set_epoch(2, skip=3)
+    assert list(again) == list(s)[3:]
+    with pytest.raises(ValueError, match="source"):
+        BucketBatchSampler(durations, 8, sources=[0, 1], weights=[1.0])
+
+
+def test_bandlimit_removes_energy_above_half_the_rate_and_keeps_length():
+    rate = 16000
+    t = np.arange(rate) / rate
+    wave = (0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 6500 * t)).astype(np.float32)
+    out = BandLimit(rate, prob=1.0, rates=[11025])(wave, random.Random(0))
+    assert out.dtype == np.float32 and len(out) == len(wave)
+    spectrum = np.abs(np.fft.rfft(out))
+    assert spectrum[6500] < 0.01 * spectrum[1000]  # 6.5 kHz is above 11,025 / 2: gone
+    assert 0.8 < spectrum[1000] / np.abs(np.fft.rfft(wave))[1000] < 1.2  # 1 kHz kept
+    assert BandLimit(rate, prob=0.0)(wave, random.Random(0)) is wave
