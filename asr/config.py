@@ -186,7 +186,7 @@ def validate(cfg: Any) -> None:
             if not 0.0 < w <= 100.0:
                 key = "data.train_weight" if i == 0 else f"data.train_sources[{i - 1}].weight"
                 raise ConfigError(f"config key {key!r} = {w}: must be in (0, 100]")
-        if data.bandlimit_prob and not all(0 < r < cfg.features.sample_rate for r in data.bandlimit_rates):
+        if data.bandlimit_prob and not (data.bandlimit_rates and all(0 < r < cfg.features.sample_rate for r in data.bandlimit_rates)):
             raise ConfigError(f"config key 'data.bandlimit_rates' = {list(data.bandlimit_rates)}: each must be "
                               f"below features.sample_rate ({cfg.features.sample_rate})")
     for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob"):
@@ -256,12 +256,16 @@ def from_dict(data: dict, schema: type[C] = Config) -> C:
         if k not in names:
             continue
         ftype = names[k].type
-        sub = _SECTIONS.get(ftype) if isinstance(ftype, str) else None
-        kwargs[k] = from_dict(v, sub) if sub is not None and isinstance(v, dict) else v
+        inner = ftype[len("list["):-1] if isinstance(ftype, str) and ftype.startswith("list[") else None
+        sub = _SECTIONS.get(inner or ftype) if isinstance(ftype, str) else None
+        if sub is not None and inner and isinstance(v, list):
+            kwargs[k] = [from_dict(x, sub) if isinstance(x, dict) else x for x in v]
+        else:
+            kwargs[k] = from_dict(v, sub) if sub is not None and isinstance(v, dict) else v
     return schema(**kwargs)
 
 
-_SECTIONS = {c.__name__: c for c in (DataConfig, FeatureConfig, SpecAugmentConfig, ModelConfig, TrainConfig)}
+_SECTIONS = {c.__name__: c for c in (SourceConfig, DataConfig, FeatureConfig, SpecAugmentConfig, ModelConfig, TrainConfig)}
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

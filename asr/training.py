@@ -365,7 +365,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
                                  t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob,
                                  source_of, [weight for _, weight, _ in sources])
     if cfg.data.concat_prob:
-        log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(len(train_utts) * cfg.data.concat_prob) // 2} pairs "
+        per_epoch = sum(round(weight * len(utts)) for _, weight, utts in sources)
+        log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(per_epoch * cfg.data.concat_prob) // 2} pairs "
                  f"of training utterances joined after a pause, new pairs each epoch")
     # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,

@@ -19,10 +19,14 @@ def test_overrides_are_typed():
     ("data.reverb_prob=2", "data.reverb_prob"), ("data.reverb_rt60=[0.5,9]", "data.reverb_rt60"),
     ("data.reverb_rt60=[0.5]", "data.reverb_rt60"),
     ("train.cpu_gru=fast", "train.cpu_gru"),
+    ("data.train_weight=0", "data.train_weight"), ("data.bandlimit_prob=1.2", "data.bandlimit_prob"),
+    (["data.bandlimit_rates=[8000,22050]", "data.bandlimit_prob=0.5"], "data.bandlimit_rates"),
+    ("data.train_sources=[{manifest: a.jsonl, weight: -1}]", "data.train_sources[0].weight"),
+    ("data.train_sources=[{weight: 2}]", "data.train_sources"),
 ])
 def test_bad_keys_are_named(override, key):
     with pytest.raises(ConfigError) as e:
-        load_config(None, REQ + [override])
+        load_config(None, REQ + (override if isinstance(override, list) else [override]))
     assert key in str(e.value)
 
 
@@ -62,3 +66,12 @@ def test_too_few_frequency_bins_named(tmp_path, override):
     key = "features.n_mels" if "n_mels" in override else "features.window_ms"
     with pytest.raises(ConfigError, match=key):
         load_config(None, REQ + override.split())
+
+
+def test_train_sources_are_typed_and_survive_a_checkpoint_round_trip():
+    cfg = load_config(None, REQ + ["data.train_sources=[{manifest: people.jsonl, weight: 2.5, name: people}]",
+                                   "data.train_weight=0.5", "data.bandlimit_prob=0.3"])
+    src = cfg.data.train_sources[0]
+    assert (src.manifest, src.weight, src.name, cfg.data.train_weight) == ("people.jsonl", 2.5, "people", 0.5)
+    again = from_dict(to_dict(cfg))
+    assert again.data.train_sources == cfg.data.train_sources and again.data.bandlimit_rates == [8000, 11025]
