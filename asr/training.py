@@ -355,7 +355,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
 
     noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
              if cfg.data.noise_dir else None)
-    reverb = (Reverb(cfg.features.sample_rate, cfg.data.reverb_prob, cfg.data.reverb_rt60)
+    reverb = (Reverb(cfg.features.sample_rate, cfg.data.reverb_prob, cfg.data.reverb_rt60,
+                     rirs=cfg.data.reverb_rirs)
               if cfg.data.reverb_prob else None)
     bandlimit = (BandLimit(cfg.features.sample_rate, cfg.data.bandlimit_prob, cfg.data.bandlimit_rates)
                  if cfg.data.bandlimit_prob else None)

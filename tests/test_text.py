@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from asr.text import CharVocabulary, OutOfVocabularyError, check_vocabulary, normalize_text
@@ -52,3 +54,24 @@ def test_vocabulary_save_load(tmp_path):
 def test_vocabulary_requires_space():
     with pytest.raises(ValueError):
         CharVocabulary(["a", "b"])
+
+
+def test_english_text_from_debian_packages_is_normalised_and_leaves_out_held_out_sentences(tmp_path):
+    from asr.english_text import english_sentences, fortunes
+
+    folder = tmp_path / "fortunes"
+    folder.mkdir()
+    (folder / "wisdom").write_text("Look before you leap.  He who hesitates\nis lost!\n\t\t-- Anon\n%\n"
+                                   "It costs 25 dollars. Short.\n%\n")
+    (folder / "wisdom.dat").write_bytes(b"\0\1binary index")
+    assert [s.strip() for s in fortunes(folder) if s.strip()] == [
+        "Look before you leap.", "He who hesitates is lost!", "It costs 25 dollars.", "Short."]  # no "-- Anon"
+    if not Path("/usr/share/games/fortunes/wisdom").exists():
+        pytest.skip("Debian's fortunes are not installed")
+    sentences = english_sentences(["fortunes"])
+    assert len(sentences) > 10000 and len(set(sentences)) == len(sentences)
+    assert all(s == normalize_text(s) and 3 <= len(s.split()) <= 30 for s in sentences)
+    held_out = sentences[:50]
+    assert not set(english_sentences(["fortunes"], exclude=[s.upper() + "!" for s in held_out])) & set(held_out)
+    with pytest.raises(ValueError, match="unknown text sources"):
+        english_sentences(["gutenberg"])
