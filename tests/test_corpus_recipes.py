@@ -197,13 +197,17 @@ def test_tedlium_recipe_segments_from_stm(corpus, tmp_path):
     assert (tmp_path / "exp" / "best.pt").exists()
 
 
-@pytest.mark.parametrize("size", ["default", "large"])
-def test_synthetic_en_plan_holds_out_voices_and_sentences(size):
+@pytest.mark.parametrize("size, engines", [("default", "espeak,piper"), ("large", "espeak,piper"),
+                                           ("default", "espeak,kokoro")])
+def test_synthetic_en_plan_holds_out_voices_and_sentences(size, engines):
     """Whatever the size, no dev/test voice or sentence is heard in training, and training sentences repeat little."""
     from asr.recipe import load_recipe, recipe_config
+    from asr.synthesis import engine_available
 
+    if not all(engine_available(e) for e in engines.split(",")):
+        pytest.skip(f"{engines}: not all installed (scripts/setup.sh --dev installs them)")
     module = load_recipe(ROOT / "recipes" / "synthetic_en")
-    overrides = [f"size={size}", "synth.engines=[espeak,piper]"]
+    overrides = [f"size={size}", f"synth.engines=[{engines}]"]
     jobs = module.plan(recipe_config(ROOT / "recipes" / "synthetic_en", overrides))
     voices = {s: {j["id"].split("-", 2)[2] for j in jobs[s]} for s in jobs}
     texts = {s: {normalize_text(j["text"]) for j in jobs[s]} for s in jobs}
@@ -212,6 +216,10 @@ def test_synthetic_en_plan_holds_out_voices_and_sentences(size):
         assert not voices["train"] & voices[held_out] and not texts["train"] & texts[held_out]
         assert not variants["train"] & variants[held_out]
     assert len({j["voice"]["engine"] for j in jobs["train"]}) == 2
+    if "kokoro" in engines:  # blend seeds: disjoint speakers, and both accents in training
+        seeds = {s: {j["voice"]["name"] for j in jobs[s] if j["voice"]["engine"] == "kokoro"} for s in jobs}
+        assert seeds["test"] and not seeds["train"] & (seeds["dev"] | seeds["test"])
+        assert {n.rsplit("-", 1)[0] for n in seeds["train"]} == {"en-us", "en-gb"}
     assert len(texts["train"]) == 5813  # 2,347 from prompts.txt + 3,466 from synth.train_prompts
     assert len(variants["train"]) == (69 if size == "large" else 20)  # synth.more_variants in large only
 
@@ -246,6 +254,8 @@ def test_synthetic_en_test_real_reads_pocketsphinx_testdata_layout(tmp_path):
     (root / "cards" / "cards.transcription").write_text("<s> ten of clubs </s> (001)\nten of clubs\n")
     with pytest.raises(ManifestError, match="cards.transcription, line 2"):
         module.real_speech_items(root)
-    missing = recipe_config(ROOT / "recipes" / "synthetic_en", [f"real_speech={tmp_path / 'none'}"])
+    missing = recipe_config(ROOT / "recipes" / "synthetic_en", [f"real_speech={tmp_path / 'none'}",
+                                                                 f"people.resource_file={tmp_path / 'none.1c'}"])
     module.stages(missing)
-    assert missing.test_sets == ["test", "test_pauses"]
+    assert missing.test_sets == ["test", "test_pauses"]  # neither people set: both left out, and said so
+    assert module.voice_groups("fotaq-020006P1") == {"engine": "people"}

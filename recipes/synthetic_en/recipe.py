@@ -17,15 +17,17 @@ from typing import Optional
 
 import soundfile as sf
 
+from asr import queen
 from asr.atomic import atomic_write, write_text_atomic
 from asr.audio import load_audio
 from asr.config import ConfigError
 from asr.data import pad_with_silence
+from asr.english_text import SOURCES, english_sentences
 from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
 from asr.metrics import score
 from asr.recipe import Stage
 from asr.recipe_stages import DECODERS, RecipeConfig, corpus_stages
-from asr.synthesis import SynthesisError, Voice, engine_available, synthesize_corpus
+from asr.synthesis import KOKORO_LANGS, SynthesisError, Voice, engine_available, kokoro_voice, synthesize_corpus
 from asr.text import CharVocabulary, build_vocabulary, normalize_text
 
 log = logging.getLogger("asr.recipe.synthetic_en")
@@ -55,13 +57,16 @@ PIPER = {  # (length_scale, noise_scale, noise_w)
 # Debian's pocketsphinx-testdata: people reading (5 LibriVox sentences of Sense and Sensibility, 5 card names)
 REAL_SPEECH = "/usr/share/pocketsphinx/test/data"
 REAL_SETS = {"librivox": "librivox/transcription", "cards": "cards/cards.transcription"}
+# Kokoro-82M speakers: seeded blends of its five voices (asr.synthesis.kokoro_style), disjoint seed ranges per split
+KOKORO_SEEDS = {"train": range(0, 100), "dev": range(1000, 1004), "test": range(2000, 2008)}
+KOKORO_SCALES = {"train": [0.9, 1.0, 1.15], "dev": [1.0], "test": [0.95, 1.1]}
 FLITE = {"train": ["awb", "rms"], "dev": ["kal16"], "test": ["slt"]}
 FESTIVAL = {"train": ["kal_diphone"], "dev": [], "test": ["ked_diphone", "cmu_us_slt_arctic_hts"]}
 
 
 @dataclass
 class SynthConfig:
-    engines: list[str] = field(default_factory=lambda: ["espeak", "piper"])  # + "flite", "festival"
+    engines: list[str] = field(default_factory=lambda: ["espeak", "piper"])  # + "kokoro", "flite", "festival"
     train_utterances: int = 17000
     dev_utterances: int = 200
     test_utterances: int = 300
@@ -78,11 +83,24 @@ class SynthConfig:
 
 
 @dataclass
+class PeopleConfig:
+    """People speaking, from Flight of the Amazon Queen (asr.queen): training data, dev and the test_people set."""
+
+    resource_file: Optional[str] = queen.RESOURCE_FILE  # null, or not installed: synthetic voices only
+    dev_speakers: list[str] = field(default_factory=lambda: list(queen.DEV_SPEAKERS))
+    test_speakers: list[str] = field(default_factory=lambda: list(queen.TEST_SPEAKERS))
+    limit: int = 0  # at most this many clips per split (0: all), for quick runs
+
+
+@dataclass
 class SyntheticEnConfig(RecipeConfig):
     data_dir: str = "data/synthetic_en"
     synth: SynthConfig = field(default_factory=SynthConfig)
-    test_sets: list[str] = field(default_factory=lambda: ["test", "test_pauses", "test_real"])
+    people: PeopleConfig = field(default_factory=PeopleConfig)
+    test_sets: list[str] = field(default_factory=lambda: ["test_people", "test", "test_pauses", "test_real"])
     real_speech: Optional[str] = REAL_SPEECH  # test_real's recordings, scored when installed (null: never)
+    # <data_dir>/english_text.txt: English from Debian's packages (asr.english_text) for the LM (lm.extra_text)
+    english_text: list[str] = field(default_factory=lambda: list(SOURCES))
 
 
 SCHEMA = SyntheticEnConfig
@@ -97,6 +115,9 @@ def voices(split: str, engines: list[str], more_variants: bool = False) -> dict[
                           for a in ACCENTS for v in variants for r in RATES[split] for p in PITCHES[split]]
     if "piper" in engines:
         pool["piper"] = [Voice("piper", "joe", length_scale=ls, noise_scale=ns, noise_w=nw) for ls, ns, nw in PIPER[split]]
+    if "kokoro" in engines:
+        pool["kokoro"] = [kokoro_voice(lang, seed, ls) for lang in KOKORO_LANGS for seed in KOKORO_SEEDS[split]
+                          for ls in KOKORO_SCALES[split]]
     if "flite" in engines and FLITE[split]:
         pool["flite"] = [Voice("flite", v) for v in FLITE[split]]
     if "festival" in engines and FESTIVAL[split]:
@@ -197,13 +218,39 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
     speakers = {s: {u.speaker for u in read_manifest(data / "manifests" / f"{s}.jsonl")} for s in SPLITS}
     assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
     held_out = {normalize_text(t) for t in all_prompts(cfg.synth)} - {u.text for u in train_utts}
-    write_text_atomic(data / "lm_text.txt", "\n".join(sorted({u.text for u in train_utts})) + "\n")
-    report["lm_text_sentences"] = len({u.text for u in train_utts})
+    report["people"] = write_people(cfg)
+    lm_text = {u.text for u in train_utts + read_manifest(data / "manifests" / "people_train.jsonl")}
+    write_text_atomic(data / "lm_text.txt", "\n".join(sorted(lm_text)) + "\n")
+    report["lm_text_sentences"] = len(lm_text)
     report["held_out_sentences"] = len(held_out)
     report["test_pauses"] = write_test_pauses(cfg)
     if "test_real" in cfg.test_sets:
         report["test_real"] = write_test_real(cfg)
+    # no sentence of any dev or test set (nor a held-out prompt) reaches the LM
+    scored = [u.text for name in ("dev", "people_dev", *cfg.test_sets) if (data / "manifests" / f"{name}.jsonl").exists()
+              for u in read_manifest(data / "manifests" / f"{name}.jsonl")]
+    english = english_sentences(cfg.english_text, exclude=[*held_out, *scored])
+    write_text_atomic(data / "english_text.txt", "".join(f"{t}\n" for t in english))
+    report["english_text_sentences"] = len(english)
     write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
+
+
+def has_people(cfg: SyntheticEnConfig) -> bool:
+    return bool(cfg.people.resource_file) and Path(cfg.people.resource_file).exists()
+
+
+def write_people(cfg: SyntheticEnConfig) -> dict:
+    """manifests/people_{train,dev}.jsonl and test_people.jsonl from the game's voice actors (training on
+    people_train is an option: data.train_sources). Without the game, people_train.jsonl is empty."""
+    data = Path(cfg.data_dir)
+    if not has_people(cfg):
+        write_manifest(data / "manifests" / "people_train.jsonl", [])
+        return {"source": None}
+    p = cfg.people
+    report = queen.prepare(p.resource_file, data, cfg.features.sample_rate, p.dev_speakers, p.test_speakers,
+                           {"train": "people_train", "dev": "people_dev", "test": "test_people"},
+                           cfg.data.max_duration, p.limit)
+    return {**report, "source": p.resource_file}
 
 
 def write_test_pauses(cfg: SyntheticEnConfig) -> dict:
@@ -265,6 +312,8 @@ def voice_groups(utt_id: str) -> dict[str, str]:
     """The groups of one utterance, from its id: engine, and for espeak its variant and accent."""
     if utt_id.startswith("real-"):
         return {"engine": "human"}
+    if utt_id.startswith("fotaq-"):
+        return {"engine": "people"}
     voice = utt_id.split("-", 2)[2]  # test-000012-espeak-en-029_edward-r185-p45, test-000000-piper-joe-l1.05-...
     engine = voice.split("-", 1)[0]
     if engine != "espeak":
@@ -302,16 +351,26 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
         log.info(f"no test_real set: no recordings at real_speech={cfg.real_speech} "
                  "(Debian: apt-get install pocketsphinx-testdata)")
         cfg.test_sets = [t for t in cfg.test_sets if t != "test_real"]
-    real = "test_real" in cfg.test_sets
-    manifests = [data / "manifests" / f"{s}.jsonl" for s in (*SPLITS, "test_pauses", *(["test_real"] if real else []))]
+    if "test_people" in cfg.test_sets and not has_people(cfg):
+        log.info(f"no people in training and no test_people set: people.resource_file={cfg.people.resource_file} "
+                 "is not installed (Debian: apt-get install flight-of-the-amazon-queen)")
+        cfg.test_sets = [t for t in cfg.test_sets if t != "test_people"]
+    real, people = "test_real" in cfg.test_sets, "test_people" in cfg.test_sets
+    manifests = [data / "manifests" / f"{s}.jsonl"
+                 for s in (*SPLITS, "test_pauses", "people_train", *(["test_real"] if real else []),
+                           *(["test_people"] if people else []))]
     prompts = [prompt_file(p) for p in (cfg.synth.prompts, cfg.synth.train_prompts) if p]
     synthesize = Stage("synthesize", lambda: synthesize_stage(cfg), inputs=prompts,
                        outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
                        config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir})
-    prepare = Stage("prepare", lambda: prepare_stage(cfg), inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
-                    outputs=manifests + [data / "vocab.json", data / "lm_text.txt"],
+    prepare = Stage("prepare", lambda: prepare_stage(cfg),
+                    inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS]
+                    + ([Path(cfg.people.resource_file)] if people else []),
+                    outputs=manifests + [data / "vocab.json", data / "lm_text.txt", data / "english_text.txt"],
                     config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size,
-                            "real_speech": cfg.real_speech if real else None})
+                            "real_speech": cfg.real_speech if real else None,
+                            "people": asdict(cfg.people) if people else None, "max_duration": cfg.data.max_duration,
+                            "english_text": cfg.english_text})
     exp = Path(cfg.exp_dir)
     decodes = [exp / f"decode_{name}_{d}" / "utterances.jsonl" for name in ["dev", *cfg.test_sets] for d in DECODERS]
     voices_ = Stage("voices", lambda: voices_stage(cfg, decodes), inputs=decodes, outputs=[exp / "by_voice.json"])
