@@ -9,9 +9,10 @@ name says which dialogue line it speaks (the format of ScummVM's engines/queen t
                      segment number), spaces as '0', + ".SB"          e.g. 020006J1.SB
 
 A line is cut into segments at its '*' stage directions (*FL, *03, *XY00(237,112), ...), one clip
-per segment. Clips of cutaway scenes and of Joe's object descriptions have no dialogue entry and
-are reported as untranscribed. Speakers: Joe, or the dialogue's character (the .DOG name less its
-trailing digits: BOB1.DOG and BOB2.DOG are both Bob).
+per segment. Joe's stock responses and object descriptions are lines of QUEEN2.JAS, spoken by
+clips JOE<number><segment>.SB. Clips of cutaway scenes (.CUT) are not read yet and are reported as
+untranscribed. Speakers: Joe, or the dialogue's character (the .DOG name less its trailing digits:
+BOB1.DOG and BOB2.DOG are both Bob).
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ log = logging.getLogger("asr.queen")
 
 RESOURCE_FILE = "/usr/share/scummvm/flight-of-the-amazon-queen/queen.1c"
 SAMPLE_RATE = 11025  # the clips' own rate
-DOG_HEADER = 20  # bytes before a dialogue's data
+DOG_HEADER = 20  # bytes before a dialogue's data (and before QUEEN.JAS's)
+JOE_RESPONSES = 40  # Joe's stock responses ("It doesn't seem to open") before the object descriptions
 NO_TEXT = ("", "0")  # how a dialogue marks an absent line
 # characters held out whole, women and men in both: 384 clips (0.31 h) for dev, 537 (0.42 h) for test
 DEV_SPEAKERS = ("TAM", "ORACLE", "LOLA", "IAN", "FRANK")
@@ -180,13 +182,34 @@ def dialogue_lines(data: bytes, name: str) -> list[Line]:
             for index, text in segments(sentence) if text.strip()]
 
 
+def joe_lines(resources: ResourceFile) -> list[Line]:
+    """Joe's responses and object descriptions: lines of QUEEN2.JAS, whose counts QUEEN.JAS holds. QUEEN2.JAS
+    lists the object descriptions, object names, room names, 12 verbs, then Joe's 40 responses; clip JOE%04d<seg>
+    speaks response k (1-40), or description k - 40."""
+    if "QUEEN.JAS" not in resources.entries or "QUEEN2.JAS" not in resources.entries:
+        return []
+    header = resources.read("QUEEN.JAS")[DOG_HEADER:DOG_HEADER + 8]
+    if len(header) < 8:
+        raise QueenDataError(f"{resources.path}: QUEEN.JAS is shorter than its header")
+    rooms, names, _, descriptions = struct.unpack(">4H", header)
+    text = resources.read("QUEEN2.JAS").decode("latin-1").replace("\r\n", "\n").split("\n")
+    verbs = descriptions + names + rooms
+    if len(text) < verbs + 12 + JOE_RESPONSES:
+        raise QueenDataError(f"{resources.path}: QUEEN2.JAS has {len(text)} lines, fewer than QUEEN.JAS counts")
+    said = [(k, line) for k, line in enumerate(text[verbs + 12: verbs + 12 + JOE_RESPONSES], 1)]
+    said += [(JOE_RESPONSES + k, line) for k, line in enumerate(text[:descriptions], 1)]
+    return [Line(_clip(f"JOE{k:04d}", index), segment.strip(), "JOE", "QUEEN2.JAS")
+            for k, sentence in said if sentence not in NO_TEXT
+            for index, segment in segments(sentence) if segment.strip()]
+
+
 def inventory(resources: ResourceFile) -> Inventory:
     """Every .SB clip: transcribed by exactly one dialogue line, named by conflicting lines, or by none."""
     named: dict[str, list[Line]] = defaultdict(list)
-    for dog in resources.names(".DOG"):
-        for line in dialogue_lines(resources.read(dog), dog):
-            if all(line.text != other.text for other in named[line.clip]):
-                named[line.clip].append(line)
+    lines = [line for dog in resources.names(".DOG") for line in dialogue_lines(resources.read(dog), dog)]
+    for line in lines + joe_lines(resources):
+        if all(line.text != other.text for other in named[line.clip]):
+            named[line.clip].append(line)
     clips = set(resources.names(".SB"))
     inv = Inventory()
     for clip, lines in sorted(named.items()):
@@ -264,7 +287,7 @@ def prepare(resource_path: str | Path, data_dir: str | Path, sample_rate: int, d
     for clip, lines in inv.ambiguous:
         status[clip] = "ambiguous\t" + " | ".join(f"{x.dialogue}: {x.text}" for x in lines)
     for clip in inv.untranscribed:
-        status[clip] = "untranscribed\tno dialogue line names it (cutaway scene or object description)"
+        status[clip] = "untranscribed\tno dialogue line names it (a cutaway scene's, not read yet)"
     with atomic_write(data / "inventory.tsv") as f:
         f.write("clip\tstatus\tdetail\n")
         for clip in sorted(status):

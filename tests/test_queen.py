@@ -46,11 +46,13 @@ def test_installed_game_every_clip_accounted_for(resources):
     assert len(clips) == 6745 and resources.version == "CEM10"
     assert transcribed | ambiguous | set(inv.untranscribed) == clips  # nothing lost ...
     assert len(transcribed) + len(ambiguous) + len(inv.untranscribed) == len(clips)  # ... and nothing twice
-    assert len(transcribed) > 3900
+    assert len(transcribed) > 4500
     assert all(line.clip not in clips for line in inv.lines_without_audio)
     by_clip = {line.clip: line for line in inv.transcribed}
     assert by_clip["020006J1.SB"].speaker == "JOE" and by_clip["020006P1.SB"].speaker == "AND"
     assert by_clip["020006P1.SB"].text == "You're asking for trouble King."
+    assert by_clip["JOE00011.SB"].text == "It doesn't seem to open" and by_clip["JOE00011.SB"].speaker == "JOE"
+    assert not [c for c in inv.untranscribed if c.startswith("JOE")]  # every response and description read
     assert all("*" not in line.text and line.text for line in inv.transcribed)
     wave = queen.decode_clip(resources.read("020006P1.SB"), "020006P1.SB", 16000)
     assert wave.dtype == np.float32 and 0.5 < len(wave) / 16000 < 5 and np.abs(wave).max() > 0.05
