@@ -322,24 +322,29 @@ def voice_groups(utt_id: str) -> dict[str, str]:
     return {"engine": engine, "variant": rest.split("-r", 1)[0], "accent": accent}
 
 
-def by_voice(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    """{grouping: {group: WER/CER scores}} over the per-utterance rows of one decode."""
+def by_voice(rows: list[dict], speakers: dict[str, str] | None = None) -> dict[str, dict[str, dict]]:
+    """{grouping: {group: WER/CER scores}} over the per-utterance rows of one decode; `speakers` (id -> speaker)
+    adds a "speaker" grouping, the game's characters for people."""
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        for grouping, name in voice_groups(row["id"]).items():
+        named = {"speaker": speakers[row["id"]]} if speakers and row["id"] in speakers else {}
+        for grouping, name in {**voice_groups(row["id"]), **named}.items():
             groups[grouping][name].append(row)
     return {grouping: {name: score([r["reference"] for r in rs], [r["hypothesis"] for r in rs])
                        for name, rs in sorted(members.items())} for grouping, members in groups.items()}
 
 
 def voices_stage(cfg: SyntheticEnConfig, decodes: list[Path]) -> None:
-    """WER by engine, espeak variant and accent for every decode, to <exp>/by_voice.json."""
+    """WER by engine, espeak variant and accent, and by character for people, for every decode, to
+    <exp>/by_voice.json."""
+    people = [Path(cfg.data_dir) / "manifests" / f"{n}.jsonl" for n in ("people_dev", "test_people")]
+    speakers = {u.id: u.speaker for p in people if p.exists() for u in read_manifest(p)}
     table = {}
     for utterances in decodes:
         rows = [json.loads(line) for line in utterances.read_text().splitlines() if line.strip()]
         name = utterances.parent.name.removeprefix("decode_")
-        table[name] = by_voice(rows)
-        groups = {**table[name]["engine"], **table[name].get("variant", {})}
+        table[name] = by_voice(rows, speakers)
+        groups = {**table[name]["engine"], **table[name].get("variant", {}), **table[name].get("speaker", {})}
         log.info(f"{name} WER by voice: " + ", ".join(f"{g} {100 * s['wer']:.1f}% ({s['utterances']})"
                                                       for g, s in groups.items()))
     write_text_atomic(Path(cfg.exp_dir) / "by_voice.json", json.dumps(table, indent=1))
