@@ -64,8 +64,12 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, offset: float =
         raise AudioError(f"{path}: no audio samples")
     if not np.isfinite(audio).all():
         raise AudioError(f"{path}: audio holds NaN or infinite samples")
+    if not 1000 <= sr <= 768000:
+        raise AudioError(f"{path}: implausible sample rate {sr} Hz in its header (damaged file?)")
     if sr != sample_rate:
         audio = soxr.resample(audio, sr, sample_rate).astype(np.float32)
+        if audio.size == 0:
+            raise AudioError(f"{path}: {sr} Hz audio too short to give one sample at {sample_rate} Hz")
     return audio
 
 

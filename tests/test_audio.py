@@ -61,6 +61,19 @@ def test_errors_name_the_file(tmp_path):
         load_audio(tmp_path / "nan.wav")
 
 
+def test_damaged_header_rate_is_a_clear_error(tmp_path):
+    """A flipped byte in a WAV header's rate (67 MHz) once resampled to no samples at all, and passed as audio."""
+    sf.write(str(tmp_path / "ok.wav"), np.full(1600, 0.1, np.float32), 16000, subtype="PCM_16")
+    data = bytearray((tmp_path / "ok.wav").read_bytes())
+    data[27] = 0x04  # the sample rate's high byte: 16000 Hz -> 67,124,864 Hz
+    (tmp_path / "bad.wav").write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=r"bad.wav: implausible sample rate \d+ Hz"):
+        load_audio(tmp_path / "bad.wav")
+    sf.write(str(tmp_path / "tiny.wav"), np.full(1, 0.1, np.float32), 48000)
+    with pytest.raises(AudioError, match="tiny.wav: 48000 Hz audio too short"):
+        load_audio(tmp_path / "tiny.wav", 16000)
+
+
 def test_is_silent(speech):
     assert is_silent(np.zeros(100, np.float32))
     assert is_silent(np.full(100, 1e-4, np.float32))
