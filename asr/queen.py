@@ -261,8 +261,8 @@ def prepare(resource_path: str | Path, data_dir: str | Path, sample_rate: int, d
         split, clip_id = split_of(line.speaker, dev_speakers, test_speakers), f"fotaq-{line.clip[:-3]}"
         if limit and len(items[split]) + len(failed[split]) >= limit:
             continue
-        path = data / "audio" / "fotaq" / f"{line.clip[:-3]}.flac"
-        if not path.exists():
+        path = data / "audio" / "fotaq" / str(sample_rate) / f"{line.clip[:-3]}.flac"
+        if not path.exists():  # decoded by an earlier run at this rate
             try:
                 wave = decode_clip(resources.read(line.clip), line.clip, sample_rate)
             except QueenDataError as e:
@@ -274,12 +274,27 @@ def prepare(resource_path: str | Path, data_dir: str | Path, sample_rate: int, d
     report = {split: prepare_split(items[split], data, name, max_duration=max_duration if split == "train"
                                    else float("inf"), extra_rejected=failed[split])
               for split, name in names.items()}
+    write_inventory(data, inv, names, dev_speakers, test_speakers, {it.id for split in items for it in items[split]},
+                    limit)
+    report["clips"] = {"total": len(resources.names(".SB")), "transcribed": len(inv.transcribed),
+                       "ambiguous": len(inv.ambiguous), "untranscribed": len(inv.untranscribed),
+                       "dialogue_lines_without_audio": len(inv.lines_without_audio)}
+    report["speakers"] = {names[s]: sorted({line.speaker for line in inv.transcribed
+                                            if split_of(line.speaker, dev_speakers, test_speakers) == s})
+                          for s in names}
+    log.info(f"{resources.path}: {report['clips']}")
+    return report
+
+
+def write_inventory(data: Path, inv: Inventory, names: dict[str, str], dev_speakers: Sequence[str],
+                    test_speakers: Sequence[str], used: set[str], limit: int) -> None:
+    """<data>/inventory.tsv: every clip once, with its manifest, or why it is in none (the rejections are read
+    back from prepare_split's rejected/<name>.tsv)."""
     status = {}
     for split, name in names.items():
         for row in (data / "rejected" / f"{name}.tsv").read_text().splitlines()[1:]:
             clip_id, reason = row.split("\t")[:2]
             status[clip_id[len("fotaq-"):] + ".SB"] = f"rejected\t{reason}"
-    used = {it.id for split in items for it in items[split]}
     for line in inv.transcribed:
         split = split_of(line.speaker, dev_speakers, test_speakers)
         status.setdefault(line.clip, f"{names[split]}\t{line.speaker}" if f"fotaq-{line.clip[:-3]}" in used
@@ -292,11 +307,3 @@ def prepare(resource_path: str | Path, data_dir: str | Path, sample_rate: int, d
         f.write("clip\tstatus\tdetail\n")
         for clip in sorted(status):
             f.write(f"{clip}\t{status[clip]}\n")
-    report["clips"] = {"total": len(resources.names(".SB")), "transcribed": len(inv.transcribed),
-                       "ambiguous": len(inv.ambiguous), "untranscribed": len(inv.untranscribed),
-                       "dialogue_lines_without_audio": len(inv.lines_without_audio)}
-    report["speakers"] = {names[s]: sorted({line.speaker for line in inv.transcribed
-                                            if split_of(line.speaker, dev_speakers, test_speakers) == s})
-                          for s in names}
-    log.info(f"{resources.path}: {report['clips']}")
-    return report
