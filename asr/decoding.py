@@ -180,7 +180,7 @@ class CTCBeamDecoder:
         return self._rescore(lp, hyps, n)
 
     def _rescore(self, lp: np.ndarray, hyps: list[Hypothesis], n: int) -> list[Hypothesis]:
-        """Exact acoustic scores for the finalists and the greedy labeling, then the `n` best.
+        """Exact acoustic scores for the finalists and the greedy labeling, then the `n` best distinct transcripts.
 
         The search's prefix probabilities lose the mass of pruned alignments; the exact forward
         score repairs the final order and, without an LM, makes the result never worse than greedy.
@@ -202,6 +202,8 @@ class CTCBeamDecoder:
             exact = float(beam_kernel.labeling_logp(lp, np.asarray(h.tokens, dtype=np.int64), self.blank))
             out.append(Hypothesis(h.text, exact + h.lm_score, exact, h.lm_score, h.words, h.tokens))
         out.sort(key=lambda h: h.score, reverse=True)
+        texts: set[str] = set()  # labelings that differ only in spaces give one transcript: the best of them
+        out = [h for h in out if not (h.text in texts or texts.add(h.text))]
         return out[:n] or [Hypothesis("", 0.0, 0.0, 0.0)]
 
     def _candidates(self, lp: np.ndarray) -> np.ndarray:
@@ -255,6 +257,28 @@ class CTCBeamDecoder:
         if not results:
             results = [Hypothesis("", 0.0, 0.0, 0.0)]
         return results[:n]
+
+    def score(self, log_probs, text: str) -> float:
+        """The search's objective for a transcript of character labels: the exact CTC log-probability of its best
+        labeling (the words with or without a space at either end) plus the LM and hotword terms of its words and
+        the sentence end. `nbest` ranks its finalists by this."""
+        if self.pieces:
+            raise ValueError("score() takes character vocabularies; a piece vocabulary's text has many labelings")
+        index = {lab: i for i, lab in enumerate(self.labels) if i != self.blank}
+        missing = sorted({c for c in text if c not in index})
+        if missing:
+            raise ValueError(f"characters outside the decoder's labels: {''.join(missing)!r} in {text!r}")
+        lp = np.asarray(log_probs, dtype=np.float64)
+        words = text.split()
+        core = " ".join(words)
+        variants = {core, f" {core}", f"{core} ", f" {core} "} if " " in index else {core}
+        total = max(float(beam_kernel.labeling_logp(lp, np.asarray([index[c] for c in v], dtype=np.int64),
+                                                    self.blank)) for v in variants)
+        state = self.lm.start() if self.lm is not None else 0
+        for word in words:
+            word_score, state = self._word_score(state, word)
+            total += word_score
+        return total + (self.lm.score_end(state) if self.lm is not None else 0.0)
 
     def decode(self, log_probs) -> str:
         """Best transcript of one utterance's log-probs (T, V)."""

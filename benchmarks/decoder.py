@@ -5,8 +5,12 @@ Flashlight decoder when installed), on the same cached log-probs, the same LM an
         --manifest data/synthetic_en/manifests/test.jsonl --lm exp/synthetic_en/lm/4gram.arpa \
         [--alpha A --beta B] [--beam 100] [--limit N]
 
-alpha/beta default to the values `asr lm tune` wrote beside the model. Times are single-process
-milliseconds per utterance (median of --repeats passes); the acoustic model's time is not included.
+    python benchmarks/decoder.py --controlled [--oov]    # log-probs whose truth is known (asr.controlled_logits)
+
+alpha/beta default to the values `asr lm tune` wrote beside the model (1.0 / 0.5 with --controlled). Times are
+single-process milliseconds per utterance (median of --repeats passes); the acoustic model's time is not included.
+Each wrong transcript is sorted into a search error (the truth scores higher under the shared objective, exact CTC
+log-prob + alpha LM + beta per word) or a scoring error (no search could have found the truth).
 """
 from __future__ import annotations
 
@@ -15,13 +19,14 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from asr import beam_kernel  # noqa: E402
+from asr.controlled_logits import LABELS, controlled_logits, error_kinds, write_bigram_lm  # noqa: E402
 from asr.decoding import CTCBeamDecoder  # noqa: E402
 from asr.inference import tuned_decoding  # noqa: E402
 from asr.lm import arpa_unigrams  # noqa: E402
@@ -36,19 +41,6 @@ def timed(fn, items, repeats: int) -> tuple[list[str], float]:
         hyps = [fn(x) for x in items]
         times.append((time.perf_counter() - t0) / len(items) * 1000)
     return hyps, statistics.median(times)
-
-
-def fused_score(dec: CTCBeamDecoder, lp: np.ndarray, text: str) -> float | None:
-    """The search's objective for one transcript: exact CTC log-prob of its characters + alpha LM + beta words."""
-    index = {c: i for i, c in enumerate(dec.labels)}
-    if any(c not in index for c in text):
-        return None
-    acoustic = float(beam_kernel.labeling_logp(lp.astype(np.float64), np.asarray([index[c] for c in text]), dec.blank))
-    state, lm = dec.lm.start(), 0.0
-    for word in text.split():
-        score, state = dec.lm.score_word(state, word)
-        lm += score
-    return acoustic + lm + dec.lm.score_end(state)
 
 
 def pyctcdecode_decoder(labels: list[str], lm: str, alpha: float, beta: float, unk_offset: float):
@@ -73,32 +65,41 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="first N utterances only")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--controlled", action="store_true", help="known-truth log-probs instead of a model's")
+    ap.add_argument("--oov", action="store_true", help="with --controlled: 'hallo' outside the LM")
+    ap.add_argument("--seed", type=int, default=1, help="with --controlled")
     args = ap.parse_args()
 
-    tuned = tuned_decoding(args.model) or {}
+    if args.controlled:
+        lm = write_bigram_lm(Path(tempfile.mkdtemp()) / "bigram.arpa", drop=("hallo",) if args.oov else ())
+        args.lm = str(lm)
+        items, refs = controlled_logits(args.limit or 300, seed=args.seed)
+        labels, blank, tuned = LABELS, 0, {"alpha": 1.0, "beta": 0.5}
+    else:
+        tuned = tuned_decoding(args.model) or {}
+        log_probs, refs, info = cached_log_probs(args.model, args.manifest)
+        items = [lp.numpy().astype(np.float32) for lp in log_probs][: args.limit]
+        refs, labels, blank = refs[: args.limit], info["labels"], info["blank"]
     alpha = args.alpha if args.alpha is not None else tuned.get("alpha", 0.5)
     beta = args.beta if args.beta is not None else tuned.get("beta", 1.0)
-    log_probs, refs, info = cached_log_probs(args.model, args.manifest)
-    items = [lp.numpy().astype(np.float32) for lp in log_probs][: args.limit]
-    refs = refs[: args.limit]
-    labels, unk = info["labels"], -10.0
+    unk = -10.0
     print(f"{len(items)} utterances, {sum(len(x) for x in items)} frames; LM {args.lm}; alpha {alpha}, beta {beta}, "
           f"beam {args.beam}, token_min_logp {args.token_min_logp}, beam_prune_logp {args.beam_prune_logp}")
 
     rows = []
-    greedy = CTCBeamDecoder(labels, info["blank"], beam_width=1)
+    greedy = CTCBeamDecoder(labels, blank, beam_width=1)
     hyps, ms = timed(greedy.decode, items, args.repeats)
     rows.append(("greedy", word_errors(refs, hyps).rate, ms))
-    ours = CTCBeamDecoder(labels, info["blank"], args.lm, alpha, beta, beam_width=args.beam,
+    ours = CTCBeamDecoder(labels, blank, args.lm, alpha, beta, beam_width=args.beam,
                           token_min_logp=args.token_min_logp, beam_prune_logp=args.beam_prune_logp, unk_offset=unk)
     ours.decode(items[0])  # warm-up: LM loading and caches are not timed for either decoder
     hyps_ours, ms = timed(ours.decode, items, args.repeats)
     rows.append(("ours (beam+LM)", word_errors(refs, hyps_ours).rate, ms))
-    ours_nolm = CTCBeamDecoder(labels, info["blank"], beam_width=args.beam, token_min_logp=args.token_min_logp,
+    ours_nolm = CTCBeamDecoder(labels, blank, beam_width=args.beam, token_min_logp=args.token_min_logp,
                                beam_prune_logp=args.beam_prune_logp)
     hyps, ms = timed(ours_nolm.decode, items, args.repeats)
     rows.append(("ours (beam, no LM)", word_errors(refs, hyps).rate, ms))
-    agree, better = None, [0, 0, 0]  # differing transcripts where ours / pyctcdecode's scores higher / ties
+    agree, kinds = None, {}
     try:
         ref_dec = pyctcdecode_decoder(labels, args.lm, alpha, beta, unk)
         kw = dict(beam_width=args.beam, token_min_logp=args.token_min_logp, beam_prune_logp=args.beam_prune_logp)
@@ -109,13 +110,12 @@ def main() -> None:
         rows.append(("pyctcdecode decode_beams", word_errors(refs, hyps_full).rate, ms))
         agree = (sum(a == b for a, b in zip(hyps_ours, hyps_full)) / len(items),
                  sum(a == b for a, b in zip(hyps_ours, hyps_ref)) / len(items))
-        # where the transcripts differ, which search found the better transcript under the fused objective? (The LM
-        # terms are pyctcdecode's too; it ranks by its beam's acoustic score, we by the exact CTC log-prob.)
-        for lp, a, b in zip(items, hyps_ours, hyps_full):
-            if a != b:
-                sa, sb = fused_score(ours, lp, a), fused_score(ours, lp, b)
-                if sa is not None and sb is not None:
-                    better[0 if sa > sb + 1e-6 else 1 if sb > sa + 1e-6 else 2] += 1
+        kinds = {"ours (beam+LM)": hyps_ours, "pyctcdecode decode_beams": hyps_full, "pyctcdecode decode()": hyps_ref}
+        try:  # every decoder's transcripts judged by the one objective (pyctcdecode's combined score is the same)
+            kinds = {name: error_kinds(ours, items, refs, hyps) for name, hyps in kinds.items()}
+        except ValueError as e:
+            print(f"search/scoring errors not counted: {e}")
+            kinds = {}
     except ImportError:
         print("pyctcdecode is not installed (pip install --no-deps pyctcdecode pygtrie): skipped")
     try:
@@ -133,15 +133,15 @@ def main() -> None:
     if agree is not None:
         print(f"\nsame transcript as pyctcdecode: {100 * agree[0]:.1f}% of utterances against its plain beam search "
               f"(decode_beams), {100 * agree[1]:.1f}% against decode() (which also prunes beams by LM history)")
-        print(f"where they differ from decode_beams ({sum(better)} utterances), the higher fused score "
-              f"under our objective (CTC log-prob + alpha LM + beta words) is ours in {better[0]}, pyctcdecode's in {better[1]}, "
-              f"tied in {better[2]}")
+    for name, k in kinds.items():
+        print(f"{name:<24} wrong {k.sentences - k.correct:>4} of {k.sentences}: {k.search_errors:>4} search errors "
+              f"(the truth scores higher), {k.scoring_errors:>4} scoring errors")
     greedy_wer, lm_wer = rows[0][1], rows[1][1]
     if greedy_wer > 0:
         print(f"LM fusion cuts WER by {100 * (greedy_wer - lm_wer) / greedy_wer:.1f}% relative to greedy")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": [dict(decoder=n, wer=w, ms_per_utt=m) for n, w, m in rows],
-                                               "agreement": agree, "higher_score_ours_theirs_tied": better,
+                                               "agreement": agree, "error_kinds": {n: vars(k) for n, k in kinds.items()},
                                                "alpha": alpha, "beta": beta, "beam": args.beam,
                                                "utterances": len(items)}, indent=2))
     assert all(math.isfinite(r[1]) for r in rows)
