@@ -8,8 +8,9 @@ Two engines compute the same thing:
 - CPU: a numba kernel in probability space with per-frame rescaling (Graves 2012, sec. 7.3.1):
   each frame's label probabilities are shifted by their maximum before exp, alpha is renormalised
   every frame and the log of the scale factors is summed, so nothing underflows and each lattice
-  cell costs a few multiply-adds instead of three exp and a log. Gradient fused: beta is run
-  backwards in two rows and multiplied into alpha as it goes; parallel over the batch.
+  cell costs a few multiply-adds instead of three exp and a log. Blank and label states are held in
+  separate rows, so each frame's update is a branch-free, vectorised loop. Gradient fused: beta is
+  run backwards and multiplied into alpha as it goes; parallel over the batch.
 - Any device (CUDA): the same recursions in log space, vectorised over batch and label states with
   torch operations, one step per frame.
 """
@@ -31,28 +32,30 @@ except ImportError:  # pragma: no cover - numba is a core dependency; this keeps
 # ------------------------------------------------------------------ CPU kernel (numba)
 if _HAVE_NUMBA:
 
-    @numba.njit(parallel=True, fastmath={"contract", "arcp"}, cache=True)
-    def _ctc_cpu(lp, targets, tgt_offsets, in_lens, tgt_lens, blank, want_grad, losses, grad):  # pragma: no cover
-        """lp (T, N, C) float; losses (N,) float64; grad (T, N, C) written with -gamma where want_grad."""
-        n_batch = lp.shape[1]
+    @numba.njit(parallel=True, fastmath={"contract", "arcp", "reassoc"}, cache=True)
+    def _ctc_cpu(lp, targets, tgt_offsets, in_lens, tgt_lens, blank, scale, want_grad, losses, grad):  # pragma: no cover
+        """lp (T, N, C) float; losses (N,) float64; grad (T, N, C) written with -gamma * scale[n] where want_grad.
+
+        The 2S+1 lattice states are kept as two rows: blank states (k = 0..S, state 2k) and label
+        states (k = 1..S, state 2k-1), so that every step is a branch-free loop over k that the
+        compiler vectorises: label k's state is entered from itself, from the blank before it, and
+        from label k-1 when `skip[k]` (the two labels differ).
+        """
+        n_batch, n_classes = lp.shape[1], lp.shape[2]
         for n in numba.prange(n_batch):
             T = in_lens[n]
             S = tgt_lens[n]
-            L = 2 * S + 1
             off = tgt_offsets[n]
-            # distinct emitters: 0 is the blank, 1..S the labels; state s emits emitter (s + 1) // 2 * (s % 2)
-            cls = np.empty(S + 1, np.int64)
+            cls = np.empty(S + 1, np.int64)  # emitters: 0 is the blank, 1..S the labels
             cls[0] = blank
             for k in range(S):
                 cls[k + 1] = targets[off + k]
-            em = np.empty(L, np.int64)
-            for s in range(L):
-                em[s] = (s + 1) // 2 if s % 2 == 1 else 0
-            skip = np.zeros(L + 2, np.bool_)  # state s may be reached from s-2
+            skip = np.zeros(S + 2, np.float64)  # 1.0 where label k may follow label k-1 directly
             need = S
-            for s in range(3, L, 2):
-                skip[s] = cls[em[s]] != cls[em[s - 2]]
-                if not skip[s]:
+            for k in range(2, S + 1):
+                if cls[k] != cls[k - 1]:
+                    skip[k] = 1.0
+                else:
                     need += 1
             if T == 0:
                 losses[n] = 0.0 if S == 0 else np.inf
@@ -60,8 +63,10 @@ if _HAVE_NUMBA:
             if T < need:
                 losses[n] = np.inf
                 continue
-            alpha = np.zeros((T, L), np.float64)
-            y = np.empty((T, S + 1), np.float64)  # exp(lp - frame max), kept for the backward pass
+            ab = np.zeros((T, S + 1), np.float64)  # alpha of blank states, renormalised every frame
+            al = np.zeros((T, S + 2), np.float64)  # alpha of label states (index 0 and S+1 stay 0)
+            y = np.empty((T, S + 2), np.float64)  # exp(lp - frame max), kept for the backward pass
+            e = np.empty(n_classes, np.float64)
             log_p = 0.0
             for t in range(T):
                 m = -np.inf
@@ -72,85 +77,93 @@ if _HAVE_NUMBA:
                 if m == -np.inf:
                     log_p = -np.inf
                     break
-                for k in range(S + 1):
-                    y[t, k] = math.exp(lp[t, n, cls[k]] - m)
-                # reachable states: from the start s <= 2t + 1; to the end in time s >= L - 2(T - t)
-                lo = max(0, L - 2 * (T - t))
-                hi = min(L, 2 * t + 2)
-                total = 0.0
-                if t == 0:
-                    for s in range(lo, hi):
-                        a = y[0, em[s]]
-                        alpha[0, s] = a
-                        total += a
+                if 3 * n_classes < 2 * (S + 1):  # fewer exps: each class once, then gathered
+                    for c in range(n_classes):
+                        e[c] = math.exp(lp[t, n, c] - m)
+                    for k in range(S + 1):
+                        y[t, k] = e[cls[k]]
                 else:
-                    prev = alpha[t - 1]
-                    for s in range(lo, hi):
-                        a = prev[s]
-                        if s >= 1:
-                            a += prev[s - 1]
-                        if skip[s]:
-                            a += prev[s - 2]
-                        a *= y[t, em[s]]
-                        alpha[t, s] = a
-                        total += a
+                    for k in range(S + 1):
+                        y[t, k] = math.exp(lp[t, n, cls[k]] - m)
+                y[t, S + 1] = 0.0
+                y0 = y[t, 0]
+                if t == 0:
+                    ab[0, 0] = y0
+                    if S >= 1:
+                        al[0, 1] = y[0, 1]
+                else:
+                    pb = ab[t - 1]
+                    pl = al[t - 1]
+                    ab[t, 0] = pb[0] * y0
+                    for k in range(1, S + 1):
+                        ab[t, k] = (pb[k] + pl[k]) * y0
+                    for k in range(1, S + 1):
+                        al[t, k] = (pl[k] + pb[k - 1] + skip[k] * pl[k - 1]) * y[t, k]
+                total = 0.0
+                for k in range(S + 1):
+                    total += ab[t, k] + al[t, k]
                 if total <= 0.0:
                     log_p = -np.inf
                     break
                 inv = 1.0 / total
-                for s in range(lo, hi):
-                    alpha[t, s] *= inv
+                for k in range(S + 1):
+                    ab[t, k] *= inv
+                    al[t, k] *= inv
                 log_p += m + math.log(total)
             if log_p == -np.inf:
                 losses[n] = np.inf
                 continue
-            end = alpha[T - 1, L - 1] + (alpha[T - 1, L - 2] if L >= 2 else 0.0)
+            end = ab[T - 1, S] + al[T - 1, S]
             if end <= 0.0:
                 losses[n] = np.inf
                 continue
             losses[n] = -(log_p + math.log(end))
             if not want_grad:
                 continue
-            # beta' (excluding frame t's own emission), two rows, renormalised every frame;
-            # gamma_t(s) = alpha_t(s) beta'_t(s) / sum_s alpha_t(s) beta'_t(s), whatever the scalings
-            beta = np.zeros(L + 2, np.float64)
-            nxt = np.zeros(L + 2, np.float64)
-            beta[L - 1] = 1.0
-            if L >= 2:
-                beta[L - 2] = 1.0
+            # beta' (excluding frame t's own emission), renormalised every frame;
+            # gamma_t(state) = alpha_t beta'_t / sum over states of alpha_t beta'_t, whatever the scalings
+            bb = np.zeros(S + 1, np.float64)
+            bl = np.zeros(S + 2, np.float64)
+            ub = np.zeros(S + 1, np.float64)
+            ul = np.zeros(S + 2, np.float64)
+            bb[S] = 1.0
+            if S >= 1:
+                bl[S] = 1.0
             for t in range(T - 1, -1, -1):
-                lo = max(0, L - 2 * (T - t))
-                hi = min(L, 2 * t + 2)
                 norm = 0.0
-                for s in range(lo, hi):
-                    norm += alpha[t, s] * beta[s]
+                for k in range(S + 1):
+                    norm += ab[t, k] * bb[k] + al[t, k] * bl[k]
                 if norm <= 0.0:
                     break
-                inv = 1.0 / norm
-                for s in range(lo, hi):
-                    g = alpha[t, s] * beta[s]
-                    if g != 0.0:
-                        grad[t, n, cls[em[s]]] -= g * inv
+                inv = scale[n] / norm
+                g0 = 0.0
+                for k in range(S + 1):
+                    g0 += ab[t, k] * bb[k]
+                grad[t, n, blank] -= g0 * inv
+                for k in range(1, S + 1):
+                    grad[t, n, cls[k]] -= al[t, k] * bl[k] * inv
                 if t == 0:
                     break
-                # beta'_{t-1}(s) = sum over successors r in {s, s+1, s+2} of y_t(r) beta'_t(r)
-                lo_prev = max(0, L - 2 * (T - t + 1))
+                y0 = y[t, 0]
+                for k in range(S + 1):
+                    ub[k] = y0 * bb[k]
+                for k in range(S + 2):
+                    ul[k] = y[t, k] * bl[k]
                 total = 0.0
-                for s in range(lo, hi):
-                    beta[s] *= y[t, em[s]]
-                for s in range(lo_prev, min(L, 2 * t)):
-                    b = beta[s] + beta[s + 1]
-                    if skip[s + 2]:
-                        b += beta[s + 2]
-                    nxt[s] = b
+                for k in range(S + 1):
+                    b = ub[k] + ul[k + 1]
+                    bb[k] = b
+                    total += b
+                for k in range(1, S + 1):
+                    b = ul[k] + ub[k] + skip[k + 1] * ul[k + 1]
+                    bl[k] = b
                     total += b
                 if total <= 0.0:
                     break
                 inv = 1.0 / total
-                for s in range(L + 2):
-                    beta[s] = 0.0
-                for s in range(lo_prev, min(L, 2 * t)):
-                    beta[s] = nxt[s] * inv
+                for k in range(S + 1):
+                    bb[k] *= inv
+                    bl[k] *= inv
 
 
 # ------------------------------------------------------------------ any device (torch, log space)
@@ -239,9 +252,18 @@ def _as_padded(targets: torch.Tensor, tgt_lens: torch.Tensor) -> torch.Tensor:
 
 
 class _CTCFunction(torch.autograd.Function):
+    """Losses and the gradient in one pass. With a sum or mean reduction the gradient is saved already scaled by
+    the reduction's weights, so the usual `loss.backward()` hands that buffer to autograd as it is, without a
+    pass over the (T, N, C) gradient."""
+
     @staticmethod
-    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, engine):
+    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank, engine, reduction, zero_infinity):
         want_grad = log_probs.requires_grad
+        n = log_probs.shape[1]
+        if reduction == "mean":
+            weights = 1.0 / (n * target_lengths.clamp(min=1).double())
+        else:
+            weights = torch.ones(n, dtype=torch.float64)
         if engine == "numba":
             lp = log_probs.detach().contiguous().numpy()
             tl = target_lengths.cpu().numpy().astype(np.int64)
@@ -252,25 +274,37 @@ class _CTCFunction(torch.autograd.Function):
                 flat = targets
             flat = flat.cpu().numpy().astype(np.int64)
             offsets = (np.cumsum(tl) - tl).astype(np.int64)
-            losses = np.zeros(lp.shape[1], np.float64)
-            grad = np.zeros(lp.shape, np.float64 if lp.dtype == np.float64 else np.float32) if want_grad else np.zeros((1, 1, 1), lp.dtype)
-            _ctc_cpu(lp, flat, offsets, input_lengths.cpu().numpy().astype(np.int64), tl, blank, want_grad, losses, grad)
-            loss_t = torch.from_numpy(losses).to(log_probs.dtype)
+            losses = np.zeros(n, np.float64)
+            grad = np.zeros(lp.shape if want_grad else (1, 1, 1), np.float64 if lp.dtype == np.float64 else np.float32)
+            scale = weights.numpy() if reduction != "none" else np.ones(n)
+            _ctc_cpu(lp, flat, offsets, input_lengths.cpu().numpy().astype(np.int64), tl, blank, scale, want_grad,
+                     losses, grad)
+            loss_t = torch.from_numpy(losses)
             grad_t = torch.from_numpy(grad) if want_grad else None
         else:
             padded = _as_padded(targets.to(log_probs.device).long(), target_lengths)
             loss_t, grad_t = _ctc_torch(log_probs.detach(), padded, input_lengths.to(log_probs.device),
                                         target_lengths.to(log_probs.device), blank, want_grad)
-            loss_t = loss_t.to(log_probs.dtype)
+            weights = weights.to(log_probs.device)
+            if grad_t is not None and reduction != "none":
+                grad_t = grad_t * weights[None, :, None].to(grad_t.dtype)
+        if zero_infinity:
+            loss_t = torch.where(torch.isinf(loss_t), torch.zeros_like(loss_t), loss_t)
+        if reduction != "none":
+            loss_t = (loss_t * weights.to(loss_t.device)).sum()
         if grad_t is not None:
-            grad_t = grad_t.to(log_probs.dtype)
-            ctx.save_for_backward(grad_t)
-        return loss_t
+            ctx.save_for_backward(grad_t.to(log_probs.dtype))
+        ctx.reduced = reduction != "none"
+        return loss_t.to(log_probs.dtype)
 
     @staticmethod
-    def backward(ctx, grad_losses):
+    def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        return grad * grad_losses[None, :, None].to(grad.dtype), None, None, None, None, None
+        if not ctx.reduced:
+            grad = grad * grad_out[None, :, None].to(grad.dtype)
+        elif grad_out.device.type != "cpu" or float(grad_out) != 1.0:
+            grad = grad * grad_out.to(grad.dtype)
+        return grad, None, None, None, None, None, None, None
 
 
 def _lengths(x, n: int, device) -> torch.Tensor:
@@ -308,11 +342,5 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths, targ
         raise ValueError("the numba engine runs on the CPU; use engine='torch' for CUDA tensors")
     if targets.dim() == 1 and targets.numel() != int(tgt_lens.sum()):
         raise ValueError("concatenated targets must have sum(target_lengths) elements")
-    losses = _CTCFunction.apply(log_probs, targets, in_lens, tgt_lens, blank, engine)
-    if zero_infinity:
-        losses = torch.where(torch.isinf(losses), torch.zeros_like(losses), losses)
-    if reduction == "none":
-        return losses.squeeze(0) if unbatched else losses
-    if reduction == "sum":
-        return losses.sum()
-    return (losses / tgt_lens.to(losses.device).clamp(min=1).to(losses.dtype)).mean()
+    losses = _CTCFunction.apply(log_probs, targets, in_lens, tgt_lens, blank, engine, reduction, zero_infinity)
+    return losses.squeeze(0) if unbatched and reduction == "none" else losses

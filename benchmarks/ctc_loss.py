@@ -1,6 +1,7 @@
 """CTC loss speed and memory: ours (asr.ctc) against torch.nn.functional.ctc_loss, same inputs, same run.
 
     python benchmarks/ctc_loss.py [--device cpu|cuda] [--repeats 5]
+    NUMBA_CPU_NAME=haswell ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/ctc_loss.py  # an AVX2 CPU
 
 Times forward+backward (median of --repeats after a warm-up) at the shapes of issue 3 and reports
 the extra peak memory of each (peak resident set above the inputs on CPU, Linux only; allocator peak on CUDA), measured in a fresh
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -90,8 +92,10 @@ def main() -> None:
     if args.child:
         peak_memory_child(args.child[0], tuple(int(x) for x in args.child[1].split(",")), args.device)
         return
+    isa = {k: os.environ[k] for k in ("NUMBA_CPU_NAME", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
     print(f"CTC loss forward+backward, device {args.device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+          f"{torch.get_num_threads()} threads, median of {args.repeats}, "
+          f"torch's CPU kernels {torch.backends.cpu.get_cpu_capability()}{', ' + str(isa) if isa else ''}")
     header = f"{'N':>4} {'T':>5} {'C':>5} {'S':>4} | {'ours ms':>9} {'torch ms':>9} {'speed-up':>9}"
     if not args.no_memory:
         header += f" | {'ours MB':>8} {'torch MB':>8}"

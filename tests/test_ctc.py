@@ -94,6 +94,26 @@ def test_gradcheck_wrt_log_probs(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradient_buffer_survives_upstream_weights_retained_graphs_and_accumulation(engine, reduction):
+    """With a reduction the saved gradient is handed to autograd as it is: a retained graph's second backward,
+    an upstream weight and accumulation into an existing .grad must still be exact."""
+    torch.manual_seed(2)
+    logits = torch.randn(12, 3, 6, dtype=torch.float64)
+    targets, lens, tlens = torch.tensor([[1, 2, 2], [3, 4, 0], [5, 0, 0]]), torch.tensor([12, 9, 6]), torch.tensor([3, 2, 1])
+    ref = logits.clone().requires_grad_(True)  # through log_softmax the two gradients agree
+    F.ctc_loss(ref.log_softmax(-1), targets, lens, tlens, reduction=reduction).sum().backward()
+    x = logits.clone().requires_grad_(True)
+    loss = ctc_loss(x.log_softmax(-1), targets, lens, tlens, reduction=reduction, engine=engine).sum()
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward(retain_graph=True)  # accumulates a second, identical gradient
+    (2.5 * loss).backward()  # and a weighted third
+    torch.testing.assert_close(first, ref.grad, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(x.grad, 4.5 * first, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_frame_gradient_through_log_softmax_sums_to_zero(engine):
     torch.manual_seed(1)
     logits = torch.randn(50, 4, 30, dtype=torch.float64, requires_grad=True)
