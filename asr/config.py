@@ -80,6 +80,7 @@ class ModelConfig:
     conv_layers: int = 2  # 1-3 DeepSpeech2 2-D conv layers
     conv_channels: int = 32
     conv_time_stride: int = 2  # stride of the first conv layer in time
+    conv_time_kernel: int = 11  # time width of the conv layers after the first (odd; the paper's 11)
     rnn_type: str = "gru"  # "gru" or "lstm"
     rnn_layers: int = 3
     rnn_hidden: int = 256
@@ -198,6 +199,9 @@ def validate(cfg: Any) -> None:
     if model is not None:
         if not 1 <= model.conv_layers <= 3:
             raise ConfigError(f"config key 'model.conv_layers' = {model.conv_layers}: must be 1, 2 or 3")
+        if model.conv_time_kernel < 1 or model.conv_time_kernel % 2 == 0:
+            raise ConfigError(f"config key 'model.conv_time_kernel' = {model.conv_time_kernel}: must be a positive "
+                              "odd number (the layer keeps its input's frame count)")
         if model.lookahead and model.bidirectional:
             raise ConfigError("config key 'model.lookahead' needs model.bidirectional=false")
 

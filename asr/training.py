@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -246,6 +247,18 @@ def autocast_dtype(amp: str, device: torch.device) -> tuple[torch.dtype, bool]:
     return torch.bfloat16, True
 
 
+def describe_compute(device: torch.device, dtype: torch.dtype) -> str:
+    """The line the log gives the hardware path: device, the CPU's kernel ISA, precision, conv layout."""
+    precision = str(dtype).replace("torch.", "") + (" autocast" if dtype != torch.float32 else "")
+    if device.type != "cpu":
+        return f"compute: {device.type} ({torch.cuda.get_device_name(device)}), {precision}"
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (f"compute: cpu, {torch.get_num_threads()} threads, torch kernels {torch.backends.cpu.get_cpu_capability()}"
+            f"{f', oneDNN limited to {onednn}' if onednn else ''}, oneDNN bf16 kernels "
+            f"{'yes' if cpu_has_bf16_kernels() else 'no'}; {precision}; conv stack "
+            f"{'channels-last' if dtype == torch.float32 else 'contiguous'}")
+
+
 def cpu_has_bf16_kernels() -> bool:
     """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or newer), without which train.amp=bf16 is slow."""
     try:
@@ -394,8 +407,9 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = make_scheduler(opt, cfg, total_steps)
     amp_dtype, use_amp = autocast_dtype(t.amp, device)
+    model.use_channels_last(device.type == "cpu" and not use_amp)
+    log.info(describe_compute(device, amp_dtype if use_amp else torch.float32))
     if use_amp:
-        log.info(f"mixed precision: {str(amp_dtype).replace('torch.', '')} autocast on {device.type}")
         if device.type == "cpu" and not cpu_has_bf16_kernels():
             log.warning("oneDNN has no bf16 kernels for this CPU (they need AVX-512 or newer): bf16 matmuls run "
                         "emulated, ~100x slower than float32; use train.amp=auto or off")

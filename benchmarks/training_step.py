@@ -9,6 +9,11 @@ median of --repeats after two warm-up steps, and prints milliseconds per step, a
 and the speed-ups of asr.gru over nn.GRU and of bf16 over float32 (on CUDA both rows use nn.GRU/cuDNN).
 On a CPU bf16 pays only where oneDNN has bf16 kernels (AVX-512 or newer); the script says which.
 It runs under tcmalloc where installed, as the `asr` command does (benchmarks/allocator.py compares).
+
+Roofline: the step's matmul and convolution FLOPs (forward and backward, counted by torch's FlopCounterMode)
+over its time, against the machine's measured matmul peak (a large float32 or bf16 GEMM on all threads):
+how far from the hardware's limit each row is. An AVX2 CPU is emulated on any host with
+`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 NUMBA_CPU_NAME=haswell` (float32 rows only).
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ class Stepper:
         torch.manual_seed(0)
         self.model = DeepSpeech2(cfg.model, cfg.features, NUM_CLASSES).to(device).train()
         self.model.use_own_cpu_gru(own_gru)
+        self.model.use_channels_last(device.type == "cpu" and dtype is None)  # as training chooses
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.loss_fn = get_ctc_loss(cfg.train.loss)
         self.sr, self.device, self.dtype = cfg.features.sample_rate, device, dtype
@@ -65,6 +71,32 @@ class Stepper:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
+
+
+def step_flops(cfg, device: torch.device, batch: int, seconds: float) -> float:
+    """Matmul and convolution FLOPs of one training step (forward and backward) on the benchmark's batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = Stepper(cfg, device, None, False)  # nn.GRU: the counter sees its matmuls (the same FLOPs as asr.gru's)
+    sr = cfg.features.sample_rate
+    data = step.batch(torch.linspace(0.6 * seconds * sr, seconds * sr, batch).long())
+    with FlopCounterMode(display=False) as counter:
+        step(*data)
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large square GEMM in `dtype`: the roofline's compute ceiling for this machine and thread count."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def step_times(cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool, batch: int, seconds: float,
@@ -97,12 +129,19 @@ def main() -> None:
         print("bf16 rows left out: without oneDNN bf16 kernels a bf16 step is ~27x slower (--bf16 runs them anyway)")
         precisions = precisions[1:]
     results = {}
+    flops = step_flops(cfg, device, args.batch, args.seconds) if device.type == "cpu" else None
+    peaks = {name: matmul_peak(dtype or torch.float32) for name, dtype in precisions} if flops else {}
+    if flops:
+        print(f"step FLOPs (matmuls and convolutions, forward + backward): {flops / 1e9:.1f} G; matmul peak "
+              + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
     for precision, dtype in precisions:
         for own in grus:
             name = f"{precision}, {'asr.gru' if own else 'nn.GRU'}"
             times = step_times(cfg, device, dtype, own, args.batch, args.seconds, args.repeats)
             results[precision, own] = ms = statistics.median(times) * 1000
-            print(f"{name:24s} {ms:8.1f} ms/step  {audio / ms * 1000:7.1f} audio-s/s")
+            roof = (f"  {flops / ms / 1e6:6.1f} GFLOP/s = {100 * flops / ms * 1000 / peaks[precision]:4.1f}% of peak"
+                    if flops else "")
+            print(f"{name:24s} {ms:8.1f} ms/step  {audio / ms * 1000:7.1f} audio-s/s{roof}")
     if len(grus) == 2:
         for precision, _ in precisions:
             print(f"asr.gru speed-up over nn.GRU, {precision}: "
