@@ -3,8 +3,8 @@
     python benchmarks/ctc_loss.py [--device cpu|cuda] [--repeats 5]
     NUMBA_CPU_NAME=haswell ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/ctc_loss.py  # an AVX2 CPU
 
-Times forward+backward (median of --repeats after a warm-up) at the shapes of issue 3 and reports
-the extra peak memory of each (peak resident set above the inputs on CPU, Linux only; allocator peak on CUDA), measured in a fresh
+Times forward+backward (median of --repeats after a warm-up) at four shapes (character and BPE-sized
+vocabularies, short and long utterances) and reports the extra peak memory of each (peak resident set above the inputs on CPU, Linux only; allocator peak on CUDA), measured in a fresh
 subprocess per implementation and shape.
 """
 from __future__ import annotations
