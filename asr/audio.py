@@ -77,3 +77,15 @@ def is_silent(audio: np.ndarray, threshold_db: float = -60.0) -> bool:
     """True when the peak level is below `threshold_db` dBFS (nothing a model could hear)."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     return peak <= 10 ** (threshold_db / 20)
+
+
+def load_utterances(utts, sample_rate: int = SAMPLE_RATE) -> tuple[list[np.ndarray | None], dict[str, str]]:
+    """Waveforms of manifest utterances (None where unreadable) and {utterance id: reason} of those that failed."""
+    waves, failed = [], {}
+    for u in utts:
+        try:
+            waves.append(load_audio(u.audio_filepath, sample_rate, u.offset, u.duration if u.offset else None))
+        except AudioError as e:
+            failed[u.id] = str(e)
+            waves.append(None)
+    return waves, failed

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .atomic import write_text_atomic
 from .audio import AudioError
@@ -57,10 +58,24 @@ def _transcribe(args: argparse.Namespace) -> int:
         row = transcribe_pipe(rec, sys.stdin.buffer, args.stream_chunk_ms / 1000, args.word_timestamps, partial)
         print(json.dumps(row, ensure_ascii=False) if args.format == "json" else f"-\t{row['text']}")
         return 0
+    document = args.format in ("srt", "vtt", "tsv", "verbose_json")
+    if document and len(args.audio) > 1 and not args.output_dir:
+        raise ConfigError(f"--format {args.format} with several files needs --output-dir (one file each)")
     rows = transcribe_files(rec, args.audio, args.max_segment_seconds, args.word_timestamps,
                             args.stream_chunk_ms / 1000 if args.stream_chunk_ms else None)
     for row in rows:
-        if args.format == "json":
+        if document and not row.get("error"):
+            from .formats import render
+
+            out = render(row, args.format)
+            if args.output_dir:
+                ext = "json" if args.format == "verbose_json" else args.format
+                write_text_atomic(Path(args.output_dir) / f"{Path(row['path']).stem}.{ext}", out)
+            else:
+                sys.stdout.write(out)
+            if row.get("warning"):
+                print(f"{row['path']}\tWARNING: {row['warning']}", file=sys.stderr)
+        elif args.format == "json":
             print(json.dumps(row, ensure_ascii=False))
         elif row.get("error"):
             print(f"{row['path']}\tERROR: {row['error']}", file=sys.stderr)
@@ -93,8 +108,33 @@ def _recognizer(args: argparse.Namespace, streaming: bool = False):
 
     if args.greedy and (args.beam or args.lm):
         raise ConfigError("--greedy cannot be combined with --beam or --lm")
+    hotwords = [h.strip() for h in (args.hotwords or "").split(",") if h.strip()]
     return Recognizer(args.model, args.device, args.batch_size, args.beam, args.lm, args.alpha, args.beta,
-                      use_tuned=not args.greedy, streaming=streaming)
+                      use_tuned=not args.greedy, streaming=streaming, int8=args.int8, hotwords=hotwords,
+                      hotword_weight=args.hotword_weight)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import ServeSettings, read_api_keys, serve
+
+    settings = ServeSettings(model=args.model, lm=args.lm, device=args.device, int8=args.int8,
+                             model_name=args.model_name, language=args.language,
+                             api_keys=read_api_keys(args.api_key_file), max_upload_mb=args.max_upload_mb,
+                             max_audio_seconds=args.max_audio_seconds, max_queue=args.max_queue,
+                             max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                             request_timeout_s=args.timeout, cors_origins=tuple(args.cors_origin or ()))
+    serve(settings, args.host, args.port)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .confidence import calibrate
+
+    r = calibrate(args.model, args.manifest, args.device)
+    print(f"{r['words']} words ({100 * r['word_accuracy']:.1f}% right, {r['decoder']}): expected calibration error "
+          f"{r['ece_raw']:.3f} raw, {r['ece_calibrated_held_out']:.3f} calibrated (held-out halves); "
+          f"saved {Path(args.model).parent / 'calibration.json'} and calibration.png")
+    return 0
 
 
 def _lm_build(args: argparse.Namespace) -> int:
@@ -163,6 +203,10 @@ def _add_decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, help="LM weight (default: tuned by `asr lm tune`, else 0.5)")
     p.add_argument("--beta", type=float, help="word insertion bonus (default: tuned, else 1.0)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding even when `asr lm tune` chose an LM")
+    p.add_argument("--int8", action="store_true", help="int8 weights in the recurrent and linear layers (CPU; "
+                                                       "dynamic quantisation, see asr/quantization.py)")
+    p.add_argument("--hotwords", help="comma-separated words or phrases to favour (beam search; 100 wide by default)")
+    p.add_argument("--hotword-weight", type=float, default=10.0, help="score bonus per hotword (default 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True, help="checkpoint (.pt)")
     tr.add_argument("audio", nargs="+", help="audio files; '-' with --stream-chunk-ms: live raw 16-bit little-endian "
                                              "mono PCM at the model's sample rate on stdin, partials printed as they come")
-    tr.add_argument("--format", choices=("text", "json"), default="text")
+    tr.add_argument("--format", choices=("text", "json", "srt", "vtt", "tsv", "verbose_json"), default="text",
+                    help="text: path<TAB>transcript lines; json: one object per file; srt, vtt, tsv, verbose_json "
+                         "(OpenAI's): the documents `asr serve` answers with")
+    tr.add_argument("--output-dir", help="write each file's srt/vtt/tsv/verbose_json document here as <name>.<ext>")
     tr.add_argument("--device", default="auto")
     tr.add_argument("--batch-size", type=int, default=16, help="segments of a long file run through the model at once")
     tr.add_argument("--max-segment-seconds", type=_segment_seconds, default=20.0,
@@ -200,6 +247,31 @@ def build_parser() -> argparse.ArgumentParser:
                          "e.g. conf/ds2_streaming.yaml); --format json adds the partial transcripts")
     _add_decoder_options(tr)
     tr.set_defaults(fn=_transcribe)
+
+    sv = sub.add_parser("serve", help="serve a model over HTTP, with OpenAI's /v1/audio/transcriptions")
+    sv.add_argument("--model", required=True, help="checkpoint (.pt)")
+    sv.add_argument("--lm", help="KenLM model for the beam search (default: the one `asr lm tune` chose, if any)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--device", default="auto")
+    sv.add_argument("--int8", action="store_true", help="int8 recurrent and linear layers (CPU)")
+    sv.add_argument("--model-name", default="asr-ds2", help="the model id clients name and /v1/models lists")
+    sv.add_argument("--language", default="en", help="the model's language; requests naming another get a 400")
+    sv.add_argument("--api-key-file", help="accepted API keys, one per line (also: ASR_API_KEYS, comma-separated)")
+    sv.add_argument("--max-upload-mb", type=float, default=25.0)
+    sv.add_argument("--max-audio-seconds", type=float, default=3600.0)
+    sv.add_argument("--max-queue", type=int, default=64, help="requests in progress before 503 + Retry-After")
+    sv.add_argument("--max-batch", type=int, default=16, help="audio pieces run through the model at once")
+    sv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits for more requests")
+    sv.add_argument("--timeout", type=float, default=300.0, help="seconds before a request gets a 504")
+    sv.add_argument("--cors-origin", action="append", help="allow browser requests from this origin (repeatable)")
+    sv.set_defaults(fn=_serve)
+
+    ca = sub.add_parser("calibrate", help="fit word confidence to dev data; writes calibration.json beside the model")
+    ca.add_argument("--model", required=True, help="checkpoint (.pt)")
+    ca.add_argument("--manifest", required=True, help="dev manifest (JSON Lines)")
+    ca.add_argument("--device", default="auto")
+    ca.set_defaults(fn=_calibrate)
 
     lm = sub.add_parser("lm", help="build and tune word n-gram language models")
     lsub = lm.add_subparsers(dest="lm_command", required=True)

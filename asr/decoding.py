@@ -1,6 +1,7 @@
 """CTC decoding: greedy best path (batched), and prefix beam search with KenLM word fusion."""
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 import multiprocessing as mp
@@ -104,13 +105,7 @@ class CTCBeamDecoder:
         self.processes = processes
         self.pieces = any(WORD_START in lab for lab in self.labels)
         self.lm = WordLM(lm_path, alpha, beta, unk_offset, unigrams) if lm_path else None
-        self.hotwords = {w for phrase in (hotwords or ()) for w in phrase.split()}
-        self.hotword_weight = hotword_weight
-        self._hot_prefixes: dict[str, int] = {}  # prefix -> length of the shortest hotword it starts
-        for w in self.hotwords:
-            for i in range(1, len(w) + 1):
-                self._hot_prefixes[w[:i]] = min(self._hot_prefixes.get(w[:i], len(w)), len(w))
-        self._partial: dict[str, float] = {}
+        self._set_hotwords(hotwords, hotword_weight)
         # the compiled search needs the LM's word list (for word ids and the prefix check); hotwords use Python
         compiled_ok = not self.hotwords and (self.lm is None or bool(self.lm.unigrams))
         if engine == "compiled" and not compiled_ok:
@@ -118,6 +113,35 @@ class CTCBeamDecoder:
                              "and no hotwords")
         self.engine = "python" if engine == "python" or not compiled_ok else "compiled"
         self._compiled: _Compiled | None = None
+
+    def with_options(self, beam_width: int | None = None, alpha: float | None = None, beta: float | None = None,
+                     hotwords: Iterable[str] | None = None, hotword_weight: float | None = None) -> "CTCBeamDecoder":
+        """A decoder like this one with some settings changed, sharing its loaded LM (KenLM model and caches):
+        per-request options in a server without loading the LM again. Not safe to run concurrently with this one."""
+        dec = CTCBeamDecoder.__new__(CTCBeamDecoder)
+        dec.__dict__.update(self.__dict__)
+        if beam_width is not None:
+            if beam_width < 1:
+                raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+            dec.beam_width = beam_width
+        if self.lm is not None and (alpha is not None or beta is not None):
+            dec.lm = copy.copy(self.lm)  # own alpha and beta; the model and the score caches are shared
+            dec.reset_params(alpha, beta)
+        if hotwords is not None or hotword_weight is not None:
+            dec._set_hotwords(hotwords, self.hotword_weight if hotword_weight is None else hotword_weight)
+            if dec.hotwords:
+                dec.engine = "python"  # the compiled engine has no hotwords
+        dec._partial, dec._compiled = {}, None
+        return dec
+
+    def _set_hotwords(self, hotwords: Iterable[str] | None, weight: float) -> None:
+        self.hotwords = {w for phrase in (hotwords or ()) for w in phrase.split()}
+        self.hotword_weight = weight
+        self._hot_prefixes: dict[str, int] = {}  # prefix -> length of the shortest hotword it starts
+        for w in self.hotwords:
+            for i in range(1, len(w) + 1):
+                self._hot_prefixes[w[:i]] = min(self._hot_prefixes.get(w[:i], len(w)), len(w))
+        self._partial: dict[str, float] = {}
 
     def reset_params(self, alpha: float | None = None, beta: float | None = None) -> None:
         """Change the LM weight and word bonus; cached LM queries stay valid."""

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from .atomic import atomic_write, write_text_atomic
-from .audio import AudioError, load_audio
+from .audio import load_utterances
 from .inference import Recognizer
 from .manifest import read_manifest
 from .metrics import alignment, score, word_errors
@@ -29,13 +29,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path |
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"decode_{Path(manifest).stem}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    waves, failed = [], {}
-    for u in utts:
-        try:
-            waves.append(load_audio(u.audio_filepath, rec.sample_rate, u.offset, u.duration if u.offset else None))
-        except AudioError as e:
-            failed[u.id] = str(e)
-            waves.append(None)
+    waves, failed = load_utterances(utts, rec.sample_rate)
     ok = [i for i, w in enumerate(waves) if w is not None]
     hyps_ok = rec.transcribe([waves[i] for i in ok])
     hyps = [""] * len(utts)

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .confidence import Calibration
 from .decoding import CTCBeamDecoder, Hypothesis, greedy_decode
+from .quantization import quantize_int8
 from .streaming import Stream, check_streamable
 
 log = logging.getLogger("asr.inference")
@@ -39,14 +41,20 @@ class Recognizer:
     Decoding: greedy by default; prefix beam search with `beam`; KenLM fusion with `lm`.
     With `use_tuned`, settings from `asr lm tune` (decoding.json beside the checkpoint) apply when
     no decoder is asked for, and fill in alpha/beta/beam when the same LM is named. `streaming` checks at once
-    that the model can stream (`stream()`).
+    that the model can stream (`stream()`). `int8` runs the recurrent and linear layers with int8 weights
+    (asr.quantization; CPU only). `hotwords` are favoured by the beam search (100 wide unless `beam` says).
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16, beam: int | None = None,
                  lm: str | Path | None = None, alpha: float | None = None, beta: float | None = None,
-                 use_tuned: bool = True, streaming: bool = False):
-        self.device = resolve_device(device)
+                 use_tuned: bool = True, streaming: bool = False, int8: bool = False,
+                 hotwords: Sequence[str] = (), hotword_weight: float = 10.0):
+        self.device = resolve_device("cpu" if int8 and device == "auto" else device)
         self.model, self.vocab, self.config = load_model(checkpoint, self.device)
+        if int8:
+            self.model = quantize_int8(self.model)
+        self.int8 = int8
+        self.calibration = Calibration.load(checkpoint)  # word confidence (asr calibrate); identity without one
         if streaming:  # before a slow LM load
             check_streamable(self.model)
         self.sample_rate = self.config.features.sample_rate
@@ -61,10 +69,11 @@ class Recognizer:
             alpha = tuned["alpha"] if alpha is None else alpha
             beta = tuned["beta"] if beta is None else beta
             beam = beam or tuned["beam"]
-        if beam or lm:
+        if beam or lm or hotwords:
             self.beam_decoder = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, str(lm) if lm else None,
                                                0.5 if alpha is None else alpha, 1.0 if beta is None else beta,
-                                               beam_width=beam or 100, frame_seconds=self.frame_seconds)
+                                               beam_width=beam or 100, frame_seconds=self.frame_seconds,
+                                               hotwords=hotwords, hotword_weight=hotword_weight)
 
     @property
     def frame_seconds(self) -> float:
@@ -86,10 +95,11 @@ class Recognizer:
     def decoder_settings(self) -> dict:
         """What decoded: for results files, so every number says how it was made."""
         d = self.beam_decoder
+        precision = {"precision": "int8" if self.int8 else "float32"}
         if d is None:
-            return {"decoder": "greedy"}
+            return {"decoder": "greedy", **precision}
         out = {"decoder": self.decoder_name, "beam": d.beam_width, "token_min_logp": d.token_min_logp,
-               "beam_prune_logp": d.beam_prune_logp}
+               "beam_prune_logp": d.beam_prune_logp, **precision}
         if d.lm is not None:
             out.update(lm=str(d.lm.path), alpha=d.lm.alpha, beta=d.lm.beta, unk_offset=d.lm.unk_offset)
         return out

@@ -82,3 +82,18 @@ def score(refs: Sequence[str], hyps: Sequence[str]) -> dict:
         "words": w.reference_length, "word_errors": asdict(w),
         "chars": c.reference_length, "char_errors": asdict(c),
     }
+
+
+def hypothesis_word_correct(ref: str, hyp: str) -> list[bool]:
+    """For each word of `hyp`, whether the alignment to `ref` matches it (substituted and inserted words are not)."""
+    hyp_words = hyp.split()
+    if not hyp_words:
+        return []
+    if not ref.split():
+        return [False] * len(hyp_words)
+    marks = [False] * len(hyp_words)
+    for c in jiwer.process_words(ref, hyp).alignments[0]:
+        if c.type == "equal":
+            for i in range(c.hyp_start_idx, c.hyp_end_idx):
+                marks[i] = True
+    return marks

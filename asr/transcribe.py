@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from .audio import AudioError, is_silent, load_audio
+from .confidence import Calibration, raw_word_scores
+from .decoding import Hypothesis
 from .inference import Recognizer
 
 DEFAULT_MAX_SEGMENT_SECONDS = 20.0
@@ -45,6 +47,35 @@ def split_at_pauses(wave: np.ndarray, sample_rate: int,
         start = cut
     spans.append((start, n))
     return spans
+
+
+def speech_spans(wave: np.ndarray, sample_rate: int,
+                 max_seconds: float = DEFAULT_MAX_SEGMENT_SECONDS) -> tuple[list[tuple[int, int]], list[int]]:
+    """The pieces of `wave` (split_at_pauses) and the indices of those that are not silent (the model hears)."""
+    spans = split_at_pauses(wave, sample_rate, max_seconds)
+    return spans, [i for i, (s, e) in enumerate(spans) if not is_silent(wave[s:e])]
+
+
+def assemble(spans: list[tuple[int, int]], heard: list[int], texts: list[str], sample_rate: int,
+             hyps: list[Hypothesis] | None = None, log_probs: Sequence[torch.Tensor] = (),
+             calibration: Calibration | None = None) -> dict:
+    """text and segments (start, end, text) of a file from its pieces' transcripts; with `hyps`, words with start,
+    end and confidence (raw word scores from `log_probs`, through `calibration` when given)."""
+    segments = [{"start": round(s / sample_rate, 3), "end": round(e / sample_rate, 3), "text": ""} for s, e in spans]
+    for i, text in zip(heard, texts):
+        segments[i]["text"] = text
+    row: dict = {"text": " ".join(seg["text"] for seg in segments if seg["text"]), "segments": segments}
+    if hyps is not None:
+        calibrate = calibration or Calibration()
+        row["words"] = []
+        for i, hyp, lp in zip(heard, hyps, log_probs):
+            offset = spans[i][0] / sample_rate
+            conf = calibrate(raw_word_scores(lp.numpy(), hyp.words))
+            row["words"] += [{"word": w["word"], "start": round(offset + w["start"], 3),
+                              "end": round(offset + w["end"], 3), "confidence": c} for w, c in zip(hyp.words, conf)]
+    if not heard:
+        row["warning"] = "silent audio"
+    return row
 
 
 def transcribe_stream(recognizer: Recognizer, chunks: Iterable[np.ndarray], word_timestamps: bool = False,
@@ -129,26 +160,14 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
                 row["warning"] = "silent audio"
             results.append(row)
             continue
-        spans = split_at_pauses(wave, rate, max_segment_seconds)
-        heard = [i for i, (s, e) in enumerate(spans) if not is_silent(wave[s:e])]
+        spans, heard = speech_spans(wave, rate, max_segment_seconds)
         log_probs = recognizer.log_probs([wave[spans[i][0]: spans[i][1]] for i in heard]) if heard else []
-        segments = [{"start": round(s / rate, 3), "end": round(e / rate, 3), "text": ""} for s, e in spans]
-        words = []
         if word_timestamps:
-            for i, hyp in zip(heard, recognizer.hypotheses(log_probs)):
-                segments[i]["text"] = hyp.text
-                offset = spans[i][0] / rate
-                words += [{"word": w["word"], "start": round(offset + w["start"], 3),
-                           "end": round(offset + w["end"], 3)} for w in hyp.words]
+            hyps = recognizer.hypotheses(log_probs)
+            texts = [h.text for h in hyps]
         else:
-            for i, text in zip(heard, recognizer.decode(log_probs)):
-                segments[i]["text"] = text
-        row = {"path": str(path), "text": " ".join(seg["text"] for seg in segments if seg["text"]),
-               "duration": round(len(wave) / rate, 3), "processing_seconds": round(time.time() - t0, 4),
-               "segments": segments}
-        if word_timestamps:
-            row["words"] = words
-        if not heard:
-            row["warning"] = "silent audio"
+            hyps, texts = None, recognizer.decode(log_probs)
+        row = {"path": str(path), **assemble(spans, heard, texts, rate, hyps, log_probs, recognizer.calibration),
+               "duration": round(len(wave) / rate, 3), "processing_seconds": round(time.time() - t0, 4)}
         results.append(row)
     return results

