@@ -4,6 +4,7 @@ Every failure names the file: a training run on thousands of files must say whic
 """
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,20 +57,43 @@ def read_audio(path: str | Path, offset: float = 0.0, duration: float | None = N
     return audio.mean(axis=1), sr
 
 
+def read_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """Samples (float32, mono) and sample rate of an encoded file held in memory (an upload), nothing written to
+    disk: libsndfile, else ffmpeg through a pipe. Errors name the file as `name`."""
+    if not data:
+        raise AudioError(f"{name}: empty file")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            return f.read(dtype="float32", always_2d=True).mean(axis=1), f.samplerate
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
+        pass
+    if shutil.which("ffmpeg") is None:
+        raise AudioError(f"{name}: libsndfile cannot read this format and ffmpeg is not installed")
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar",
+                           str(SAMPLE_RATE), "-"], input=data, capture_output=True, timeout=600)
+    if proc.returncode != 0:
+        raise AudioError(f"{name}: cannot decode ({proc.stderr.decode(errors='replace').strip()[-200:]})")
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy(), SAMPLE_RATE
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, offset: float = 0.0,
                duration: float | None = None) -> np.ndarray:
     """Mono float32 waveform of `path` at `sample_rate`; raises AudioError naming the file."""
-    audio, sr = read_audio(path, offset, duration)
+    return checked(*read_audio(path, offset, duration), sample_rate, path)
+
+
+def checked(audio: np.ndarray, sr: int, sample_rate: int, name: str | Path) -> np.ndarray:
+    """`audio` at `sr` checked (samples, finite, a plausible rate) and resampled to `sample_rate`."""
     if audio.size == 0:
-        raise AudioError(f"{path}: no audio samples")
+        raise AudioError(f"{name}: no audio samples")
     if not np.isfinite(audio).all():
-        raise AudioError(f"{path}: audio holds NaN or infinite samples")
+        raise AudioError(f"{name}: audio holds NaN or infinite samples")
     if not 1000 <= sr <= 768000:
-        raise AudioError(f"{path}: implausible sample rate {sr} Hz in its header (damaged file?)")
+        raise AudioError(f"{name}: implausible sample rate {sr} Hz in its header (damaged file?)")
     if sr != sample_rate:
         audio = soxr.resample(audio, sr, sample_rate).astype(np.float32)
         if audio.size == 0:
-            raise AudioError(f"{path}: {sr} Hz audio too short to give one sample at {sample_rate} Hz")
+            raise AudioError(f"{name}: {sr} Hz audio too short to give one sample at {sample_rate} Hz")
     return audio
 
 

@@ -135,12 +135,23 @@ class CTCBeamDecoder:
         return dec
 
     def _set_hotwords(self, hotwords: Iterable[str] | None, weight: float) -> None:
-        self.hotwords = {w for phrase in (hotwords or ()) for w in phrase.split()}
+        """Hotwords as words or phrases, each optionally with its own bonus ("amazon queen:15"; else `weight`)."""
+        self.hotwords: dict[str, float] = {}  # word -> bonus when completed
+        for item in hotwords or ():
+            phrase, sep, value = item.rpartition(":")
+            if not sep:
+                phrase, value = item, ""
+            try:
+                bonus = float(value) if value.strip() else weight
+            except ValueError:
+                raise ValueError(f"hotword {item!r}: the part after ':' must be a number (its bonus)") from None
+            for w in phrase.split():
+                self.hotwords[w] = max(self.hotwords.get(w, bonus), bonus)
         self.hotword_weight = weight
-        self._hot_prefixes: dict[str, int] = {}  # prefix -> length of the shortest hotword it starts
-        for w in self.hotwords:
+        self._hot_prefixes: dict[str, tuple[int, float]] = {}  # prefix -> (length, bonus) of the shortest hotword
+        for w, bonus in sorted(self.hotwords.items(), key=lambda kv: len(kv[0]), reverse=True):
             for i in range(1, len(w) + 1):
-                self._hot_prefixes[w[:i]] = min(self._hot_prefixes.get(w[:i], len(w)), len(w))
+                self._hot_prefixes[w[:i]] = (len(w), bonus)
         self._partial: dict[str, float] = {}
 
     def reset_params(self, alpha: float | None = None, beta: float | None = None) -> None:
@@ -156,7 +167,8 @@ class CTCBeamDecoder:
         if got is None:
             got = 0.0
             if word in self._hot_prefixes:
-                got = self.hotword_weight * len(word) / self._hot_prefixes[word]
+                length, bonus = self._hot_prefixes[word]
+                got = bonus * len(word) / length
             elif self.lm is not None and self.lm.prefixes and word not in self.lm.prefixes:
                 got = self.unk_offset * (len(word) / AVG_WORD_LEN if len(word) > AVG_WORD_LEN else 1.0)
             self._partial[word] = got
@@ -165,7 +177,7 @@ class CTCBeamDecoder:
     def _word_score(self, state: int, word: str) -> tuple[float, int]:
         score, state = self.lm.score_word(state, word) if self.lm is not None else (0.0, state)
         if word in self.hotwords:
-            score += self.hotword_weight
+            score += self.hotwords[word]
         return score, state
 
     def _child(self, table: list[_Prefix], parent: int, token: int, t: int) -> _Prefix:

@@ -8,7 +8,7 @@ beam search with the LM) runs in its own thread, outside the event loop. A bound
 (503 with Retry-After beyond it); uploads and audio length are limited (413); a request that takes too long gets a
 504, and one whose client hung up is dropped before the model sees it. Errors use OpenAI's error shape. With API
 keys (from a file or ASR_API_KEYS), every /v1 route needs `Authorization: Bearer <key>`, compared in constant time.
-Uploads go to a private temporary file the server names, never under a client-chosen path.
+Uploads are decoded in memory (libsndfile, or ffmpeg through a pipe): nothing is written to disk.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import queue
-import tempfile
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -31,7 +30,7 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect  # asr[serv
 # handlers' annotations from this module's names
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from .audio import AudioError, is_silent, load_audio
+from .audio import AudioError, checked, is_silent, read_audio_bytes
 from .decoding import CTCBeamDecoder
 from .formats import FORMATS, render, verbose
 from .inference import Recognizer
@@ -230,7 +229,13 @@ def parse_request(settings: ServeSettings, form) -> _Request:
     if unknown:
         raise APIError(400, f"'timestamp_granularities[]' may hold word and segment, got {sorted(unknown)}",
                        param="timestamp_granularities[]")
-    hot = [normalize_text(p) for p in (form.get("hotwords") or "").split(",")]
+    hot = []
+    for item in (form.get("hotwords") or "").split(","):  # "word", "a phrase" or "word:bonus"
+        phrase, sep, bonus = item.rpartition(":")
+        phrase, bonus = (phrase, bonus) if sep else (item, "")
+        if normalize_text(phrase):
+            _number(bonus, "hotwords", float, HOTWORD_WEIGHT_RANGE)
+            hot.append(normalize_text(phrase) + (f":{bonus.strip()}" if bonus.strip() else ""))
     hot += normalize_text(form.get("prompt") or "").split()  # a prompt's words are taken as hotwords
     return _Request(fmt, "word" in granularities,
                     _number(form.get("beam"), "beam", int, BEAM_RANGE),
@@ -320,14 +325,10 @@ def create_app(settings: ServeSettings, engine: Engine | None = None):
         return data, {"form": form, "filename": upload.filename or "upload"}
 
     def decode_audio(data: bytes, filename: str, rate: int) -> np.ndarray:
-        with tempfile.TemporaryDirectory(prefix="asr-serve-") as tmp:
-            path = Path(tmp) / "upload"  # our own name: the client's file name is only quoted in errors
-            path.write_bytes(data)
-            try:
-                return load_audio(path, rate)
-            except AudioError as e:
-                raise APIError(400, f"{filename}: {str(e).split(': ', 1)[-1]}", param="file",
-                               code="invalid_audio") from None
+        try:  # in memory: an upload is never written to disk, under its name or any other
+            return checked(*read_audio_bytes(data, filename), rate, filename)
+        except AudioError as e:
+            raise APIError(400, str(e), param="file", code="invalid_audio") from None
 
     def finish(rec: Recognizer, req: _Request, spans, heard, lps) -> dict:
         dec = engine.decoder(req.beam, req.alpha, req.beta, req.hotwords, req.hotword_weight)
@@ -441,6 +442,7 @@ class _StreamSession:
         self.rec, self.stream = rec, rec.stream()
         self.format, self.endpoint_s = "s16le", endpoint_ms / 1000
         self.silent_s, self.heard, self.offset, self.last_text = 0.0, False, 0.0, ""
+        self.rest = b""
 
     def control(self, msg: dict) -> None:
         if msg.get("type") == "config":
@@ -457,7 +459,10 @@ class _StreamSession:
 
     def feed(self, data: bytes) -> list[dict]:
         width = 2 if self.format == "s16le" else 4
-        samples = np.frombuffer(data[: len(data) // width * width], dtype="<i2" if width == 2 else "<f4")
+        data = self.rest + data  # a message may end inside a sample: its bytes wait for the next one
+        cut = len(data) // width * width
+        self.rest = data[cut:]
+        samples = np.frombuffer(data[:cut], dtype="<i2" if width == 2 else "<f4")
         if not len(samples):
             return []
         samples = samples.astype(np.float32) / (32768.0 if width == 2 else 1.0)

@@ -54,3 +54,26 @@ TINY = ["features.kind=logmel", "features.n_mels=40", "features.window_ms=25", "
         "model.conv_channels=8", "model.conv_time_stride=2", "model.rnn_layers=2", "model.rnn_hidden=64",
         "train.batch_size=8", "train.warmup_steps=5", "train.log_every=2",
         "train.amp=off"]  # float32 on every CPU: amp=auto takes bf16 where oneDNN has bf16 kernels
+
+
+@pytest.fixture(scope="session")
+def trained(corpus, tmp_path_factory):
+    """A tiny model trained 2 epochs through the CLI: (exp dir, the train arguments, the finished process).
+    Shared by the modules that only read it; a test that changes the folder copies it first."""
+    exp = tmp_path_factory.mktemp("exp")
+    args = ["train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
+            f"data.dev_manifest={corpus['dev']}", "train.epochs=2", *TINY]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return exp, args, proc
+
+
+@pytest.fixture(scope="session")
+def streaming_model(corpus, tmp_path_factory):
+    """conf/ds2_streaming.yaml trained briefly (1 epoch, lookahead 2): its exp dir."""
+    exp = tmp_path_factory.mktemp("stream_exp")
+    proc = run_cli("train", str(ROOT / "conf" / "ds2_streaming.yaml"), f"exp_dir={exp}",
+                   f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}", "train.epochs=1",
+                   *TINY, "model.lookahead=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return exp

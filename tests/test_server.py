@@ -24,16 +24,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def model(corpus, tmp_path_factory):
-    exp = tmp_path_factory.mktemp("serve_exp")
-    proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
-                   f"data.dev_manifest={corpus['dev']}", "train.epochs=3", *TINY)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return exp / "best.pt"
-
-
-@pytest.fixture(scope="module")
-def server(model, tmp_path_factory):
+def server(trained, tmp_path_factory):
+    model = trained[0] / "best.pt"
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text(f"# one key per line\n{KEY}\n")
     port = free_port()
@@ -174,12 +166,8 @@ def test_32_concurrent_clients_all_answered_correctly_and_batched(server, corpus
 
 
 @pytest.fixture(scope="module")
-def streaming_server(corpus, tmp_path_factory):
-    exp = tmp_path_factory.mktemp("serve_stream")
-    proc = run_cli("train", str(ROOT / "conf" / "ds2_streaming.yaml"), f"exp_dir={exp}",
-                   f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}", "train.epochs=1",
-                   *TINY, "model.lookahead=2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def streaming_server(streaming_model):
+    exp = streaming_model
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(exp / "best.pt"), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
@@ -232,9 +220,19 @@ def test_websocket_stream_partials_endpointing_and_the_cli_s_text(streaming_serv
         finals = [e for e in map(json.loads, ws) if e["type"] == "final"]
     assert len(finals) == 2 and finals[0]["end"] == pytest.approx(finals[1]["start"])
     assert finals[0]["end"] >= len(pcm16(files[0])) / 32000 + 0.6
-    with connect(ws_url) as ws:
+    with connect(ws_url) as ws:  # bad messages are answered and the stream goes on
         ws.send(json.dumps({"type": "config", "sample_rate": 8000}))
         assert "sample_rate" in json.loads(ws.recv())["message"]
+        ws.send("{not json")
+        assert json.loads(ws.recv())["code"] == "bad_message"
+        audio = pcm16(files[0])
+        ws.send(audio[:1])  # half a sample: kept for the next message
+        for i in range(1, len(audio), chunk + 1):  # odd-sized messages, samples split across them
+            ws.send(audio[i: i + chunk + 1])
+        ws.send(json.dumps({"type": "end"}))
+        finals = [e for e in map(json.loads, ws) if e["type"] == "final"]
+    assert len(finals) == 1 and finals[0]["text"] == expected
+    assert finals[0]["end"] == pytest.approx(len(audio) / 32000, abs=1e-3)
 
 
 def test_websocket_refuses_a_bidirectional_model_and_a_missing_key(server):
@@ -247,3 +245,82 @@ def test_websocket_refuses_a_bidirectional_model_and_a_missing_key(server):
     with connect(ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
         msg = json.loads(ws.recv())
         assert msg["type"] == "error" and "bidirectional" in msg["message"]
+
+
+def test_faults_get_the_right_answer_and_the_server_keeps_serving(server, corpus, tmp_path):
+    url, _ = server
+    wav = wavs(corpus)[2].read_bytes()
+    r = post(url, files={"file": ("empty.wav", b"")})
+    assert r.status_code == 400 and "empty.wav" in r.json()["error"]["message"], r.text
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(16000, np.float32), 16000)
+    r = post(url, files={"file": ("silent.wav", silent.read_bytes())}, response_format="verbose_json")
+    assert r.status_code == 200 and r.json()["text"] == "" and r.json()["segments"] == []
+    r = httpx.post(f"{url}/v1/audio/transcriptions", headers={"Authorization": f"Bearer {KEY}"}, json={"file": "x"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file"  # not multipart: no file part
+    # a client that hangs up mid-upload, and one that sends half a body and stalls, then goes away
+    port = int(url.rsplit(":", 1)[1])
+    for pause in (0.0, 1.0):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                      f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 200000\r\n\r\n"
+                      f"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n".encode()
+                      + wav[:5000])
+            time.sleep(pause)
+    # a WebSocket that sends garbage: told so, and the connection stays usable until it closes
+    from websockets.sync.client import connect
+
+    with connect(url.replace("http://", "ws://") + "/v1/audio/stream",
+                 additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+        assert json.loads(ws.recv())["type"] == "error"  # this model is bidirectional: refused, not crashed
+    r = post(url, files={"file": ("ok.flac", wav)})
+    assert r.status_code == 200 and isinstance(r.json()["text"], str)
+
+
+def start(model, *extra):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(port), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(400):
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail("server did not start")
+
+
+def test_a_full_queue_answers_503_and_a_killed_server_restarts_clean(trained, corpus):
+    model = trained[0] / "best.pt"
+    before = sorted(p.name for p in model.parent.iterdir())
+    proc, url = start(model, "--max-queue", "1", "--batch-wait-ms", "400")
+    wav = wavs(corpus)[0].read_bytes()
+
+    def one(_):
+        r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.flac", wav)}, timeout=60)
+        return r.status_code, r.headers.get("retry-after"), r.json()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        out = list(pool.map(one, range(6)))
+    assert {code for code, _, _ in out} == {200, 503}, out
+    assert all(after == "1" and body["error"]["code"] == "overloaded" for code, after, body in out if code == 503)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # killed under load, then started again
+        futures = [pool.submit(one, i) for i in range(4)]
+        time.sleep(0.2)
+        proc.kill()
+        proc.wait(timeout=30)
+        for f in futures:
+            try:
+                f.result()
+            except (httpx.HTTPError, ValueError):
+                pass
+    proc, url = start(model)
+    try:
+        assert one(0)[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert sorted(p.name for p in model.parent.iterdir()) == before  # the server writes nothing beside the model

@@ -94,6 +94,11 @@ def test_hotword_boosting(bpe):
     for hot in ("cat", "cut"):
         dec = CTCBeamDecoder(labels, beam_width=8, hotwords=[hot], hotword_weight=5.0)
         assert dec.decode(lp) == hot
+    for hot, text in ((["cat:2", "cut:6"], "cut"), (["cat:6", "cut:2"], "cat")):  # each hotword its own bonus
+        dec = CTCBeamDecoder(labels, beam_width=8, hotwords=hot, hotword_weight=5.0)
+        assert dec.decode(lp) == text and dec.with_options(hotwords=["cut"]).decode(lp) == "cut"
+    with pytest.raises(ValueError, match="'cat:x'.*must be a number"):
+        CTCBeamDecoder(labels, hotwords=["cat:x"])
 
 
 def test_train_and_decode_with_bpe_through_the_cli(corpus, tmp_path):
