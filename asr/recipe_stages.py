@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .atomic import write_text_atomic
 from .config import Config, to_dict
-from .evaluate import evaluate, format_result
+from .evaluate import format_result, model_outputs, score_outputs
 from .lm_build import build_lm
 from .lm_tune import format_tuning, tune
 from .manifest import read_manifest
@@ -101,11 +101,12 @@ def decode_stage(cfg: RecipeConfig) -> None:
     from .inference import Recognizer
 
     exp = Path(cfg.exp_dir)
-    recognizers = {"greedy": Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size, use_tuned=False),
-                   "lm": Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size)}  # decoding.json
+    rec = Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size)  # the LM decoding of decoding.json
     for name, manifest in _test_sets(cfg).items():
-        for decoder, rec in recognizers.items():
-            result = evaluate(exp / "best.pt", manifest, exp / f"decode_{name}_{decoder}", recognizer=rec)
+        outputs = model_outputs(rec, manifest)  # one pass of the model, decoded both ways
+        for decoder in DECODERS:
+            result = score_outputs(outputs, rec, exp / f"decode_{name}_{decoder}", exp / "best.pt",
+                                   greedy=decoder == "greedy")
             log.info(format_result(result))
 
 
