@@ -1,6 +1,7 @@
 """`asr serve` as users run it: a real server process on 127.0.0.1, the official openai client, httpx."""
 import concurrent.futures
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,29 +24,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start(model, *extra, log=None):
+    """A real `asr serve` process on a free port of 127.0.0.1, once it says it is ready: (process, base URL)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(port), *extra],
+                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(400):
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail("the server did not become ready" + (": " + open(log.name).read()[-3000:] if log else ""))
+
+
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory):
     model = trained[0] / "best.pt"
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text(f"# one key per line\n{KEY}\n")
-    port = free_port()
     log = (tmp_path_factory.mktemp("log") / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(port),
-                             "--api-key-file", str(keys), "--max-upload-mb", "1", "--max-audio-seconds", "30",
-                             "--batch-wait-ms", "30"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, open(log.name).read()[-3000:]
-        time.sleep(0.3)
-    else:
-        pytest.fail("server did not become ready: " + open(log.name).read()[-3000:])
+    proc, url = start(model, "--api-key-file", str(keys), "--max-upload-mb", "1", "--max-audio-seconds", "30",
+                      "--batch-wait-ms", "30", log=log)
     yield url, model
     proc.terminate()
     proc.wait(timeout=30)
@@ -167,20 +173,8 @@ def test_32_concurrent_clients_all_answered_correctly_and_batched(server, corpus
 
 @pytest.fixture(scope="module")
 def streaming_server(streaming_model):
-    exp = streaming_model
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(exp / "best.pt"), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    yield url, exp / "best.pt"
+    proc, url = start(streaming_model / "best.pt")
+    yield url, streaming_model / "best.pt"
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -277,23 +271,6 @@ def test_faults_get_the_right_answer_and_the_server_keeps_serving(server, corpus
     assert r.status_code == 200 and isinstance(r.json()["text"], str)
 
 
-def start(model, *extra):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(port), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    pytest.fail("server did not start")
-
-
 def test_a_full_queue_answers_503_and_a_killed_server_restarts_clean(trained, corpus):
     model = trained[0] / "best.pt"
     before = sorted(p.name for p in model.parent.iterdir())
@@ -324,3 +301,23 @@ def test_a_full_queue_answers_503_and_a_killed_server_restarts_clean(trained, co
         proc.terminate()
         proc.wait(timeout=30)
     assert sorted(p.name for p in model.parent.iterdir()) == before  # the server writes nothing beside the model
+
+
+def test_a_slow_request_times_out_with_504_and_an_idle_websocket_blocks_no_one(trained, streaming_server, corpus):
+    proc, url = start(trained[0] / "best.pt", "--timeout", "0.001")
+    try:
+        r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.flac", wavs(corpus)[0].read_bytes())},
+                       timeout=60)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", r.text
+        assert httpx.get(f"{url}/health").status_code == 200  # and the server is still up
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    from websockets.sync.client import connect
+
+    stream_url, _ = streaming_server
+    with connect(stream_url.replace("http://", "ws://") + "/v1/audio/stream"):  # connected, sends nothing
+        for path in wavs(corpus, 2):
+            r = httpx.post(f"{stream_url}/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())},
+                           timeout=60)
+            assert r.status_code == 200
