@@ -64,7 +64,13 @@ class WordLM:
         self._states: list[kenlm.State] = []
         self._ids: dict[kenlm.State, int] = {}
         self._end: dict[int, float] = {}
-        self.generation = 0  # bumped whenever state ids are dropped
+        self._generation = [0]  # bumped whenever state ids are dropped; shared by copies (see `generation`)
+
+    @property
+    def generation(self) -> int:
+        """How many times the state ids were dropped. A copy (a decoder with its own alpha and beta) shares the
+        caches and this counter, so whichever copy drops the states, every copy's compiled caches see it."""
+        return self._generation[0]
 
     def _intern(self, state: kenlm.State) -> int:
         sid = self._ids.get(state)
@@ -77,7 +83,7 @@ class WordLM:
         """Id of the sentence-start state. Scores and states stay cached across utterances."""
         if len(self._states) > _MAX_CACHED_STATES:
             self._cache.clear(), self._states.clear(), self._ids.clear(), self._end.clear()
-            self.generation += 1
+            self._generation[0] += 1
         state = kenlm.State()
         self.model.BeginSentenceWrite(state)
         return self._intern(state)

@@ -67,3 +67,18 @@ def test_with_an_oov_truth_word_the_errors_are_the_scorings_not_the_searchs(lms)
     print(f"ours {mine}, pyctcdecode {other}")
     assert mine.scoring_errors >= 0.2 * len(refs)  # every sentence with hallo in it
     assert mine.search_errors <= 0.05 * len(refs) and mine.search_errors < other.search_errors
+
+
+def test_decoders_sharing_an_lm_see_its_states_dropped(lms, monkeypatch):
+    """with_options shares the KenLM model and its caches; when one copy drops the cached states (a long-running
+    server passes the limit), the other's compiled caches must notice and not score with stale state ids."""
+    import asr.lm
+
+    base = CTCBeamDecoder(LABELS, 0, str(lms[0]), ALPHA, BETA, beam_width=BEAM)
+    other = base.with_options(alpha=0.5)
+    items, _ = controlled_logits(6, seed=7)
+    expected = [(base.decode(lp), other.decode(lp)) for lp in items]
+    generation = base.lm.generation
+    monkeypatch.setattr(asr.lm, "_MAX_CACHED_STATES", len(base.lm._states) - 1)  # the next start() drops them, once
+    assert [(base.decode(lp), other.decode(lp)) for lp in items] == expected
+    assert base.lm.generation == other.lm.generation > generation and base.lm is not other.lm
