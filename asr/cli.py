@@ -117,12 +117,13 @@ def _recognizer(args: argparse.Namespace, streaming: bool = False):
 def _serve(args: argparse.Namespace) -> int:
     from .server import ServeSettings, read_api_keys, serve
 
-    settings = ServeSettings(model=args.model, lm=args.lm, device=args.device, int8=args.int8,
-                             model_name=args.model_name, language=args.language,
-                             api_keys=read_api_keys(args.api_key_file), max_upload_mb=args.max_upload_mb,
-                             max_audio_seconds=args.max_audio_seconds, max_queue=args.max_queue,
-                             max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
-                             request_timeout_s=args.timeout, cors_origins=tuple(args.cors_origin or ()))
+    given = {"device": args.device, "model_name": args.model_name, "language": args.language,
+             "max_upload_mb": args.max_upload_mb, "max_audio_seconds": args.max_audio_seconds,
+             "max_queue": args.max_queue, "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
+             "request_timeout_s": args.timeout}  # options left out take ServeSettings' defaults (docs/serving.md)
+    settings = ServeSettings(model=args.model, lm=args.lm, int8=args.int8, api_keys=read_api_keys(args.api_key_file),
+                             cors_origins=tuple(args.cors_origin or ()),
+                             **{k: v for k, v in given.items() if v is not None})
     serve(settings, args.host, args.port)
     return 0
 
@@ -250,20 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="serve a model over HTTP, with OpenAI's /v1/audio/transcriptions")
     sv.add_argument("--model", required=True, help="checkpoint (.pt)")
-    sv.add_argument("--lm", help="KenLM model for the beam search (default: the one `asr lm tune` chose, if any)")
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    sv.add_argument("--lm", help="KenLM model for the beam search; without it, the one `asr lm tune` chose, if any")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--device", default="auto")
+    sv.add_argument("--device", help="auto, cpu, cuda, ...")
     sv.add_argument("--int8", action="store_true", help="int8 recurrent and linear layers (CPU)")
-    sv.add_argument("--model-name", default="asr-ds2", help="the model id clients name and /v1/models lists")
-    sv.add_argument("--language", default="en", help="the model's language; requests naming another get a 400")
+    sv.add_argument("--model-name", help="the model id clients name and /v1/models lists")
+    sv.add_argument("--language", help="the model's language; requests naming another get a 400")
     sv.add_argument("--api-key-file", help="accepted API keys, one per line (also: ASR_API_KEYS, comma-separated)")
-    sv.add_argument("--max-upload-mb", type=float, default=25.0)
-    sv.add_argument("--max-audio-seconds", type=float, default=3600.0)
-    sv.add_argument("--max-queue", type=int, default=64, help="requests in progress before 503 + Retry-After")
-    sv.add_argument("--max-batch", type=int, default=16, help="audio pieces run through the model at once")
-    sv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits for more requests")
-    sv.add_argument("--timeout", type=float, default=300.0, help="seconds before a request gets a 504")
+    sv.add_argument("--max-upload-mb", type=float, help="larger uploads get a 413")
+    sv.add_argument("--max-audio-seconds", type=float, help="longer audio gets a 413")
+    sv.add_argument("--max-queue", type=int, help="requests in progress before 503 + Retry-After")
+    sv.add_argument("--max-batch", type=int, help="audio pieces run through the model at once")
+    sv.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests")
+    sv.add_argument("--timeout", type=float, help="seconds before a request gets a 504")
     sv.add_argument("--cors-origin", action="append", help="allow browser requests from this origin (repeatable)")
     sv.set_defaults(fn=_serve)
 
