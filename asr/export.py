@@ -86,7 +86,8 @@ class _OneUtterance(torch.nn.Module):
         self.model = model
         fe = model.frontend
         n = fe.n_fft
-        k = torch.arange(n // 2 + 1, dtype=torch.float64)[:, None]
+        bins = n // 2 + 1 if fe.cfg.kind == "logmel" else fe.num_features  # linear features stop at f_max
+        k = torch.arange(bins, dtype=torch.float64)[:, None]
         angle = 2 * math.pi * k * torch.arange(n, dtype=torch.float64)[None, :] / n
         window = fe.window.double()[None, :]
         self.register_buffer("dft_cos", (torch.cos(angle) * window).float()[:, None, :])

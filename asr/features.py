@@ -24,18 +24,21 @@ class FeatureExtractor(nn.Module):
         self.win_length = int(round(cfg.sample_rate * cfg.window_ms / 1000))
         self.hop_length = int(round(cfg.sample_rate * cfg.hop_ms / 1000))
         self.n_fft = self.win_length
+        self.f_max = float(cfg.f_max or cfg.sample_rate / 2)
         self.register_buffer("window", torch.hamming_window(self.win_length, periodic=False), persistent=False)
         if cfg.kind == "logmel":
             import librosa
 
-            fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=self.n_fft, n_mels=cfg.n_mels)
+            fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=self.n_fft, n_mels=cfg.n_mels, fmax=self.f_max)
             self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)
         self.register_buffer("global_mean", torch.zeros(self.num_features))
         self.register_buffer("global_std", torch.ones(self.num_features))
 
     @property
     def num_features(self) -> int:
-        return self.cfg.n_mels if self.cfg.kind == "logmel" else self.n_fft // 2 + 1
+        if self.cfg.kind == "logmel":
+            return self.cfg.n_mels
+        return int(self.f_max * self.n_fft / self.cfg.sample_rate) + 1  # linear bins up to f_max
 
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         """Frames that `torch.stft(center=True)` gives for each waveform length (one less for an odd window
@@ -54,7 +57,7 @@ class FeatureExtractor(nn.Module):
             mag = vtlp(mag, warp)
         if self.cfg.kind == "logmel":
             return torch.log(torch.matmul(self.mel_fb, mag.pow(2)) + _EPS)
-        return torch.log1p(mag)
+        return torch.log1p(mag[:, : self.num_features])
 
     def raw(self, waves: torch.Tensor, lengths: torch.Tensor,
             warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

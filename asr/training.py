@@ -371,7 +371,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     reverb = (Reverb(cfg.features.sample_rate, cfg.data.reverb_prob, cfg.data.reverb_rt60,
                      rirs=cfg.data.reverb_rirs)
               if cfg.data.reverb_prob else None)
-    bandlimit = (BandLimit(cfg.features.sample_rate, cfg.data.bandlimit_prob, cfg.data.bandlimit_rates)
+    bandlimit = (BandLimit(cfg.features.sample_rate, cfg.data.bandlimit_prob, cfg.data.bandlimit_rates,
+                           cfg.data.bandlimit_mp3)
                  if cfg.data.bandlimit_prob else None)
     train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
                                  cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb, bandlimit)

@@ -220,6 +220,28 @@ def test_bandlimit_removes_energy_above_half_the_rate_and_keeps_length():
     assert BandLimit(rate, prob=0.0)(wave, random.Random(0)) is wave
 
 
+def test_bandlimit_mp3_is_the_game_channel_aligned_seeded_and_lossy():
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    wave = (0.3 * np.sin(2 * np.pi * 700 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+            + 0.2 * np.sin(2 * np.pi * 6500 * t)).astype(np.float32)
+    mp3 = BandLimit(rate, prob=1.0, rates=[11025], mp3=1.0)
+    out = mp3(wave, random.Random(3))
+    assert out.dtype == np.float32 and len(out) == len(wave)
+    assert np.array_equal(out, mp3(wave, random.Random(3)))  # seeded: the same bitrate and result for the same item
+    plain = BandLimit(rate, prob=1.0, rates=[11025])(wave, random.Random(3))
+    spectrum = np.abs(np.fft.rfft(out))
+    assert spectrum[2 * 6500] < 0.01 * spectrum[2 * 700]  # above 11,025 / 2: gone, as without MP3
+    burst = np.zeros(rate, np.float32)
+    burst[8000:8160] = np.hanning(160) * np.sin(2 * np.pi * 1000 * np.arange(160) / rate)
+    for seed in range(8):  # bitrates with and without a gapless header: labels stay aligned either way
+        heard = np.abs(mp3(burst, random.Random(seed)))
+        assert abs(int(np.argmax(heard)) - 8080) < 16
+    noise = np.sqrt(np.mean((out - plain) ** 2) / np.mean(plain ** 2))
+    assert 1e-3 < noise < 0.5  # the codec's quantisation noise, on intact speech-band audio
+    assert BandLimit(rate, prob=1.0, rates=[11025], mp3=0.0)(wave, random.Random(3)) is not wave
+
+
 def test_recorded_impulse_responses_from_a_folder_and_from_the_package(tmp_path):
     rate = 16000
     h = np.zeros(rate // 4, np.float32)

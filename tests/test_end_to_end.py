@@ -160,6 +160,10 @@ def test_synthetic_recipe_end_to_end(tmp_path):
         assert results["test_people"]["utterances"] == 8
         people_train = (tmp_path / "data" / "manifests" / "people_train.jsonl").read_text().splitlines()
         assert len(people_train) == 8 and "people_train" not in prov["manifests_sha256"]  # scored, not trained on
+    manifests = tmp_path / "data" / "manifests"
+    mixed = [json.loads(x)["id"] for x in (manifests / "dev_mixed.jsonl").read_text().splitlines()]
+    assert mixed == [json.loads(x)["id"] for name in ("dev", "people_dev")
+                     for x in (manifests / f"{name}.jsonl").read_text().splitlines()]  # choose on voices and people
     english = (tmp_path / "data" / "english_text.txt").read_text().splitlines()
     scored = [json.loads(x)["text"] for name in ["dev", "test", *real, *(["people_dev"] if people else [])]
               for x in (tmp_path / "data" / "manifests" / f"{name}.jsonl").read_text().splitlines()]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr.config import FeatureConfig, SpecAugmentConfig
+from asr.config import ConfigError, FeatureConfig, SpecAugmentConfig, check_feature_bins
 from asr.features import FeatureExtractor, num_frames, spec_augment, vtlp
 from asr.synthesis import Voice, synthesize
 
@@ -45,6 +45,21 @@ def test_logmel_matches_librosa(waves):
                                          window=librosa.filters.get_window("hamming", 400, fftbins=False),
                                          center=True, pad_mode="constant", power=2.0, n_mels=64)
     np.testing.assert_allclose(feats[1, :, : frames[1]].numpy(), np.log(mel + 1e-6), atol=2e-3, rtol=1e-3)
+
+
+def test_f_max_keeps_the_band_below_it(waves):
+    """features.f_max=5500: what audio recorded at 11,025 Hz holds, for full-band and band-limited audio alike."""
+    mel = FeatureExtractor(FeatureConfig(kind="logmel", n_mels=64, window_ms=25, normalize="none", f_max=5500))
+    ref = librosa.filters.mel(sr=16000, n_fft=400, n_mels=64, fmax=5500)
+    np.testing.assert_allclose(mel.mel_fb.numpy(), ref, rtol=1e-5, atol=1e-7)
+    assert mel.mel_fb[:, 400 * 5600 // 16000:].abs().max() == 0  # nothing above 5.5 kHz reaches a mel bin
+    lin = FeatureExtractor(FeatureConfig(kind="spectrogram", normalize="none", f_max=5500))
+    full = FeatureExtractor(FeatureConfig(kind="spectrogram", normalize="none"))
+    assert lin.num_features == 111  # bins of 50 Hz, 0-5,500 Hz
+    (a, _), (b, _) = lin(*batch(waves)), full(*batch(waves))
+    assert a.shape[1] == 111 and torch.equal(a, b[:, :111])
+    with pytest.raises(ConfigError, match="features.f_max"):
+        check_feature_bins(FeatureConfig(f_max=9000))
 
 
 def test_batch_equals_single(waves):

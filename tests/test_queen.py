@@ -1,5 +1,5 @@
 """Flight of the Amazon Queen's speech as a corpus: the installed Debian package read as it is, every clip
-accounted for, speakers held out whole; broken resource files, clips and dialogue lines named in errors."""
+accounted for, speakers held out whole; broken resource files, clips, dialogues and cutaways named in errors."""
 import json
 import os
 import struct
@@ -56,6 +56,47 @@ def test_installed_game_every_clip_accounted_for(resources):
     assert all("*" not in line.text and line.text for line in inv.transcribed)
     wave = queen.decode_clip(resources.read("020006P1.SB"), "020006P1.SB", 16000)
     assert wave.dtype == np.float32 and 0.5 < len(wave) / 16000 < 5 and np.abs(wave).max() > 0.05
+
+
+def test_cutaway_scenes_give_their_clips_exact_text_and_speakers(resources):
+    inv = queen.inventory(resources)
+    by_clip = {line.clip: line for line in inv.transcribed}
+    cut = [line for line in inv.transcribed if line.dialogue.endswith(".CUT")]
+    assert len(cut) == 1764 and len({line.dialogue for line in cut}) == 245
+    heard = [("C41B_011.SB", "JOE", "Hey, let me outta here!"),  # C41B.CUT's object 1 (Joe), segment 1
+             ("C21D_012.SB", "JOE", "I've got some beef jerky, would you like some?"),
+             ("C72B_172.SB", "LOLA", "You can use this dress as a disguise"),  # actor LOLA_SHOWER
+             ("C3C__122.SB", "SPARKY", "It has to be in mint condition,"),  # C3C padded to 5 characters
+             ("C50I_163.SB", "ZOMBIE", "Perhaps we will meet again."),
+             ("C9A__063.SB", "BUD", "Don't spend it all at once!")]  # each checked against Whisper
+    assert [(by_clip[clip].speaker, by_clip[clip].text) for clip, _, _ in heard] == [(s, t) for _, s, t in heard]
+    assert by_clip["C13B_021.SB"].speaker == "TAM"  # actor TAMMY: TAM1.DOG's Mary-Lou, held out for dev
+    ambiguous = dict(inv.ambiguous)  # room 41's first person is Frank or Anderson, as a game state says
+    assert {line.speaker for line in ambiguous["C41B_082.SB"]} == {"AND", "FRANK"}
+    assert len(inv.ambiguous) == 194 and len(inv.untranscribed) == 243
+    assert inv.reasons["C41B_031.SB"] == "a caption of C41B.CUT that no one says: Joe! We finally found you!"
+    assert sum(r.startswith("a caption") for r in inv.reasons.values()) == 85
+    assert sum(r.startswith("a sound effect") for r in inv.reasons.values()) == 136
+    assert inv.reasons["1001SSSS.SB"].startswith("a sound effect")
+    assert not [line for line in inv.lines_without_audio if line.dialogue.endswith(".CUT")]  # every clip named is there
+    assert queen.actor_speaker("X4_JOE") == queen.actor_speaker("JOE-H") == "JOE"
+    assert queen.actor_speaker("AZURA-H") == queen.actor_speaker("PRINCESS1") == "PRIN"
+
+
+def test_malformed_cutaway_fails_with_the_entry_named(resources, tmp_path):
+    cut, jas = resources.read("C41B.CUT"), {name: resources.read(name) for name in ("QUEEN.JAS", "QUEEN2.JAS")}
+    entries = {**jas, "C41B.CUT": cut, "C41B_011.SB": resources.read("C41B_011.SB")}
+    inv = queen.inventory(queen.ResourceFile(write_qtbl(tmp_path / "good.1c", entries)))
+    assert [(line.clip, line.text) for line in inv.transcribed] == [("C41B_011.SB", "Hey, let me outta here!")]
+    more = cut[:22] + struct.pack(">h", -200) + cut[24:]  # 200 objects where there are 78
+    for bad, message in [(cut[:1000], r"cutaway BAD.CUT: an offset in its header is past the end \(980 bytes\)"),
+                         (cut[:4900], r"cutaway BAD.CUT: string at byte \d+ runs past the end"),
+                         (more, r"cutaway BAD.CUT: object 79 runs into the game-state data at byte 4736")]:
+        path = write_qtbl(tmp_path / "bad.1c", {**jas, "BAD.CUT": bad})
+        with pytest.raises(queen.QueenDataError, match=message):
+            queen.inventory(queen.ResourceFile(path))
+    with pytest.raises(queen.QueenDataError, match="no entry QUEEN.JAS"):  # a cutaway's people are QUEEN.JAS's
+        queen.inventory(queen.ResourceFile(write_qtbl(tmp_path / "alone.1c", {"C41B.CUT": cut})))
 
 
 def test_segments_follow_stage_directions():

@@ -1,7 +1,7 @@
 """amazon_queen: people speaking, from the talkie data of Flight of the Amazon Queen (Debian package).
 
-About 4,500 clips (3.2 h) of professional voice actors whose exact lines are in the game's dialogues and
-Joe's lines (asr.queen reads both from the installed resource file). Characters held out whole for dev and test
+About 6,300 clips (4.3 h) of professional voice actors whose exact lines are in the game's dialogues, cutaway
+scenes and Joe's lines (asr.queen reads them from the installed resource file). Characters held out whole for dev and test
 never speak in training; Joe, the hero, speaks a third of the clips and is always in training.
 Every clip is accounted for in <data_dir>/inventory.tsv: its split, or why it is not used.
 """

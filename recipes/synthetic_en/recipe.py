@@ -219,6 +219,9 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
     assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
     held_out = {normalize_text(t) for t in all_prompts(cfg.synth)} - {u.text for u in train_utts}
     report["people"] = write_people(cfg)
+    # dev_mixed: synthetic dev voices and the dev characters, so checkpoints and LM weights are chosen on both
+    dev_mixed = [*read_manifest(data / "manifests" / "dev.jsonl"), *read_manifest(data / "manifests" / "people_dev.jsonl")]
+    write_manifest(data / "manifests" / "dev_mixed.jsonl", dev_mixed, relative_to_manifest=True)
     lm_text = {u.text for u in train_utts + read_manifest(data / "manifests" / "people_train.jsonl")}
     write_text_atomic(data / "lm_text.txt", "\n".join(sorted(lm_text)) + "\n")
     report["lm_text_sentences"] = len(lm_text)
@@ -240,11 +243,12 @@ def has_people(cfg: SyntheticEnConfig) -> bool:
 
 
 def write_people(cfg: SyntheticEnConfig) -> dict:
-    """manifests/people_{train,dev}.jsonl and test_people.jsonl from the game's voice actors (training on
-    people_train is an option: data.train_sources). Without the game, people_train.jsonl is empty."""
+    """manifests/people_{train,dev}.jsonl and test_people.jsonl from the game's voice actors (the default trains
+    on people_train: data.train_sources). Without the game, people_train.jsonl and people_dev.jsonl are empty."""
     data = Path(cfg.data_dir)
     if not has_people(cfg):
-        write_manifest(data / "manifests" / "people_train.jsonl", [])
+        for name in ("people_train", "people_dev"):
+            write_manifest(data / "manifests" / f"{name}.jsonl", [])
         return {"source": None}
     p = cfg.people
     report = queen.prepare(p.resource_file, data, cfg.features.sample_rate, p.dev_speakers, p.test_speakers,
@@ -362,7 +366,7 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
         cfg.test_sets = [t for t in cfg.test_sets if t != "test_people"]
     real, people = "test_real" in cfg.test_sets, "test_people" in cfg.test_sets
     manifests = [data / "manifests" / f"{s}.jsonl"
-                 for s in (*SPLITS, "test_pauses", "people_train", *(["test_real"] if real else []),
+                 for s in (*SPLITS, "test_pauses", "people_train", "dev_mixed", *(["test_real"] if real else []),
                            *(["test_people"] if people else []))]
     prompts = [prompt_file(p) for p in (cfg.synth.prompts, cfg.synth.train_prompts) if p]
     synthesize = Stage("synthesize", lambda: synthesize_stage(cfg), inputs=prompts,
