@@ -17,15 +17,23 @@ from .lm import WordLM
 from .text import WORD_START, Vocabulary
 
 
+def best_path(frame_ids: np.ndarray, blank: int = 0, previous: int = -1) -> np.ndarray:
+    """The frames where the best path emits a token: each frame's best token (`frame_ids`, (T,)), repeats collapsed,
+    blanks dropped. `previous` is the best token of the frame before the first (a stream carries it across chunks).
+    The one greedy decoder: batches, the beam search's greedy candidate and streams all use it."""
+    ids = np.asarray(frame_ids)
+    before = np.concatenate([[previous], ids[:-1]]) if len(ids) else ids
+    return np.flatnonzero((ids != before) & (ids != blank))
+
+
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
-    """Best-path token ids per utterance: argmax per frame, repeats collapsed, blanks dropped."""
-    best = log_probs.argmax(dim=-1)  # (N, T)
-    keep = torch.ones_like(best, dtype=torch.bool)
-    keep[:, 1:] = best[:, 1:] != best[:, :-1]
-    keep &= best != blank
-    keep &= torch.arange(best.shape[1], device=best.device)[None, :] < lengths[:, None].to(best.device)
-    best, keep = best.cpu(), keep.cpu()
-    return [best[i][keep[i]].tolist() for i in range(best.shape[0])]
+    """Best-path token ids per utterance of a batch (N, T, C)."""
+    best = log_probs.argmax(dim=-1).cpu().numpy()  # (N, T)
+    out = []
+    for row, n in zip(best, lengths.tolist()):
+        row = row[: int(n)]
+        out.append(row[best_path(row, blank)].tolist())
+    return out
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabulary) -> list[str]:
@@ -224,9 +232,7 @@ class CTCBeamDecoder:
         pool = list(hyps)
         if len(lp) and self.lm is None and not self.hotwords:
             best = lp.argmax(axis=1)
-            keep = np.ones(len(best), dtype=bool)
-            keep[1:] = best[1:] != best[:-1]
-            greedy = tuple(best[keep & (best != self.blank)].tolist())
+            greedy = tuple(best[best_path(best, self.blank)].tolist())
             if all(tuple(h.tokens) != greedy for h in pool):
                 pool.append(self._best_path(lp))
         seen, out = set(), []
@@ -263,11 +269,8 @@ class CTCBeamDecoder:
         best = lp.argmax(axis=1)
         score = float(lp[np.arange(len(lp)), best].sum())
         table = [_Prefix(-1, -1, 0.0, 0.0, 0, "", -1, (), -1)]
-        prev = -1
-        for t, c in enumerate(best.tolist()):
-            if c != prev and c != self.blank:
-                table.append(self._child(table, len(table) - 1, c, t))
-            prev = c
+        for t in best_path(best, self.blank).tolist():
+            table.append(self._child(table, len(table) - 1, int(best[t]), t))
         return self._finish(table, [(len(table) - 1, score, _NEG_INF)], 1)[0]
 
     def _finish(self, table: list[_Prefix], beams: list[tuple[int, float, float]], n: int) -> list[Hypothesis]:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoding import CTCBeamDecoder, Hypothesis
+from .decoding import CTCBeamDecoder, Hypothesis, best_path
 from .model import DeepSpeech2
 from .text import Vocabulary
 
@@ -181,9 +181,8 @@ class Stream:
                 self._search.advance(lp.numpy())
                 self._text = self._search.best(1)[0].text
         else:
-            for t in lp.argmax(-1).tolist():
-                if t != self._last and t != self.vocab.blank:
-                    self._ids.append(t)
-                self._last = t
+            best = lp.argmax(-1).numpy()
+            self._ids += best[best_path(best, self.vocab.blank, self._last)].tolist()
+            self._last = int(best[-1]) if len(best) else self._last
         self.frames += len(lp)
         return lp
