@@ -158,26 +158,14 @@ def _lm_tune(args: argparse.Namespace) -> int:
 
 
 def _average(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from .checkpoint import best_epochs, last_steps
     from .export import average_checkpoints
 
     paths = list(args.models)
-    folder = Path(args.exp or ".") / "checkpoints"
     if args.exp and args.best:
-        index = folder / "best.json"
-        if not index.exists():
-            raise CheckpointError(f"{index} is missing: no end-of-epoch checkpoints were kept (train.keep_best)")
-        wers = json.loads(index.read_text())
-        if len(wers) < args.best:
-            print(f"warning: {folder} keeps {len(wers)} best-epoch checkpoints, fewer than --best {args.best}",
-                  file=sys.stderr)
-        paths += [folder / name for name in sorted(wers, key=lambda n: (wers[n], n))[: args.best]]
+        paths += best_epochs(args.exp, args.best)
     elif args.exp:
-        found = sorted(folder.glob("step-*.pt"))
-        if not found:
-            raise CheckpointError(f"{folder} holds no step-*.pt checkpoints (train.keep_last)")
-        paths += found[-args.last:]
+        paths += last_steps(args.exp, args.last)
     print(json.dumps(average_checkpoints(paths, args.out)))
     return 0
 

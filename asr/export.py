@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_write
-from .checkpoint import CheckpointError, load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, inference_view, load_checkpoint, load_model, model_from_checkpoint,
+                         save_checkpoint)
 from .features import _EPS
 
 
@@ -37,7 +38,7 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> dict:
             averaged[k] = sum(c["model"][k].double() for c in ckpts).div(len(ckpts)).to(v.dtype)
         else:  # counters such as BatchNorm's num_batches_tracked
             averaged[k] = ckpts[-1]["model"][k]
-    result = {k: v for k, v in first.items() if k not in ("optimizer", "scheduler", "scaler", "rng", "position")}
+    result = inference_view(first)
     result.update(model=averaged, averaged_from=[str(p) for p in paths])
     model_from_checkpoint(result)  # the averaged weights still build the model
     save_checkpoint(result, out)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,8 +22,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import allocator
-from .atomic import atomic_write, write_text_atomic
-from .checkpoint import load_checkpoint, save_checkpoint
+from .atomic import atomic_write
+from .checkpoint import FORMAT_VERSION, inference_view, keep_best, load_checkpoint, save_checkpoint, save_last
 from .config import Config, DataConfig, save_config, to_dict
 from .data import BandLimit, Batch, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, make_batches
 from .decoding import greedy_decode
@@ -183,52 +181,6 @@ def evaluate_loss_and_wer(model: DeepSpeech2, loader: DataLoader, vocab: Vocabul
     result["loss"] = total_loss / max(total_tokens, 1)
     result["examples"] = list(zip(refs[:3], hyps[:3]))
     return result
-
-
-def _save_last(exp: Path, keep_last: int, ckpt: dict) -> None:
-    """Write last.pt atomically; keep hard links to the last `keep_last` of them in checkpoints/."""
-    save_checkpoint(ckpt, exp / "last.pt")
-    if keep_last <= 0:
-        return
-    folder = exp / "checkpoints"
-    folder.mkdir(exist_ok=True)
-    kept = folder / f"step-{ckpt['step']:08d}.pt"
-    kept.unlink(missing_ok=True)
-    try:
-        kept.hardlink_to(exp / "last.pt")
-    except OSError:  # no hard links on this filesystem
-        save_checkpoint(ckpt, kept)
-    for old in sorted(folder.glob("step-*.pt"))[:-keep_last]:
-        old.unlink(missing_ok=True)
-
-
-def _keep_best(exp: Path, keep_best: int, epoch: int, dev_wer: float) -> None:
-    """Keep a hard link to last.pt (an end-of-epoch checkpoint) among the `keep_best` best by dev WER.
-
-    checkpoints/best.json maps each kept file to its dev WER, so that `asr average --best N` needs
-    to open none of them to choose.
-    """
-    if keep_best <= 0:
-        return
-    folder = exp / "checkpoints"
-    folder.mkdir(exist_ok=True)
-    index_path = folder / "best.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index = {name: wer for name, wer in index.items() if (folder / name).exists()}
-    name = f"epoch-{epoch + 1:04d}.pt"
-    index[name] = dev_wer
-    ranked = sorted(index, key=lambda n: (index[n], n))
-    if name in ranked[:keep_best]:
-        (folder / name).unlink(missing_ok=True)
-        try:
-            (folder / name).hardlink_to(exp / "last.pt")
-        except OSError:  # no hard links on this filesystem
-            shutil.copyfile(exp / "last.pt", folder / (name + ".tmp"))
-            (folder / (name + ".tmp")).replace(folder / name)
-    for old in ranked[keep_best:]:
-        (folder / old).unlink(missing_ok=True)
-        index.pop(old)
-    write_text_atomic(index_path, json.dumps(index, indent=1, sort_keys=True))
 
 
 def autocast_dtype(amp: str, device: torch.device) -> tuple[torch.dtype, bool]:
@@ -456,7 +408,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
 
     def checkpoint_state(epoch: int, position: dict | None, dev_wer: float | None = None) -> dict:
         """Everything a resumed run needs to continue exactly where this one is."""
-        return {"format": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        return {"format": FORMAT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                 "position": position, "best_wer": best_wer, "dev_wer": dev_wer, "config": to_dict(cfg),
                 "labels": vocab.labels, "vocabulary": vocab.to_dict(), "rng": _rng_state(specaug_gen)}
@@ -536,7 +488,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
                 position = {"batch": batch_index, "seen_audio": seen_audio, "seen_utts": seen_utts,
                             "loss_sum": loss_sum, "loss_n": loss_n, "skipped": skipped, "failed": failed,
                             "seconds": time.time() - t0}
-                _save_last(exp, t.keep_last, checkpoint_state(epoch, position))
+                save_last(exp, t.keep_last, checkpoint_state(epoch, position))
             if t.max_steps and step >= t.max_steps:
                 break
         bar.close()
@@ -568,11 +520,10 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
             is_best = dev["wer"] < best_wer
             best_wer = min(best_wer, dev["wer"])
             ckpt = checkpoint_state(epoch, None, dev["wer"])
-            _save_last(exp, t.keep_last, ckpt)
-            _keep_best(exp, t.keep_best, epoch, dev["wer"])
+            save_last(exp, t.keep_last, ckpt)
+            keep_best(exp, t.keep_best, epoch, dev["wer"])
             if is_best:
-                save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")},
-                                exp / "best.pt")
+                save_checkpoint(inference_view(ckpt), exp / "best.pt")
                 log.info(f"  new best dev WER {100 * best_wer:.2f}% -> {exp / 'best.pt'}")
         barrier(group)  # the other ranks wait for rank 0's checkpoint
     writer.close()

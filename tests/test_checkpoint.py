@@ -77,6 +77,18 @@ def test_not_a_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_format_version_checked_and_inference_view_drops_training_state(tmp_path):
+    from asr.checkpoint import FORMAT_VERSION, TRAINING_KEYS, inference_view
+
+    ckpt, _ = make_ckpt()
+    ckpt.update(format=FORMAT_VERSION, optimizer={"state": {}}, scheduler={}, scaler={}, rng={}, position=None, step=3)
+    view = inference_view(ckpt)
+    assert not set(view) & set(TRAINING_KEYS) and view["step"] == 3 and view["model"] is ckpt["model"]
+    save_checkpoint({**ckpt, "format": FORMAT_VERSION + 1}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match=f"format {FORMAT_VERSION + 1}.*reads format {FORMAT_VERSION}"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
 def test_weights_of_other_model_rejected():
     ckpt, _ = make_ckpt()
     ckpt["config"]["model"]["rnn_hidden"] = 32
