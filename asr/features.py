@@ -21,8 +21,7 @@ class FeatureExtractor(nn.Module):
     def __init__(self, cfg: FeatureConfig):
         super().__init__()
         self.cfg = cfg
-        self.win_length = int(round(cfg.sample_rate * cfg.window_ms / 1000))
-        self.hop_length = int(round(cfg.sample_rate * cfg.hop_ms / 1000))
+        self.win_length, self.hop_length = window_samples(cfg), hop_samples(cfg)
         self.n_fft = self.win_length
         self.f_max = float(cfg.f_max or cfg.sample_rate / 2)
         self.register_buffer("window", torch.hamming_window(self.win_length, periodic=False), persistent=False)
@@ -43,7 +42,7 @@ class FeatureExtractor(nn.Module):
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         """Frames that `torch.stft(center=True)` gives for each waveform length (one less for an odd window
         when the length is a multiple of the hop)."""
-        return (sample_lengths - self.n_fft % 2) // self.hop_length + 1
+        return frame_count(sample_lengths, self.n_fft, self.hop_length)
 
     def log_spectrum(self, padded: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
         """Log features (N, F, T) of the whole windows in `padded` (N, L), frame t starting at sample t * hop.
@@ -153,8 +152,19 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentCon
     return feats * keep
 
 
+def window_samples(cfg: FeatureConfig) -> int:
+    return int(round(cfg.sample_rate * cfg.window_ms / 1000))
+
+
+def hop_samples(cfg: FeatureConfig) -> int:
+    return int(round(cfg.sample_rate * cfg.hop_ms / 1000))
+
+
+def frame_count(samples, n_fft: int, hop: int):
+    """Frames `torch.stft(center=True)` gives for `samples` (an int or a tensor of them)."""
+    return (samples - n_fft % 2) // hop + 1
+
+
 def num_frames(duration_s: float, cfg: FeatureConfig) -> int:
     """Feature frames for `duration_s` seconds of audio."""
-    hop = int(round(cfg.sample_rate * cfg.hop_ms / 1000))
-    odd_window = int(round(cfg.sample_rate * cfg.window_ms / 1000)) % 2
-    return (int(round(duration_s * cfg.sample_rate)) - odd_window) // hop + 1
+    return frame_count(int(round(duration_s * cfg.sample_rate)), window_samples(cfg), hop_samples(cfg))

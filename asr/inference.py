@@ -77,12 +77,8 @@ class Recognizer:
 
     @property
     def frame_seconds(self) -> float:
-        """Seconds per output frame (feature hop times the conv time strides)."""
-        stride = 1
-        for layer in self.model.conv.layers:
-            if isinstance(layer, torch.nn.Conv2d):
-                stride *= layer.stride[1]
-        return self.model.frontend.hop_length * stride / self.sample_rate
+        """Seconds per output frame (the model's geometry)."""
+        return self.model.frame_seconds
 
     @property
     def decoder_name(self) -> str:

@@ -6,6 +6,8 @@ normalises over the valid frames of the whole batch (padding excluded).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,16 @@ from .gru import gru_packed
 
 # (kernel freq, kernel time, stride freq, stride time) of the paper's conv layers
 _CONV = [(41, 11, 2, 2), (21, 11, 2, 1), (21, 11, 2, 1)]
+
+
+def time_geometry(conv: nn.Conv2d) -> tuple[int, int, int]:
+    """(kernel, stride, padding) of a (freq, time) conv in time."""
+    return conv.kernel_size[1], conv.stride[1], conv.padding[1]
+
+
+def conv_output_frames(lengths: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
+    """Frames a conv of this time geometry gives for `lengths` input frames."""
+    return torch.div(lengths + 2 * padding - kernel, stride, rounding_mode="floor") + 1
 
 
 class _MaskedConv(nn.Module):
@@ -33,8 +45,7 @@ class _MaskedConv(nn.Module):
         for layer in self.layers:
             x = layer(x)
             if isinstance(layer, nn.Conv2d):
-                k, s, p = layer.kernel_size[1], layer.stride[1], layer.padding[1]
-                lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
+                lengths = conv_output_frames(lengths, *time_geometry(layer))
             mask = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None].to(x.device)
             x = x * mask[:, None, None, :]
         return x, lengths
@@ -114,13 +125,27 @@ class DeepSpeech2(nn.Module):
         self.dropout = nn.Dropout(model_cfg.dropout)
         self.head = nn.Sequential(nn.BatchNorm1d(model_cfg.rnn_hidden), nn.Linear(model_cfg.rnn_hidden, num_classes, bias=False))
 
+    # ---------------------------------------------------------------- geometry in time: everyone asks here
+    @property
+    def conv_time_geometry(self) -> list[tuple[int, int, int]]:
+        """(kernel, stride, padding) in time of each conv layer, first to last."""
+        return [time_geometry(layer) for layer in self.conv.layers if isinstance(layer, nn.Conv2d)]
+
+    @property
+    def time_stride(self) -> int:
+        """Feature frames per output frame."""
+        return math.prod(s for _, s, _ in self.conv_time_geometry)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per output frame: the feature hop times the conv time strides."""
+        return self.frontend.hop_length * self.time_stride / self.frontend.cfg.sample_rate
+
     def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
         """Output frames after the conv strides, for input feature frames."""
         lengths = frame_lengths
-        for layer in self.conv.layers:
-            if isinstance(layer, nn.Conv2d):
-                k, s, p = layer.kernel_size[1], layer.stride[1], layer.padding[1]
-                lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
+        for k, s, p in self.conv_time_geometry:
+            lengths = conv_output_frames(lengths, k, s, p)
         return lengths
 
     def forward_features(self, feats: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,12 +10,9 @@ per-utterance feature normalisation) cannot stream; train with `model.bidirectio
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .decoding import CTCBeamDecoder, Hypothesis, best_path
 from .model import DeepSpeech2
@@ -50,9 +47,8 @@ class Stream:
         self.sample_rate = fe.cfg.sample_rate
         self.hop, self.n_fft, self.half = fe.hop_length, fe.n_fft, fe.n_fft // 2
         self.device = fe.window.device
-        self._convs = [(m.kernel_size[1], m.stride[1], m.padding[1]) for m in model.conv.layers
-                       if isinstance(m, nn.Conv2d)]
-        self._stride = math.prod(s for _, s, _ in self._convs)
+        self._convs = model.conv_time_geometry
+        self._stride = model.time_stride
         self.reset()
 
     def reset(self) -> None:

@@ -31,6 +31,11 @@ def test_output_lengths_match_outputs(conv_layers, stride, lengths, rnn, bidir, 
     frames = model.frontend.frame_lengths(lens)
     assert torch.equal(out_lens, model.output_lengths(frames))
     assert lp.shape[1] == int(out_lens.max())
+    # the model's own geometry: output frames span time_stride feature frames of frame_seconds
+    assert model.time_stride == stride  # the later convs stride in frequency only
+    assert model.frame_seconds == pytest.approx(hop * model.time_stride / rate)
+    long = int(lens.max())
+    assert abs(int(out_lens.max()) * model.frame_seconds - long / rate) <= model.frame_seconds + window_ms / 1000
     # every valid frame is a distribution; padded frames carry no information
     probs = lp.exp().sum(-1)
     for i, n in enumerate(out_lens.tolist()):
