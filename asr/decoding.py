@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import heapq
 import math
-import multiprocessing as mp
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from . import beam_kernel
+from .fork_pool import fork_map
 from .lm import WordLM
 from .text import WORD_START, Vocabulary
 
@@ -338,15 +338,7 @@ class CTCBeamDecoder:
         processes = self.processes if processes is None else processes
         if processes is None:
             processes = min(os.cpu_count() or 1, len(items) // _MIN_ITEMS_PER_PROCESS)
-        if processes <= 1 or "fork" not in mp.get_all_start_methods():
-            return [self.nbest(x, n) for x in items]
-        global _WORKER
-        _WORKER = (self, n)  # inherited by the forked workers: KenLM models cannot be pickled
-        try:
-            with mp.get_context("fork").Pool(processes) as pool:
-                return pool.map(_worker_nbest, items, chunksize=max(1, len(items) // (4 * processes)))
-        finally:
-            _WORKER = None
+        return fork_map(_nbest_of, (self, n), items, processes, chunksize=max(1, len(items) // (4 * max(processes, 1))))
 
 
 class _Compiled:
@@ -479,7 +471,6 @@ class _Compiled:
 
 
 _MIN_ITEMS_PER_PROCESS = 16
-_WORKER: tuple[CTCBeamDecoder, int] | None = None
 
 
 class PrefixSearch:
@@ -571,6 +562,6 @@ class PrefixSearch:
         return self.dec._rescore(lp, self.best(max(n, RESCORED)), n)
 
 
-def _worker_nbest(item) -> list[Hypothesis]:
-    decoder, n = _WORKER
+def _nbest_of(shared: tuple["CTCBeamDecoder", int], item) -> list[Hypothesis]:
+    decoder, n = shared
     return decoder.nbest(item, n)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -17,8 +16,9 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write, write_text_atomic
-from .audio import AudioError, load_audio
+from .audio import load_utterances
 from .decoding import CTCBeamDecoder
+from .fork_pool import fork_map
 from .inference import DECODING_FILE, Recognizer
 from .manifest import read_manifest
 from .metrics import word_errors
@@ -46,14 +46,10 @@ def cached_log_probs(checkpoint: str | Path, manifest: str | Path, device: str =
             return saved["log_probs"], saved["refs"], saved["info"]
     rec = Recognizer(checkpoint, device, batch_size, use_tuned=False)
     utts = read_manifest(manifest)
-    waves, failed = [], 0
-    for u in utts:
-        try:
-            waves.append(load_audio(u.audio_filepath, rec.sample_rate, u.offset, u.duration if u.offset else None))
-        except AudioError as e:
-            log.warning(f"unreadable audio scored as empty hypothesis: {u.id}: {e}")
-            waves.append(None)
-            failed += 1
+    waves, failures = load_utterances(utts, rec.sample_rate)
+    for utt_id, reason in failures.items():
+        log.warning(f"unreadable audio scored as empty hypothesis: {utt_id}: {reason}")
+    failed = len(failures)
     ok = [i for i, w in enumerate(waves) if w is not None]
     lps = rec.log_probs([waves[i] for i in ok])
     log_probs = [torch.zeros(0, len(rec.vocab.labels))] * len(utts)
@@ -94,11 +90,8 @@ def tune(checkpoint: str | Path, manifest: str | Path, lm: str | Path, alphas=AL
     return result
 
 
-_GRID: tuple | None = None  # (decoder, arrays, refs) for forked workers: KenLM models cannot be pickled
-
-
-def _point_wer(point: tuple[float, float]) -> float:
-    decoder, arrays, refs = _GRID
+def _point_wer(shared: tuple, point: tuple[float, float]) -> float:
+    decoder, arrays, refs = shared
     decoder.reset_params(alpha=point[0], beta=point[1])
     return word_errors(refs, [h[0].text for h in decoder.nbest_many(arrays, 1, processes=1)]).rate
 
@@ -107,17 +100,9 @@ def _grid_wers(decoder: CTCBeamDecoder, arrays: list, refs: list[str], points: l
                processes: int | None) -> list[float]:
     """Dev WER at each (alpha, beta). Workers are forked once for the whole grid and each keeps its LM
     cache warm over its points (forking per point cost seconds each after training had grown the process)."""
-    global _GRID
     if processes is None:
         processes = min(os.cpu_count() or 1, len(points))
-    _GRID = (decoder, arrays, refs)
-    try:
-        if processes <= 1 or "fork" not in mp.get_all_start_methods():
-            return [_point_wer(p) for p in points]
-        with mp.get_context("fork").Pool(processes) as pool:
-            return pool.map(_point_wer, points, chunksize=1)
-    finally:
-        _GRID = None
+    return fork_map(_point_wer, (decoder, arrays, refs), points, processes)
 
 
 def format_tuning(result: dict) -> str:
