@@ -120,6 +120,8 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints/step-*.pt kept besides last.pt and best.pt
     keep_best: int = 3  # checkpoints/epoch-*.pt kept for the epochs with the lowest dev WER (asr average --best)
     dev_batch_size: int = 64
+    # start from this checkpoint's weights (fine-tuning: same model config and vocabulary); a resumed run's last.pt wins
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -199,6 +201,9 @@ def validate(cfg: Any) -> None:
     for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob", "bandlimit_mp3"):
         if data is not None and not 0.0 <= getattr(data, key) <= 1.0:
             raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)}: must be in [0, 1]")
+    train = getattr(cfg, "train", None)
+    if train is not None and train.init_from and not Path(train.init_from).is_file():
+        raise ConfigError(f"config key 'train.init_from' = {train.init_from!r}: no such checkpoint")
     model = getattr(cfg, "model", None)
     if model is not None:
         if not 1 <= model.conv_layers <= 3:

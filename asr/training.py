@@ -272,6 +272,19 @@ def train(cfg: Config, resume: bool = False) -> Path:
         leave(group)
 
 
+def init_weights(model: DeepSpeech2, vocab: Vocabulary, path: str | Path) -> None:
+    """Fine-tuning: `model` starts from the weights (and feature statistics) of the checkpoint at `path`."""
+    ckpt = load_checkpoint(path)
+    if ckpt["labels"] != vocab.labels:
+        raise TrainingError(f"train.init_from={path}: its vocabulary ({len(ckpt['labels'])} labels) is not this "
+                            f"run's ({len(vocab.labels)}); fine-tuning needs the same one")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise TrainingError(f"train.init_from={path}: its weights do not fit this model config: {str(e)[:300]}") from None
+    log.info(f"weights from {path} (train.init_from)")
+
+
 def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Path:
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
@@ -297,6 +310,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         vocab.save(exp / "vocab.json")
 
     model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
+    if t.init_from:
+        init_weights(model, vocab, t.init_from)
     rejections = Rejections()
     sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, check_duration=True))
                for name, weight, utts in sources]
@@ -343,7 +358,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     dev_batches = make_batches([u.duration for u in dev_utts], t.dev_batch_size)[group.rank::group.world]
     dev_loader = DataLoader(dev_set, batch_sampler=dev_batches, collate_fn=collate, num_workers=cfg.data.num_workers)
 
-    if cfg.features.normalize == "global" and not resume:
+    if cfg.features.normalize == "global" and not resume and not t.init_from:
         stats_batches = (
             (b.waves, b.wave_lengths) for b in (collate([train_set[i] for i in idx]) for idx in sampler.batches[::max(1, len(sampler) // 20)])
         )

@@ -163,3 +163,25 @@ def test_export_onnx_parity_with_onnxruntime(tmp_path, overrides):
         with torch.no_grad():
             ours, _ = model(wave, torch.tensor([n]))
         assert theirs.shape == tuple(ours.shape) and np.abs(theirs - ours.numpy()).max() < 1e-3
+
+
+def test_init_from_starts_fine_tuning_from_a_checkpoint_and_refuses_misfits(tmp_path):
+    from asr.config import ConfigError
+    from asr.training import TrainingError, init_weights
+
+    torch.manual_seed(0)
+    ckpt, trained = make_ckpt()
+    save_checkpoint(ckpt, tmp_path / "pre.pt")
+    torch.manual_seed(1)
+    _, fresh = make_ckpt()
+    vocab = CharVocabulary.build(["abc"])
+    init_weights(fresh, vocab, tmp_path / "pre.pt")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(TrainingError, match="train.init_from.*vocabulary"):
+        init_weights(fresh, CharVocabulary.build(["abcd"]), tmp_path / "pre.pt")
+    _, wider = make_ckpt("model.rnn_hidden=32")
+    with pytest.raises(TrainingError, match="train.init_from.*do not fit"):
+        init_weights(wider, vocab, tmp_path / "pre.pt")
+    with pytest.raises(ConfigError, match="train.init_from"):
+        load_config(None, ["exp_dir=e", "data.train_manifest=t", "data.dev_manifest=d",
+                           f"train.init_from={tmp_path / 'missing.pt'}"])
