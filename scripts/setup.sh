@@ -18,6 +18,8 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   pkgs="$pkgs pocketsphinx-testdata"
   # people speaking: the voice actors of Flight of the Amazon Queen (asr.queen), in the default recipe
   pkgs="$pkgs flight-of-the-amazon-queen"
+  # more people speaking: the voice actors of Beneath a Steel Sky (asr.sky; the default recipe trains on both games)
+  pkgs="$pkgs beneath-a-steel-sky"
   # the tests also exercise the Debian voices that synthetic_en's large size uses
   [ -n "$dev" ] && pkgs="$pkgs flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
   # building KenLM's lmplz (the reference for our Kneser-Ney estimator)

@@ -142,7 +142,7 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     overrides = [f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}", "synth.train_utterances=48",
                  "synth.dev_utterances=8", "synth.test_utterances=8", "synth.workers=1", "train.epochs=1",
                  "model.rnn_layers=1", "model.rnn_hidden=32", "model.conv_channels=4", "train.batch_size=8",
-                 "lm.order=3", "lm.beam=8", "lm.alphas=[0.5,1.0]", "lm.betas=[0.0,1.0]", "people.limit=8"]
+                 "lm.order=3", "lm.beam=8", "lm.alphas=[0.5,1.0]", "lm.betas=[0.0,1.0]", "people.limit=8", "sky.limit=8"]
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
@@ -150,22 +150,30 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     real = ["test_real"] if Path("/usr/share/pocketsphinx/test/data/librivox/transcription").exists() else []
     # test_people: the game's held-out characters (Debian's flight-of-the-amazon-queen, also from setup.sh)
     people = ["test_people"] if Path("/usr/share/scummvm/flight-of-the-amazon-queen/queen.1c").exists() else []
+    # test_sky: Beneath a Steel Sky's held-out characters (Debian's beneath-a-steel-sky, also from setup.sh)
+    people += ["test_sky"] if Path("/usr/share/scummvm/beneath-a-steel-sky/sky.dnr").exists() else []
     real += people
     assert set(results) == {"dev", "test", "test_pauses", *real, "provenance"}
-    assert list(results)[:2] == ["dev", *people[:1]] or not people  # the WER table leads with people
+    assert list(results)[: 1 + len(people)] == ["dev", *people]  # the WER table leads with people
     prov = results["provenance"]
     assert len(prov["config_sha256"]) == 64
-    assert set(prov["manifests_sha256"]) == {"train", "dev", "test", "test_pauses", *real}
-    if people:
-        assert results["test_people"]["utterances"] == 8
-        people_train = (tmp_path / "data" / "manifests" / "people_train.jsonl").read_text().splitlines()
-        assert len(people_train) == 8 and "people_train" not in prov["manifests_sha256"]  # scored, not trained on
+    # the default trains on the games' training characters too (empty manifests without the games)
+    assert set(prov["manifests_sha256"]) == {"train", "dev", "test", "test_pauses", *real, "train_people_train",
+                                             "train_sky_train"}
     manifests = tmp_path / "data" / "manifests"
+    for test_set, train_set in (("test_people", "people_train"), ("test_sky", "sky_train")):
+        trained_on = (manifests / f"{train_set}.jsonl").read_text().splitlines()
+        if test_set in people:
+            assert results[test_set]["utterances"] == 8 and len(trained_on) == 8
+            held_out = {json.loads(x)["speaker"] for x in (manifests / f"{test_set}.jsonl").read_text().splitlines()}
+            assert not held_out & {json.loads(x)["speaker"] for x in trained_on}  # whole characters held out
+        else:
+            assert trained_on == []
     mixed = [json.loads(x)["id"] for x in (manifests / "dev_mixed.jsonl").read_text().splitlines()]
-    assert mixed == [json.loads(x)["id"] for name in ("dev", "people_dev")
+    assert mixed == [json.loads(x)["id"] for name in ("dev", "people_dev", "sky_dev")
                      for x in (manifests / f"{name}.jsonl").read_text().splitlines()]  # choose on voices and people
     english = (tmp_path / "data" / "english_text.txt").read_text().splitlines()
-    scored = [json.loads(x)["text"] for name in ["dev", "test", *real, *(["people_dev"] if people else [])]
+    scored = [json.loads(x)["text"] for name in ["dev", "test", *real, "people_dev", "sky_dev"]
               for x in (tmp_path / "data" / "manifests" / f"{name}.jsonl").read_text().splitlines()]
     assert len(english) > 10000 and not set(english) & set(scored)  # general English, no scored sentence
     assert prov["seed"] == 1234 and prov["lm_sha256"]
@@ -187,7 +195,7 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     assert set("abcdefghijklmnopqrstuvwxyz' ") <= set(vocab)
     by_voice = json.loads((tmp_path / "exp" / "by_voice.json").read_text())
     assert set(by_voice) == {f"{s}_{d}" for s in ["dev", "test", "test_pauses", *real] for d in ("greedy", "lm")}
-    if people:
+    if "test_people" in people:
         assert by_voice["test_people_greedy"]["engine"]["people"]["utterances"] == 8
         characters = by_voice["test_people_greedy"]["speaker"]
         assert set(characters) <= {"FAYE", "DEATH", "KLUNK", "NAOMI", "LOU"} and sum(
@@ -209,20 +217,17 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     # a second run has nothing to do
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
     assert proc.returncode == 0 and proc.stderr.count("up to date") == 8, proc.stderr[-2000:]
-    # changing a training key reruns training and what follows, not synthesis: here, training on people too
-    source = "train.lr=5e-4"
-    if people:
-        source = (f"data.train_sources=[{{name: people, manifest: {tmp_path / 'data' / 'manifests' / 'people_train.jsonl'},"
-                  f" weight: 2}}]")
+    # changing a training key reruns training and what follows, not synthesis: here, people weighted otherwise
+    source = (f"data.train_sources=[{{name: people, manifest: {tmp_path / 'data' / 'manifests' / 'people_train.jsonl'},"
+              f" weight: 2}}]")
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides, source)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "stage 1 synthesize: up to date" in proc.stderr and "stage 3 lm: up to date" in proc.stderr
     assert "stage 4 train: running" in proc.stderr and "stage 5 tune: running" in proc.stderr
-    if people:
-        assert "training sources per epoch: train 48 utterances x 1 = " in proc.stderr
-        assert "; people 8 utterances x 2 = " in proc.stderr
-        prov = json.loads((tmp_path / "exp" / "results.json").read_text())["provenance"]
-        assert "train_people_train" in prov["manifests_sha256"]
+    assert "training sources per epoch: train 48 utterances x 1 = " in proc.stderr
+    assert f"; people {8 if 'test_people' in people else 0} utterances x 2 = " in proc.stderr
+    prov = json.loads((tmp_path / "exp" / "results.json").read_text())["provenance"]
+    assert "train_people_train" in prov["manifests_sha256"] and "train_sky_train" not in prov["manifests_sha256"]
 
 
 @pytest.mark.slow

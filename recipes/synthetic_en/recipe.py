@@ -17,7 +17,7 @@ from typing import Optional
 
 import soundfile as sf
 
-from asr import queen
+from asr import queen, sky
 from asr.atomic import atomic_write, write_text_atomic
 from asr.audio import load_audio
 from asr.config import ConfigError
@@ -93,11 +93,23 @@ class PeopleConfig:
 
 
 @dataclass
+class SkyConfig:
+    """More people, from Beneath a Steel Sky (asr.sky): training data, dev and the test_sky set."""
+
+    game_dir: Optional[str] = sky.DATA_DIR  # null, or not installed: left out
+    dev_speakers: list[str] = field(default_factory=lambda: list(sky.DEV_SPEAKERS))
+    test_speakers: list[str] = field(default_factory=lambda: list(sky.TEST_SPEAKERS))
+    limit: int = 0
+
+
+@dataclass
 class SyntheticEnConfig(RecipeConfig):
     data_dir: str = "data/synthetic_en"
     synth: SynthConfig = field(default_factory=SynthConfig)
     people: PeopleConfig = field(default_factory=PeopleConfig)
-    test_sets: list[str] = field(default_factory=lambda: ["test_people", "test", "test_pauses", "test_real"])
+    sky: SkyConfig = field(default_factory=SkyConfig)
+    test_sets: list[str] = field(default_factory=lambda: ["test_people", "test_sky", "test", "test_pauses",
+                                                          "test_real"])
     real_speech: Optional[str] = REAL_SPEECH  # test_real's recordings, scored when installed (null: never)
     # <data_dir>/english_text.txt: English from Debian's packages (asr.english_text) for the LM (lm.extra_text)
     english_text: list[str] = field(default_factory=lambda: list(SOURCES))
@@ -219,10 +231,12 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
     assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
     held_out = {normalize_text(t) for t in all_prompts(cfg.synth)} - {u.text for u in train_utts}
     report["people"] = write_people(cfg)
-    # dev_mixed: synthetic dev voices and the dev characters, so checkpoints and LM weights are chosen on both
-    dev_mixed = [*read_manifest(data / "manifests" / "dev.jsonl"), *read_manifest(data / "manifests" / "people_dev.jsonl")]
+    report["sky"] = write_sky(cfg)
+    # dev_mixed: synthetic dev voices and the dev characters of both games: checkpoints and LM weights chosen on all
+    dev_mixed = [u for name in ("dev", "people_dev", "sky_dev") for u in read_manifest(data / "manifests" / f"{name}.jsonl")]
     write_manifest(data / "manifests" / "dev_mixed.jsonl", dev_mixed, relative_to_manifest=True)
-    lm_text = {u.text for u in train_utts + read_manifest(data / "manifests" / "people_train.jsonl")}
+    lm_text = {u.text for name in ("people_train", "sky_train") for u in read_manifest(data / "manifests" / f"{name}.jsonl")}
+    lm_text |= {u.text for u in train_utts}
     write_text_atomic(data / "lm_text.txt", "\n".join(sorted(lm_text)) + "\n")
     report["lm_text_sentences"] = len(lm_text)
     report["held_out_sentences"] = len(held_out)
@@ -230,7 +244,7 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
     if "test_real" in cfg.test_sets:
         report["test_real"] = write_test_real(cfg)
     # no sentence of any dev or test set (nor a held-out prompt) reaches the LM
-    scored = [u.text for name in ("dev", "people_dev", *cfg.test_sets) if (data / "manifests" / f"{name}.jsonl").exists()
+    scored = [u.text for name in ("dev", "people_dev", "sky_dev", *cfg.test_sets) if (data / "manifests" / f"{name}.jsonl").exists()
               for u in read_manifest(data / "manifests" / f"{name}.jsonl")]
     english = english_sentences(cfg.english_text, exclude=[*held_out, *scored])
     write_text_atomic(data / "english_text.txt", "".join(f"{t}\n" for t in english))
@@ -255,6 +269,28 @@ def write_people(cfg: SyntheticEnConfig) -> dict:
                            {"train": "people_train", "dev": "people_dev", "test": "test_people"},
                            cfg.data.max_duration, p.limit)
     return {**report, "source": p.resource_file}
+
+
+def has_sky(cfg: SyntheticEnConfig) -> bool:
+    return bool(cfg.sky.game_dir) and (Path(cfg.sky.game_dir) / "sky.dnr").exists()
+
+
+def write_sky(cfg: SyntheticEnConfig) -> dict:
+    """manifests/sky_{train,dev}.jsonl and test_sky.jsonl from Beneath a Steel Sky's voice actors (prepared in
+    <data_dir>/sky/, which keeps its own inventory.tsv). Without the game, sky_train and sky_dev are empty."""
+    data = Path(cfg.data_dir)
+    names = {"train": "sky_train", "dev": "sky_dev", "test": "test_sky"}
+    if not has_sky(cfg):
+        for name in ("sky_train", "sky_dev"):
+            write_manifest(data / "manifests" / f"{name}.jsonl", [])
+        return {"source": None}
+    k = cfg.sky
+    report = sky.prepare(k.game_dir, data / "sky", cfg.features.sample_rate, k.dev_speakers, k.test_speakers, names,
+                         cfg.data.max_duration, k.limit)
+    for name in names.values():
+        write_manifest(data / "manifests" / f"{name}.jsonl", read_manifest(data / "sky" / "manifests" / f"{name}.jsonl"),
+                       relative_to_manifest=True)
+    return {**report, "source": k.game_dir}
 
 
 def write_test_pauses(cfg: SyntheticEnConfig) -> dict:
@@ -316,7 +352,7 @@ def voice_groups(utt_id: str) -> dict[str, str]:
     """The groups of one utterance, from its id: engine, and for espeak its variant and accent."""
     if utt_id.startswith("real-"):
         return {"engine": "human"}
-    if utt_id.startswith("fotaq-"):
+    if utt_id.startswith(("fotaq-", "bass-")):
         return {"engine": "people"}
     voice = utt_id.split("-", 2)[2]  # test-000012-espeak-en-029_edward-r185-p45, test-000000-piper-joe-l1.05-...
     engine = voice.split("-", 1)[0]
@@ -341,7 +377,7 @@ def by_voice(rows: list[dict], speakers: dict[str, str] | None = None) -> dict[s
 def voices_stage(cfg: SyntheticEnConfig, decodes: list[Path]) -> None:
     """WER by engine, espeak variant and accent, and by character for people, for every decode, to
     <exp>/by_voice.json."""
-    people = [Path(cfg.data_dir) / "manifests" / f"{n}.jsonl" for n in ("people_dev", "test_people")]
+    people = [Path(cfg.data_dir) / "manifests" / f"{n}.jsonl" for n in ("people_dev", "test_people", "sky_dev", "test_sky")]
     speakers = {u.id: u.speaker for p in people if p.exists() for u in read_manifest(p)}
     table = {}
     for utterances in decodes:
@@ -364,21 +400,29 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
         log.info(f"no people in training and no test_people set: people.resource_file={cfg.people.resource_file} "
                  "is not installed (Debian: apt-get install flight-of-the-amazon-queen)")
         cfg.test_sets = [t for t in cfg.test_sets if t != "test_people"]
+    if "test_sky" in cfg.test_sets and not has_sky(cfg):
+        log.info(f"no Steel Sky people in training and no test_sky set: sky.game_dir={cfg.sky.game_dir} is not "
+                 "installed (Debian: apt-get install beneath-a-steel-sky)")
+        cfg.test_sets = [t for t in cfg.test_sets if t != "test_sky"]
     real, people = "test_real" in cfg.test_sets, "test_people" in cfg.test_sets
+    sky_ = "test_sky" in cfg.test_sets
     manifests = [data / "manifests" / f"{s}.jsonl"
-                 for s in (*SPLITS, "test_pauses", "people_train", "dev_mixed", *(["test_real"] if real else []),
-                           *(["test_people"] if people else []))]
+                 for s in (*SPLITS, "test_pauses", "people_train", "sky_train", "dev_mixed",
+                           *(["test_real"] if real else []), *(["test_people"] if people else []),
+                           *(["test_sky"] if sky_ else []))]
     prompts = [prompt_file(p) for p in (cfg.synth.prompts, cfg.synth.train_prompts) if p]
     synthesize = Stage("synthesize", lambda: synthesize_stage(cfg), inputs=prompts,
                        outputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS],
                        config={"synth": asdict(cfg.synth), "rate": cfg.features.sample_rate, "data_dir": cfg.data_dir})
     prepare = Stage("prepare", lambda: prepare_stage(cfg),
                     inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS]
-                    + ([Path(cfg.people.resource_file)] if people else []),
+                    + ([Path(cfg.people.resource_file)] if people else [])
+                    + ([Path(cfg.sky.game_dir) / "sky.dnr"] if sky_ else []),
                     outputs=manifests + [data / "vocab.json", data / "lm_text.txt", data / "english_text.txt"],
                     config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size,
                             "real_speech": cfg.real_speech if real else None,
-                            "people": asdict(cfg.people) if people else None, "max_duration": cfg.data.max_duration,
+                            "people": asdict(cfg.people) if people else None,
+                            "sky": asdict(cfg.sky) if sky_ else None, "max_duration": cfg.data.max_duration,
                             "english_text": cfg.english_text})
     exp = Path(cfg.exp_dir)
     decodes = [exp / f"decode_{name}_{d}" / "utterances.jsonl" for name in ["dev", *cfg.test_sets] for d in DECODERS]
