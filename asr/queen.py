@@ -43,7 +43,7 @@ import soundfile as sf
 import soxr
 
 from .atomic import atomic_write
-from .prepare import Item, prepare_split
+from .game_speech import Clip, check_held_out, write_splits
 
 log = logging.getLogger("asr.queen")
 
@@ -409,10 +409,6 @@ def decode_clip(data: bytes, name: str, sample_rate: int) -> np.ndarray:
     return soxr.resample(audio, rate, sample_rate).astype(np.float32) if rate != sample_rate else audio
 
 
-def split_of(speaker: str, dev_speakers: Sequence[str], test_speakers: Sequence[str]) -> str:
-    return "test" if speaker in test_speakers else "dev" if speaker in dev_speakers else "train"
-
-
 def prepare(resource_path: str | Path, data_dir: str | Path, sample_rate: int, dev_speakers: Sequence[str],
             test_speakers: Sequence[str], names: dict[str, str] | None = None, max_duration: float = 30.0,
             limit: int = 0) -> dict:
@@ -420,64 +416,32 @@ def prepare(resource_path: str | Path, data_dir: str | Path, sample_rate: int, d
     what became of every clip (its split, or why not). `names` maps train/dev/test to manifest names; `limit`
     keeps the first clips of each split (0: all), for quick runs."""
     names = names or {"train": "train", "dev": "dev", "test": "test"}
-    if set(dev_speakers) & set(test_speakers):
-        raise QueenDataError(f"speakers both in dev and test: {sorted(set(dev_speakers) & set(test_speakers))}")
     data = Path(data_dir)
     resources = ResourceFile(resource_path)
     inv = inventory(resources)
-    known = {line.speaker for line in inv.transcribed}
-    unknown = sorted(set(dev_speakers) - known | set(test_speakers) - known)
-    if unknown:
-        raise QueenDataError(f"held-out speakers not in {resources.path}: {unknown}; speakers: {sorted(known)}")
-    items: dict[str, list[Item]] = {split: [] for split in names}
-    failed: dict[str, list[tuple[str, str, str]]] = {split: [] for split in names}
-    for line in inv.transcribed:
-        split, clip_id = split_of(line.speaker, dev_speakers, test_speakers), f"fotaq-{line.clip[:-3]}"
-        if limit and len(items[split]) + len(failed[split]) >= limit:
-            continue
-        path = data / "audio" / "fotaq" / str(sample_rate) / f"{line.clip[:-3]}.flac"
-        if not path.exists():  # decoded by an earlier run at this rate
-            try:
-                wave = decode_clip(resources.read(line.clip), line.clip, sample_rate)
-            except QueenDataError as e:
-                failed[split].append((clip_id, f"unreadable audio: {e}", line.clip))
-                continue
-            with atomic_write(path, "wb") as f:
-                sf.write(f, wave, sample_rate, format="FLAC", subtype="PCM_16")
-        items[split].append(Item(clip_id, path, line.text, speaker=line.speaker))
-    report = {split: prepare_split(items[split], data, name, max_duration=max_duration if split == "train"
-                                   else float("inf"), extra_rejected=failed[split])
-              for split, name in names.items()}
-    write_inventory(data, inv, names, dev_speakers, test_speakers, {it.id for split in items for it in items[split]},
-                    limit)
+    check_held_out(dev_speakers, test_speakers, {line.speaker for line in inv.transcribed}, str(resources.path),
+                   QueenDataError)
+    clips = [Clip(f"fotaq-{line.clip[:-3]}", line.clip[:-3], line.text, line.speaker, line.clip,
+                  lambda rate, name=line.clip: decode_clip(resources.read(name), name, rate))
+             for line in inv.transcribed]
+    report, status = write_splits(clips, data, data / "audio" / "fotaq", sample_rate, dev_speakers, test_speakers,
+                                  names, max_duration, limit, QueenDataError)
+    write_inventory(data, inv, status)
     report["clips"] = {"total": len(resources.names(".SB")), "transcribed": len(inv.transcribed),
                        "ambiguous": len(inv.ambiguous), "untranscribed": len(inv.untranscribed),
                        "dialogue_lines_without_audio": len(inv.lines_without_audio)}
-    report["speakers"] = {names[s]: sorted({line.speaker for line in inv.transcribed
-                                            if split_of(line.speaker, dev_speakers, test_speakers) == s})
-                          for s in names}
     log.info(f"{resources.path}: {report['clips']}")
     return report
 
 
-def write_inventory(data: Path, inv: Inventory, names: dict[str, str], dev_speakers: Sequence[str],
-                    test_speakers: Sequence[str], used: set[str], limit: int) -> None:
-    """<data>/inventory.tsv: every clip once, with its manifest, or why it is in none (the rejections are read
-    back from prepare_split's rejected/<name>.tsv)."""
-    status = {}
-    for split, name in names.items():
-        for row in (data / "rejected" / f"{name}.tsv").read_text().splitlines()[1:]:
-            clip_id, reason = row.split("\t")[:2]
-            status[clip_id[len("fotaq-"):] + ".SB"] = f"rejected\t{reason}"
-    for line in inv.transcribed:
-        split = split_of(line.speaker, dev_speakers, test_speakers)
-        status.setdefault(line.clip, f"{names[split]}\t{line.speaker}" if f"fotaq-{line.clip[:-3]}" in used
-                          else f"unused\tbeyond limit={limit}")
+def write_inventory(data: Path, inv: Inventory, status: dict[str, str]) -> None:
+    """<data>/inventory.tsv: every clip once, with its manifest (`status` of the transcribed, see
+    game_speech.clip_status), or why it is in none."""
     for clip, lines in inv.ambiguous:
         status[clip] = "ambiguous\t" + " | ".join(f"{x.dialogue} ({x.speaker}): {x.text}" for x in lines)
     for clip in inv.untranscribed:
         status[clip] = f"untranscribed\t{inv.reasons.get(clip, 'no dialogue or cutaway line names it')}"
     with atomic_write(data / "inventory.tsv") as f:
-        f.write("clip\tstatus\tdetail\n")
+        f.write("clip\tstatus\tdetail\ttext\n")
         for clip in sorted(status):
             f.write(f"{clip}\t{status[clip]}\n")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .evaluate import format_result, model_outputs, score_outputs
 from .lm_build import build_lm
 from .lm_tune import format_tuning, tune
 from .manifest import read_manifest
+from .prepare import write_lm_text
 from .recipe import Stage
 from .text import build_vocabulary, check_vocabulary
 from .training import train
@@ -189,3 +191,21 @@ def corpus_stages(cfg: RecipeConfig, prepare: Stage, vocabulary: bool = True) ->
         Stage("score", lambda: score_stage(cfg), inputs=summaries, outputs=[exp / "results.json"]),
     ]
     return stages
+
+
+def held_out_speaker_stages(cfg: RecipeConfig, prepare: Callable[[], dict], inputs: list[Path], config: dict,
+                            vocabulary: bool = True) -> list[Stage]:
+    """A corpus whose `prepare` writes manifests/{train,dev,test}.jsonl and inventory.tsv and returns its report
+    (a game's speech, speakers held out whole): its prepare stage, with the LM text and report written after,
+    then the shared stages."""
+    data = Path(cfg.data_dir)
+
+    def run() -> None:
+        report = prepare()
+        report["lm_text_sentences"] = write_lm_text(data, "train")
+        write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
+
+    stage = Stage("prepare", run, inputs=inputs,
+                  outputs=[manifest_path(cfg, s) for s in ("train", "dev", "test")]
+                  + [data / "lm_text.txt", data / "inventory.tsv"], config={**config, "data_dir": cfg.data_dir})
+    return corpus_stages(cfg, stage, vocabulary)

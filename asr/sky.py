@@ -48,11 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from .atomic import atomic_write
-from .prepare import Item, prepare_split
+from .game_speech import Clip, check_held_out, write_splits
 
 log = logging.getLogger("asr.sky")
 
@@ -588,10 +587,6 @@ def inventory(game: Game) -> Inventory:
     return inv
 
 
-def split_of(speaker: str, dev_speakers: Sequence[str], test_speakers: Sequence[str]) -> str:
-    return "test" if speaker in test_speakers else "dev" if speaker in dev_speakers else "train"
-
-
 def prepare(data_dir_in: str | Path, data_dir: str | Path, sample_rate: int, dev_speakers: Sequence[str],
             test_speakers: Sequence[str], names: dict[str, str] | None = None, max_duration: float = 30.0,
             limit: int = 0) -> dict:
@@ -599,62 +594,31 @@ def prepare(data_dir_in: str | Path, data_dir: str | Path, sample_rate: int, dev
     saying what became of every clip. `names` maps train/dev/test to manifest names; `limit` keeps the first
     clips of each split (0: all), for quick runs."""
     names = names or {"train": "train", "dev": "dev", "test": "test"}
-    if set(dev_speakers) & set(test_speakers):
-        raise SkyDataError(f"characters both in dev and test: {sorted(set(dev_speakers) & set(test_speakers))}")
     data = Path(data_dir)
     game = Game(data_dir_in)
     inv = inventory(game)
-    known = {line.speaker for line in inv.transcribed}
-    unknown = sorted(set(dev_speakers) - known | set(test_speakers) - known)
-    if unknown:
-        raise SkyDataError(f"held-out characters not in {game.disk.dir}: {unknown}; characters: {sorted(known)}")
-    items: dict[str, list[Item]] = {split: [] for split in names}
-    failed: dict[str, list[tuple[str, str, str]]] = {split: [] for split in names}
-    for line in inv.transcribed:
-        split, clip_id = split_of(line.speaker, dev_speakers, test_speakers), f"bass-{line.clip}"
-        if limit and len(items[split]) + len(failed[split]) >= limit:
-            continue
-        path = data / "audio" / "bass" / str(sample_rate) / f"{line.clip}.flac"
-        if not path.exists():  # decoded by an earlier run at this rate
-            try:
-                wave = game.clip_audio(line.clip, sample_rate)
-            except SkyDataError as e:
-                failed[split].append((clip_id, f"unreadable audio: {e}", str(line.clip)))
-                continue
-            with atomic_write(path, "wb") as f:
-                sf.write(f, wave, sample_rate, format="FLAC", subtype="PCM_16")
-        items[split].append(Item(clip_id, path, line.text, speaker=line.speaker))
-    report = {split: prepare_split(items[split], data, name, max_duration=max_duration if split == "train"
-                                   else float("inf"), extra_rejected=failed[split])
-              for split, name in names.items()}
-    write_inventory(data, inv, names, dev_speakers, test_speakers, {it.id for s in items for it in items[s]}, limit)
+    check_held_out(dev_speakers, test_speakers, {line.speaker for line in inv.transcribed}, str(game.disk.dir),
+                   SkyDataError)
+    clips = [Clip(f"bass-{line.clip}", str(line.clip), line.text, line.speaker, str(line.clip),
+                  lambda rate, clip=line.clip: game.clip_audio(clip, rate))
+             for line in inv.transcribed]
+    report, status = write_splits(clips, data, data / "audio" / "bass", sample_rate, dev_speakers, test_speakers,
+                                  names, max_duration, limit, SkyDataError)
+    write_inventory(data, inv, status)
     report["clips"] = {"total": len(game.clips()) + sum(c in game.disk.entries for c in INTRO_CLIPS),
                        "transcribed": len(inv.transcribed), "unattributed": len(inv.unattributed),
                        "untranscribed": len(inv.untranscribed)}
-    report["speakers"] = {names[s]: sorted({line.speaker for line in inv.transcribed
-                                            if split_of(line.speaker, dev_speakers, test_speakers) == s})
-                          for s in names}
     log.info(f"{game.disk.dir}: {report['clips']}")
     return report
 
 
-def write_inventory(data: Path, inv: Inventory, names: dict[str, str], dev_speakers: Sequence[str],
-                    test_speakers: Sequence[str], used: set[str], limit: int) -> None:
-    """<data>/inventory.tsv: every clip once, with its manifest, or why it is in none (the rejections are read
-    back from prepare_split's rejected/<name>.tsv)."""
-    status: dict[int, str] = {}
-    for split, name in names.items():
-        for row in (data / "rejected" / f"{name}.tsv").read_text().splitlines()[1:]:
-            clip_id, reason = row.split("\t")[:2]
-            status[int(clip_id.removeprefix("bass-"))] = f"rejected\t{reason}"
-    for line in inv.transcribed:
-        split = split_of(line.speaker, dev_speakers, test_speakers)
-        status.setdefault(line.clip, f"{names[split]}\t{line.speaker}\t{line.text}" if f"bass-{line.clip}" in used
-                          else f"unused\tbeyond limit={limit}")
+def write_inventory(data: Path, inv: Inventory, status: dict[str, str]) -> None:
+    """<data>/inventory.tsv: every clip once, with its manifest (`status` of the transcribed, see
+    game_speech.clip_status), or why it is in none."""
     for line in inv.unattributed:
-        status[line.clip] = f"unattributed\t{inv.reasons[line.clip]}\t{line.text}"
+        status[str(line.clip)] = f"unattributed\t{inv.reasons[line.clip]}\t{line.text}"
     for clip in inv.untranscribed:
-        status[clip] = f"untranscribed\t{inv.reasons[clip]}"
+        status[str(clip)] = f"untranscribed\t{inv.reasons[clip]}"
     with atomic_write(data / "inventory.tsv") as f:
         f.write("clip\tstatus\tdetail\ttext\n")
         for clip in sorted(status):

@@ -163,5 +163,5 @@ def test_truncated_or_foreign_resource_files_fail_with_the_entry_named(resources
     short = write_qtbl(tmp_path / "short.1c", {"BAD.DOG": resources.read("AND1.DOG")[:60]})
     with pytest.raises(queen.QueenDataError, match="dialogue BAD.DOG"):
         queen.inventory(queen.ResourceFile(short))
-    with pytest.raises(queen.QueenDataError, match="held-out speakers not in"):
+    with pytest.raises(queen.QueenDataError, match="held-out characters not in"):
         queen.prepare(RESOURCE, tmp_path / "d", 16000, ["NOBODY"], [])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from asr import sky
+from asr.game_speech import split_of
 from asr.manifest import read_manifest
 
 GAME = Path(sky.DATA_DIR)
@@ -67,7 +68,7 @@ def test_held_out_characters_are_disjoint_from_training(game, inv, tmp_path):
     speakers = {line.speaker for line in inv.transcribed}
     assert set(sky.DEV_SPEAKERS) <= speakers and set(sky.TEST_SPEAKERS) <= speakers
     assert not set(sky.DEV_SPEAKERS) & set(sky.TEST_SPEAKERS)
-    split = {line.clip: sky.split_of(line.speaker, sky.DEV_SPEAKERS, sky.TEST_SPEAKERS) for line in inv.transcribed}
+    split = {line.clip: split_of(line.speaker, sky.DEV_SPEAKERS, sky.TEST_SPEAKERS) for line in inv.transcribed}
     counts = {s: sum(v == s for v in split.values()) for s in ("train", "dev", "test")}
     assert counts["dev"] > 250 and counts["test"] > 250 and counts["train"] > 2700
     report = sky.prepare(GAME, tmp_path, 16000, sky.DEV_SPEAKERS, sky.TEST_SPEAKERS, limit=2)

@@ -7,15 +7,12 @@ Every clip is accounted for in <data_dir>/inventory.tsv: its split, or why it is
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr import sky
-from asr.atomic import write_text_atomic
-from asr.prepare import write_lm_text
 from asr.recipe import Stage
-from asr.recipe_stages import RecipeConfig, corpus_stages
+from asr.recipe_stages import RecipeConfig, held_out_speaker_stages
 
 
 @dataclass
@@ -30,20 +27,12 @@ class SteelSkyConfig(RecipeConfig):
 SCHEMA = SteelSkyConfig
 
 
-def prepare_stage(cfg: SteelSkyConfig) -> None:
-    data = Path(cfg.data_dir)
-    report = sky.prepare(cfg.game_dir, data, cfg.features.sample_rate, cfg.dev_speakers, cfg.test_speakers,
-                         max_duration=cfg.max_duration)
-    report["lm_text_sentences"] = write_lm_text(data, "train")
-    write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
-
-
 def stages(cfg: SteelSkyConfig) -> list[Stage]:
-    data, game = Path(cfg.data_dir), Path(cfg.game_dir)
-    prepare = Stage("prepare", lambda: prepare_stage(cfg),
-                    inputs=[game / "sky.dnr", game / "sky.dsk", game / "sky.cpt"],
-                    outputs=[data / "manifests" / f"{s}.jsonl" for s in ("train", "dev", "test")]
-                    + [data / "lm_text.txt", data / "inventory.tsv"],
-                    config={"dev": cfg.dev_speakers, "test": cfg.test_speakers, "rate": cfg.features.sample_rate,
-                            "max_duration": cfg.max_duration, "data_dir": cfg.data_dir})
-    return corpus_stages(cfg, prepare)
+    def prepare() -> dict:
+        return sky.prepare(cfg.game_dir, cfg.data_dir, cfg.features.sample_rate, cfg.dev_speakers,
+                           cfg.test_speakers, max_duration=cfg.max_duration)
+
+    game = Path(cfg.game_dir)
+    return held_out_speaker_stages(cfg, prepare, inputs=[game / "sky.dnr", game / "sky.dsk", game / "sky.cpt"],
+                                   config={"dev": cfg.dev_speakers, "test": cfg.test_speakers,
+                                           "rate": cfg.features.sample_rate, "max_duration": cfg.max_duration})
