@@ -187,15 +187,20 @@ def _recipe_run(args: argparse.Namespace) -> int:
 
 
 def _add_decoder_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beam", type=int, help="prefix beam search width (default: greedy; 100 with --lm)")
+    from .decoding import DecodingOptions
+
+    d = DecodingOptions()
+    p.add_argument("--beam", type=int, help=f"prefix beam search width (default: greedy; {d.beam_width} with --lm)")
     p.add_argument("--lm", help="KenLM model (ARPA or binary) for word-level shallow fusion")
-    p.add_argument("--alpha", type=float, help="LM weight (default: tuned by `asr lm tune`, else 0.5)")
-    p.add_argument("--beta", type=float, help="word insertion bonus (default: tuned, else 1.0)")
+    p.add_argument("--alpha", type=float, help=f"LM weight (default: tuned by `asr lm tune`, else {d.alpha:g})")
+    p.add_argument("--beta", type=float, help=f"word insertion bonus (default: tuned, else {d.beta:g})")
     p.add_argument("--greedy", action="store_true", help="greedy decoding even when `asr lm tune` chose an LM")
     p.add_argument("--int8", action="store_true", help="int8 weights in the recurrent and linear layers (CPU; "
                                                        "dynamic quantisation, see asr/quantization.py)")
-    p.add_argument("--hotwords", help="comma-separated words or phrases to favour (beam search; 100 wide by default)")
-    p.add_argument("--hotword-weight", type=float, default=10.0, help="score bonus per hotword (default 10)")
+    p.add_argument("--hotwords", help="comma-separated words or phrases to favour (beam search; "
+                                      f"{d.beam_width} wide by default)")
+    p.add_argument("--hotword-weight", type=float, default=d.hotword_weight,
+                   help=f"score bonus per hotword (default {d.hotword_weight:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:

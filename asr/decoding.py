@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import heapq
 import math
 import os
@@ -85,6 +86,28 @@ class _Prefix:
     frame: int  # frame where the prefix's last token was first emitted
 
 
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How the beam search decodes: every default of the decoder, `asr transcribe/evaluate`, the Recognizer and the
+    server is defined here once. alpha and beta matter only with an LM; hotwords are words or phrases, each
+    optionally with its own bonus ("amazon queen:15"; else `hotword_weight`)."""
+
+    beam_width: int = 100
+    alpha: float = 0.5  # LM weight (pyctcdecode's convention)
+    beta: float = 1.0  # word insertion bonus
+    token_min_logp: float = -8.0  # tokens below this log-probability in a frame are not tried (but the best)
+    beam_prune_logp: float = -12.0  # prefixes this far below the best are dropped
+    unk_offset: float = -10.0  # log10 penalty of a word outside the LM
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
+        hotwords = (self.hotwords,) if isinstance(self.hotwords, str) else tuple(self.hotwords or ())
+        object.__setattr__(self, "hotwords", hotwords)
+
+
 class CTCBeamDecoder:
     """CTC prefix beam search with optional KenLM word-level shallow fusion and hotword boosting.
 
@@ -94,26 +117,20 @@ class CTCBeamDecoder:
     Scores follow pyctcdecode's conventions, so the same alpha/beta mean the same thing in both.
     """
 
-    def __init__(self, labels: list[str], blank: int = 0, lm_path: str | None = None, alpha: float = 0.5,
-                 beta: float = 1.0, beam_width: int = 100, token_min_logp: float = -8.0,
-                 beam_prune_logp: float = -12.0, unk_offset: float = -10.0, unigrams: list[str] | None = None,
-                 hotwords: Iterable[str] | None = None, hotword_weight: float = 10.0,
-                 frame_seconds: float | None = None, processes: int | None = None, engine: str = "auto"):
-        if beam_width < 1:
-            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    def __init__(self, labels: list[str], blank: int = 0, lm_path: str | None = None,
+                 options: DecodingOptions | None = None, unigrams: list[str] | None = None,
+                 frame_seconds: float | None = None, processes: int | None = None, engine: str = "auto", **settings):
+        """`options`, with any of its fields given as keywords (`beam_width=8`, `alpha=0.75`) changed."""
         if engine not in ("auto", "compiled", "python"):
             raise ValueError(f"engine must be auto, compiled or python, got {engine!r}")
+        self.options = opts = dataclasses.replace(options or DecodingOptions(), **settings)
         self.labels = list(labels)
         self.blank = blank
-        self.beam_width = beam_width
-        self.token_min_logp = token_min_logp
-        self.beam_prune_logp = beam_prune_logp
-        self.unk_offset = unk_offset
         self.frame_seconds = frame_seconds
         self.processes = processes
         self.pieces = any(WORD_START in lab for lab in self.labels)
-        self.lm = WordLM(lm_path, alpha, beta, unk_offset, unigrams) if lm_path else None
-        self._set_hotwords(hotwords, hotword_weight)
+        self.lm = WordLM(lm_path, opts.alpha, opts.beta, opts.unk_offset, unigrams) if lm_path else None
+        self._set_hotwords(opts.hotwords, opts.hotword_weight)
         # the compiled search needs the LM's word list (for word ids and the prefix check); hotwords use Python
         compiled_ok = not self.hotwords and (self.lm is None or bool(self.lm.unigrams))
         if engine == "compiled" and not compiled_ok:
@@ -122,21 +139,37 @@ class CTCBeamDecoder:
         self.engine = "python" if engine == "python" or not compiled_ok else "compiled"
         self._compiled: _Compiled | None = None
 
-    def with_options(self, beam_width: int | None = None, alpha: float | None = None, beta: float | None = None,
-                     hotwords: Iterable[str] | None = None, hotword_weight: float | None = None) -> "CTCBeamDecoder":
-        """A decoder like this one with some settings changed, sharing its loaded LM (KenLM model and caches):
+    @property
+    def beam_width(self) -> int:
+        return self.options.beam_width
+
+    @property
+    def token_min_logp(self) -> float:
+        return self.options.token_min_logp
+
+    @property
+    def beam_prune_logp(self) -> float:
+        return self.options.beam_prune_logp
+
+    @property
+    def unk_offset(self) -> float:
+        return self.options.unk_offset
+
+    def with_options(self, **settings) -> "CTCBeamDecoder":
+        """A decoder like this one with some DecodingOptions changed (beam_width, alpha, beta, hotwords,
+        hotword_weight; None keeps the current value), sharing its loaded LM (KenLM model and caches):
         per-request options in a server without loading the LM again. Not safe to run concurrently with this one."""
+        settings = {k: v for k, v in settings.items() if v is not None}
+        if set(settings) - {"beam_width", "alpha", "beta", "hotwords", "hotword_weight"}:
+            raise ValueError(f"with_options cannot change {sorted(settings)}")
         dec = CTCBeamDecoder.__new__(CTCBeamDecoder)
         dec.__dict__.update(self.__dict__)
-        if beam_width is not None:
-            if beam_width < 1:
-                raise ValueError(f"beam_width must be >= 1, got {beam_width}")
-            dec.beam_width = beam_width
-        if self.lm is not None and (alpha is not None or beta is not None):
+        dec.options = dataclasses.replace(self.options, **settings)
+        if self.lm is not None and ("alpha" in settings or "beta" in settings):
             dec.lm = copy.copy(self.lm)  # own alpha and beta; the model and the score caches are shared
-            dec.reset_params(alpha, beta)
-        if hotwords is not None or hotword_weight is not None:
-            dec._set_hotwords(hotwords, self.hotword_weight if hotword_weight is None else hotword_weight)
+            dec.reset_params(settings.get("alpha"), settings.get("beta"))
+        if "hotwords" in settings or "hotword_weight" in settings:
+            dec._set_hotwords(dec.options.hotwords, dec.options.hotword_weight)
             if dec.hotwords:
                 dec.engine = "python"  # the compiled engine has no hotwords
         dec._partial, dec._compiled = {}, None
@@ -164,9 +197,10 @@ class CTCBeamDecoder:
 
     def reset_params(self, alpha: float | None = None, beta: float | None = None) -> None:
         """Change the LM weight and word bonus; cached LM queries stay valid."""
+        self.options = dataclasses.replace(self.options, **{k: v for k, v in (("alpha", alpha), ("beta", beta))
+                                                            if v is not None})
         if self.lm is not None:
-            self.lm.alpha = self.lm.alpha if alpha is None else alpha
-            self.lm.beta = self.lm.beta if beta is None else beta
+            self.lm.alpha, self.lm.beta = self.options.alpha, self.options.beta
 
     # ---------------------------------------------------------------- scoring of prefixes
     def _partial_score(self, word: str) -> float:

@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import load_model
 from .confidence import Calibration
-from .decoding import CTCBeamDecoder, Hypothesis, greedy_decode
+from .decoding import CTCBeamDecoder, DecodingOptions, Hypothesis, greedy_decode
 from .quantization import quantize_int8
 from .streaming import Stream, check_streamable
 
@@ -48,7 +48,7 @@ class Recognizer:
     def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16, beam: int | None = None,
                  lm: str | Path | None = None, alpha: float | None = None, beta: float | None = None,
                  use_tuned: bool = True, streaming: bool = False, int8: bool = False,
-                 hotwords: Sequence[str] = (), hotword_weight: float = 10.0):
+                 hotwords: Sequence[str] = (), hotword_weight: float = DecodingOptions.hotword_weight):
         self.device = resolve_device("cpu" if int8 and device == "auto" else device)
         self.model, self.vocab, self.config = load_model(checkpoint, self.device)
         if int8:
@@ -70,10 +70,11 @@ class Recognizer:
             beta = tuned["beta"] if beta is None else beta
             beam = beam or tuned["beam"]
         if beam or lm or hotwords:
-            self.beam_decoder = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, str(lm) if lm else None,
-                                               0.5 if alpha is None else alpha, 1.0 if beta is None else beta,
-                                               beam_width=beam or 100, frame_seconds=self.frame_seconds,
-                                               hotwords=hotwords, hotword_weight=hotword_weight)
+            given = {"alpha": alpha, "beta": beta, "beam_width": beam or None}
+            options = DecodingOptions(hotwords=tuple(hotwords), hotword_weight=hotword_weight,
+                                      **{k: v for k, v in given.items() if v is not None})
+            self.beam_decoder = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, str(lm) if lm else None, options,
+                                               frame_seconds=self.frame_seconds)
 
     @property
     def frame_seconds(self) -> float:

@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect  # asr[serv
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from .audio import AudioError, checked, is_silent, read_audio_bytes
-from .decoding import CTCBeamDecoder
+from .decoding import CTCBeamDecoder, DecodingOptions
 from .formats import FORMATS, render, verbose
 from .inference import Recognizer
 from .streaming import StreamingError, check_streamable
@@ -177,9 +177,10 @@ class Engine:
         if dec is None:
             base = rec.beam_decoder
             if base is None:
-                width = beam or (100 if hotwords else 1)
+                width = beam or (DecodingOptions.beam_width if hotwords else 1)
                 base = CTCBeamDecoder(rec.vocab.labels, rec.vocab.blank, beam_width=width, frame_seconds=rec.frame_seconds)
-            dec = base.with_options(beam, alpha, beta, hotwords or None, hotword_weight)
+            dec = base.with_options(beam_width=beam, alpha=alpha, beta=beta, hotwords=hotwords or None,
+                                    hotword_weight=hotword_weight)
             if len(self._decoders) >= 32:
                 self._decoders.pop(next(iter(self._decoders)))
             self._decoders[key] = dec

@@ -90,7 +90,7 @@ def main() -> None:
     greedy = CTCBeamDecoder(labels, blank, beam_width=1)
     hyps, ms = timed(greedy.decode, items, args.repeats)
     rows.append(("greedy", word_errors(refs, hyps).rate, ms))
-    ours = CTCBeamDecoder(labels, blank, args.lm, alpha, beta, beam_width=args.beam,
+    ours = CTCBeamDecoder(labels, blank, args.lm, alpha=alpha, beta=beta, beam_width=args.beam,
                           token_min_logp=args.token_min_logp, beam_prune_logp=args.beam_prune_logp, unk_offset=unk)
     ours.decode(items[0])  # warm-up: LM loading and caches are not timed for either decoder
     hyps_ours, ms = timed(ours.decode, items, args.repeats)

@@ -125,7 +125,7 @@ def main() -> None:
     if args.lm:
         tuned = tuned_decoding(args.model) if args.model else None
         alpha, beta = (tuned["alpha"], tuned["beta"]) if tuned else (args.alpha, args.beta)
-        decoder = CTCBeamDecoder(vocab.labels, vocab.blank, args.lm, alpha, beta, beam_width=args.beam, engine="python")
+        decoder = CTCBeamDecoder(vocab.labels, vocab.blank, args.lm, alpha=alpha, beta=beta, beam_width=args.beam, engine="python")
         t0 = time.perf_counter()
         whole_texts = [decoder.nbest(lp.numpy(), 1)[0].text for lp in ref_lp]
         search_time = time.perf_counter() - t0

@@ -93,3 +93,28 @@ def test_lm_fusion_prefers_lm_words(tmp_path):
     assert hyp.text == "ab"
     # LM part: alpha * ln10 * (log10 p(ab|<s>) + log10 p(</s>|ab))
     assert hyp.lm_score == pytest.approx(0.5 * math.log(10) * (-0.2 - 0.2), abs=1e-4)
+
+
+def test_decoding_options_hold_every_default_once():
+    import dataclasses
+
+    from asr.decoding import DecodingOptions
+
+    d = DecodingOptions()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.alpha = 1.0
+    with pytest.raises(ValueError, match="beam_width"):
+        DecodingOptions(beam_width=0)
+    assert DecodingOptions(hotwords="queen").hotwords == ("queen",)  # one hotword, not five letters
+    dec = CTCBeamDecoder(LABELS, options=DecodingOptions(beam_width=7), alpha=0.25)
+    assert dec.options == dataclasses.replace(d, beam_width=7, alpha=0.25) and dec.beam_width == 7
+    other = dec.with_options(beam_width=3, beta=None)  # None keeps the value
+    assert other.options.beam_width == 3 and other.options.beta == d.beta and dec.beam_width == 7
+    with pytest.raises(ValueError, match="cannot change"):
+        dec.with_options(token_min_logp=-3.0)
+    dec.reset_params(alpha=2.0)
+    assert dec.options.alpha == 2.0 and dec.options.beta == d.beta
+    from conftest import run_cli
+
+    helps = " ".join(run_cli("transcribe", "--help").stdout.split())  # argparse wraps lines
+    assert f"else {d.alpha:g})" in helps and f"{d.beam_width} with --lm" in helps and f"default {d.hotword_weight:g}" in helps

@@ -19,7 +19,7 @@ def lms(tmp_path_factory):
 def decoders(lm, **kw):
     pyctcdecode = pytest.importorskip("pyctcdecode")
     unigrams = [w for w in ("hello", "world", "hallo") if f"\t{w}\t" in lm.read_text()]
-    ours = CTCBeamDecoder(LABELS, 0, str(lm), ALPHA, BETA, beam_width=BEAM, **kw)
+    ours = CTCBeamDecoder(LABELS, 0, str(lm), alpha=ALPHA, beta=BETA, beam_width=BEAM, **kw)
     theirs = pyctcdecode.build_ctcdecoder([""] + LABELS[1:], kenlm_model_path=str(lm), unigrams=unigrams,
                                           alpha=ALPHA, beta=BETA)
     return ours, lambda lp: theirs.decode_beams(lp, beam_width=BEAM)[0][0]
@@ -74,7 +74,7 @@ def test_decoders_sharing_an_lm_see_its_states_dropped(lms, monkeypatch):
     server passes the limit), the other's compiled caches must notice and not score with stale state ids."""
     import asr.lm
 
-    base = CTCBeamDecoder(LABELS, 0, str(lms[0]), ALPHA, BETA, beam_width=BEAM)
+    base = CTCBeamDecoder(LABELS, 0, str(lms[0]), alpha=ALPHA, beta=BETA, beam_width=BEAM)
     other = base.with_options(alpha=0.5)
     items, _ = controlled_logits(6, seed=7)
     expected = [(base.decode(lp), other.decode(lp)) for lp in items]
