@@ -14,7 +14,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -285,6 +285,115 @@ def init_weights(model: DeepSpeech2, vocab: Vocabulary, path: str | Path) -> Non
     log.info(f"weights from {path} (train.init_from)")
 
 
+@dataclass
+class EpochProgress:
+    """How far an epoch has gone: what a checkpoint saved inside an epoch needs to continue it."""
+
+    batch: int = 0  # batches done (skipped ones included)
+    seen_audio: float = 0.0
+    seen_utts: int = 0
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    skipped: int = 0  # batches with a non-finite loss
+    failed: int = 0  # unreadable utterances
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """Everything that changes as training goes and that a resumed run restores: weights, optimizer, schedule,
+    loss scaler, random generators, counters and the progress of an interrupted epoch."""
+
+    model: DeepSpeech2
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    specaug_gen: torch.Generator
+    epoch: int = 0  # the epoch to run next (or to continue, with `progress`)
+    step: int = 0  # optimizer steps taken
+    best_wer: float = math.inf
+    progress: EpochProgress | None = None
+    consecutive_bad: int = 0  # batches with a non-finite loss in a row (not saved: a restart forgives them)
+
+    def state_dict(self, epoch: int, progress: EpochProgress | None, dev_wer: float | None = None) -> dict:
+        """The checkpoint's training part (asr.checkpoint adds nothing; the caller adds config and vocabulary)."""
+        return {"format": FORMAT_VERSION, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
+                "step": self.step, "position": asdict(progress) if progress else None, "best_wer": self.best_wer,
+                "dev_wer": dev_wer, "rng": _rng_state(self.specaug_gen)}
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"], self.specaug_gen)
+        self.step, self.best_wer = ckpt["step"], ckpt["best_wer"]
+        # saved inside an epoch: continue that epoch after the batches it had done; else start the next
+        self.progress = EpochProgress(**ckpt["position"]) if ckpt.get("position") else None
+        self.epoch = ckpt["epoch"] if self.progress else ckpt["epoch"] + 1
+
+
+@dataclass
+class _Run:
+    """What stays fixed through a run: the config, its data and model plumbing, and where results go."""
+
+    cfg: Config
+    exp: Path
+    group: Group
+    device: torch.device
+    vocab: Vocabulary
+    train_set: UtteranceDataset
+    sampler: BucketBatchSampler
+    loader: DataLoader
+    dev_loader: DataLoader
+    step_model: torch.nn.Module
+    loss_fn: object
+    amp_dtype: torch.dtype
+    use_amp: bool
+    writer: object = None
+
+    def checkpoint(self, state: TrainState, epoch: int, progress: EpochProgress | None,
+                   dev_wer: float | None = None) -> dict:
+        """Everything a resumed run needs to continue exactly where this one is."""
+        return {**state.state_dict(epoch, progress, dev_wer), "config": to_dict(self.cfg),
+                "labels": self.vocab.labels, "vocabulary": self.vocab.to_dict()}
+
+
+def _loaders(cfg: Config, vocab: Vocabulary, sources: list[tuple[str, float, list[Utterance]]],
+             dev_utts: list[Utterance], group: Group, device: torch.device):
+    """The training set with its augmentation, its batch sampler (buckets, sources' weights, pairs) and loader,
+    and the dev loader."""
+    t = cfg.train
+    noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
+             if cfg.data.noise_dir else None)
+    reverb = (Reverb(cfg.features.sample_rate, cfg.data.reverb_prob, cfg.data.reverb_rt60,
+                     rirs=cfg.data.reverb_rirs)
+              if cfg.data.reverb_prob else None)
+    bandlimit = (BandLimit(cfg.features.sample_rate, cfg.data.bandlimit_prob, cfg.data.bandlimit_rates,
+                           cfg.data.bandlimit_mp3)
+                 if cfg.data.bandlimit_prob else None)
+    train_utts = [u for _, _, utts in sources for u in utts]
+    source_of = [k for k, (_, _, utts) in enumerate(sources) for _ in utts]
+    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
+                                 cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb, bandlimit)
+    sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
+                                 t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob,
+                                 source_of, [weight for _, weight, _ in sources])
+    if cfg.data.concat_prob:
+        per_epoch = sum(round(weight * len(utts)) for _, weight, utts in sources)
+        log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(per_epoch * cfg.data.concat_prob) // 2} pairs "
+                 f"of training utterances joined after a pause, new pairs each epoch")
+    # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+                        generator=torch.Generator().manual_seed(t.seed))
+    dev_set = UtteranceDataset(dev_utts, vocab, cfg.features.sample_rate)
+    dev_batches = make_batches([u.duration for u in dev_utts], t.dev_batch_size)[group.rank::group.world]
+    dev_loader = DataLoader(dev_set, batch_sampler=dev_batches, collate_fn=collate, num_workers=cfg.data.num_workers)
+    return train_set, sampler, loader, dev_loader
+
+
 def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Path:
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
@@ -316,7 +425,6 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, check_duration=True))
                for name, weight, utts in sources]
     train_utts = [u for _, _, utts in sources for u in utts]
-    source_of = [k for k, (_, _, utts) in enumerate(sources) for _ in utts]
     dev_utts = screen_utterances(dev_utts, "dev", vocab, model, cfg, rejections, check_duration=False)
     if group.main:
         rejections.write(exp / "rejected.tsv")
@@ -333,30 +441,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     if device.type == "cpu":
         log.info(allocator.describe())
 
-    noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
-             if cfg.data.noise_dir else None)
-    reverb = (Reverb(cfg.features.sample_rate, cfg.data.reverb_prob, cfg.data.reverb_rt60,
-                     rirs=cfg.data.reverb_rirs)
-              if cfg.data.reverb_prob else None)
-    bandlimit = (BandLimit(cfg.features.sample_rate, cfg.data.bandlimit_prob, cfg.data.bandlimit_rates,
-                           cfg.data.bandlimit_mp3)
-                 if cfg.data.bandlimit_prob else None)
-    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
-                                 cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb, bandlimit)
-    sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
-                                 t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob,
-                                 source_of, [weight for _, weight, _ in sources])
-    if cfg.data.concat_prob:
-        per_epoch = sum(round(weight * len(utts)) for _, weight, utts in sources)
-        log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(per_epoch * cfg.data.concat_prob) // 2} pairs "
-                 f"of training utterances joined after a pause, new pairs each epoch")
-    # the loader's own generator: drawing worker seeds must not move the global RNG (resume = uninterrupted)
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
-                        generator=torch.Generator().manual_seed(t.seed))
-    dev_set = UtteranceDataset(dev_utts, vocab, cfg.features.sample_rate)
-    dev_batches = make_batches([u.duration for u in dev_utts], t.dev_batch_size)[group.rank::group.world]
-    dev_loader = DataLoader(dev_set, batch_sampler=dev_batches, collate_fn=collate, num_workers=cfg.data.num_workers)
+    train_set, sampler, loader, dev_loader = _loaders(cfg, vocab, sources, dev_utts, group, device)
 
     if cfg.features.normalize == "global" and not resume and not t.init_from:
         stats_batches = (
@@ -389,159 +474,158 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         step_model = torch.nn.parallel.DistributedDataParallel(
             step_model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    start_epoch, step, best_wer, resume_at = 0, 0, math.inf, None
+    state = TrainState(model, opt, sched, scaler, specaug_gen)
     if resume and (exp / "last.pt").exists():
         ckpt = load_checkpoint(exp / "last.pt")
         if ckpt["labels"] != vocab.labels:
             raise TrainingError(f"{exp / 'last.pt'} was trained with another vocabulary; cannot resume")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"], specaug_gen)
-        step, best_wer = ckpt["step"], ckpt["best_wer"]
-        if ckpt.get("position"):  # saved inside an epoch: continue that epoch after the batches it had done
-            resume_at = ckpt["position"]
-            start_epoch = ckpt["epoch"]
-        else:
-            start_epoch = ckpt["epoch"] + 1
-        where = f", batch {resume_at['batch']}" if resume_at else ""
-        log.info(f"resumed from {exp / 'last.pt'}: epoch {start_epoch + 1}{where}, step {step}, "
-                 f"best dev WER {best_wer:.4f}")
+        state.load_state_dict(ckpt)
+        where = f", batch {state.progress.batch}" if state.progress else ""
+        log.info(f"resumed from {exp / 'last.pt'}: epoch {state.epoch + 1}{where}, step {state.step}, "
+                 f"best dev WER {state.best_wer:.4f}")
     elif resume:
         log.info(f"--resume: no {exp / 'last.pt'} yet, starting from scratch")
+    run = _Run(cfg, exp, group, device, vocab, train_set, sampler, loader, dev_loader, step_model, loss_fn,
+               amp_dtype, use_amp, _NullWriter())
     metrics_path = exp / "metrics.csv"
-    writer = _NullWriter()
     if group.main:
         from torch.utils.tensorboard import SummaryWriter
 
         save_config(cfg, exp / "config.yaml")
-        writer = SummaryWriter(str(exp / "tensorboard"))
-        if start_epoch == 0 or not metrics_path.exists():
+        run.writer = SummaryWriter(str(exp / "tensorboard"))
+        if state.epoch == 0 or not metrics_path.exists():
             with atomic_write(metrics_path, newline="") as f:
                 csv.writer(f).writerow(METRICS)
 
-    def checkpoint_state(epoch: int, position: dict | None, dev_wer: float | None = None) -> dict:
-        """Everything a resumed run needs to continue exactly where this one is."""
-        return {"format": FORMAT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-                "position": position, "best_wer": best_wer, "dev_wer": dev_wer, "config": to_dict(cfg),
-                "labels": vocab.labels, "vocabulary": vocab.to_dict(), "rng": _rng_state(specaug_gen)}
-
-    consecutive_bad = 0
-    for epoch in range(start_epoch, t.epochs):
-        if t.max_steps and step >= t.max_steps:
+    for epoch in range(state.epoch, t.epochs):
+        if t.max_steps and state.step >= t.max_steps:
             break
-        pos = resume_at if resume_at and epoch == start_epoch else {}
-        sampler.set_epoch(epoch, skip=pos.get("batch", 0))
-        train_set.set_epoch(epoch)
-        model.train()
-        t0 = time.time() - pos.get("seconds", 0.0)
-        batch_index = pos.get("batch", 0)
-        seen_audio, seen_utts = pos.get("seen_audio", 0.0), pos.get("seen_utts", 0)
-        loss_sum, loss_n = pos.get("loss_sum", 0.0), pos.get("loss_n", 0)
-        skipped, failed = pos.get("skipped", 0), pos.get("failed", 0)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True,
-                   disable=None if group.main else True, file=sys.stderr)
-        micro = 0  # micro-batches accumulated into the next optimizer step
-        for batch in bar:
-            batch: Batch
-            batch_index += 1
-            if batch.failed:
-                failed += len(batch.failed)
-                for utt_id, reason in batch.failed:
-                    log.warning(f"skipped unreadable utterance {utt_id}: {reason}")
-            if any_rank(not len(batch), group):  # every rank skips together, or the gradient sync hangs
-                continue
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                lp, out_lens = step_model(batch.waves.to(device, non_blocking=True), batch.wave_lengths.to(device))
-            loss = loss_fn(lp.float().transpose(0, 1), batch.targets.to(device), out_lens,
-                           batch.target_lengths.to(device), blank=vocab.blank, reduction="mean")
-            if any_rank(not torch.isfinite(loss), group):
-                skipped += 1
-                consecutive_bad += 1
-                log.warning(f"non-finite loss at step {step} (this rank: {loss.item()}); batch skipped on every "
-                            f"rank: {batch.ids}")
-                opt.zero_grad(set_to_none=True)
-                micro = 0
-                if consecutive_bad >= MAX_CONSECUTIVE_BAD_BATCHES:
-                    raise TrainingError(f"{consecutive_bad} consecutive batches had non-finite loss; "
-                                        f"lower train.lr or check the data (last batch: {batch.ids[:5]})")
-                continue
-            consecutive_bad = 0
-            micro += 1
-            last_micro = micro == t.accum_steps or batch_index == len(sampler) + sampler.skip
-            sync = step_model.no_sync() if group.enabled and not last_micro else contextlib.nullcontext()
-            with sync:
-                scaler.scale(loss / t.accum_steps).backward()
-            if not last_micro:
-                continue
-            micro = 0
-            scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            seen_audio += sum(batch.durations)
-            seen_utts += len(batch)
-            loss_sum += loss.item()
-            loss_n += 1
-            elapsed = time.time() - t0
-            bar.set_postfix(loss=f"{loss.item():.3f}", utt_s=f"{seen_utts / max(elapsed, 1e-9):.0f}",
-                            audio_s=f"{seen_audio / max(elapsed, 1e-9):.0f}")
-            if step % t.log_every == 0:
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-                writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                if bar.disable:
-                    log.info(f"epoch {epoch + 1} step {step}: loss {loss.item():.3f}, "
-                             f"{seen_audio / max(elapsed, 1e-9):.0f} audio-s/s")
-            if (group.main and t.save_every_steps and step % t.save_every_steps == 0
-                    and batch_index < len(sampler) + sampler.skip):
-                position = {"batch": batch_index, "seen_audio": seen_audio, "seen_utts": seen_utts,
-                            "loss_sum": loss_sum, "loss_n": loss_n, "skipped": skipped, "failed": failed,
-                            "seconds": time.time() - t0}
-                save_last(exp, t.keep_last, checkpoint_state(epoch, position))
-            if t.max_steps and step >= t.max_steps:
-                break
-        bar.close()
-        if failed and failed >= 0.5 * len(train_set):
-            raise TrainingError(f"{failed} of {len(train_set)} training utterances could not be read in epoch "
-                                f"{epoch + 1}; see the warnings above")
-        epoch_seconds = time.time() - t0
+        progress, state.progress = state.progress or EpochProgress(), None
+        train_one_epoch(run, state, epoch, progress)
         dev = evaluate_loss_and_wer(model, dev_loader, vocab, loss_fn, device, group)
-        train_loss = loss_sum / max(loss_n, 1)
-        row = {"epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0], "train_loss": train_loss,
-               "dev_loss": dev["loss"], "dev_wer": dev["wer"], "dev_cer": dev["cer"], "epoch_seconds": epoch_seconds,
-               "audio_seconds_per_second": seen_audio / max(epoch_seconds, 1e-9), "skipped_batches": skipped,
-               "failed_utterances": failed}
         if group.main:
-            with metrics_path.open("a", newline="") as f:
-                csv.DictWriter(f, METRICS).writerow(row)
-            for k in ("train_loss", "dev_loss", "dev_wer", "dev_cer"):
-                writer.add_scalar(f"epoch/{k}", row[k], epoch + 1)
-            writer.flush()
-            plot_training_curves(metrics_path, exp / "curves.png")
-            log.info(f"epoch {epoch + 1}: train loss {train_loss:.3f}, dev loss {dev['loss']:.3f}, "
-                     f"dev WER {100 * dev['wer']:.2f}%, CER {100 * dev['cer']:.2f}% "
-                     f"({epoch_seconds:.0f}s, {row['audio_seconds_per_second']:.0f} audio-s/s"
-                     f"{f', {skipped} batches skipped' if skipped else ''}{f', {failed} unreadable' if failed else ''})")
-            if dev["examples"]:
-                ref, hyp = dev["examples"][0]
-                log.info(f"  ref: {ref}\n  hyp: {hyp}")
-
-            is_best = dev["wer"] < best_wer
-            best_wer = min(best_wer, dev["wer"])
-            ckpt = checkpoint_state(epoch, None, dev["wer"])
-            save_last(exp, t.keep_last, ckpt)
-            keep_best(exp, t.keep_best, epoch, dev["wer"])
-            if is_best:
-                save_checkpoint(inference_view(ckpt), exp / "best.pt")
-                log.info(f"  new best dev WER {100 * best_wer:.2f}% -> {exp / 'best.pt'}")
+            end_epoch(run, state, epoch, progress, dev)
         barrier(group)  # the other ranks wait for rank 0's checkpoint
-    writer.close()
+    run.writer.close()
     if group.main and not (exp / "best.pt").exists():
         raise TrainingError(f"training finished without a checkpoint in {exp}")
     return exp / "best.pt"
+
+
+def train_one_epoch(run: _Run, state: TrainState, epoch: int, progress: EpochProgress) -> None:
+    """One pass over the epoch's batches (from `progress.batch` on), updating `state` and `progress`: each batch a
+    forward and backward pass, and every `train.accum_steps` batches (and at the epoch's end) an optimizer step."""
+    t, group, device, vocab = run.cfg.train, run.group, run.device, run.vocab
+    run.sampler.set_epoch(epoch, skip=progress.batch)
+    run.train_set.set_epoch(epoch)
+    state.model.train()
+    t0 = time.time() - progress.seconds
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", dynamic_ncols=True,
+               disable=None if group.main else True, file=sys.stderr)
+    micro = 0  # micro-batches accumulated into the next optimizer step
+    for batch in bar:
+        batch: Batch
+        progress.batch += 1
+        if batch.failed:
+            progress.failed += len(batch.failed)
+            for utt_id, reason in batch.failed:
+                log.warning(f"skipped unreadable utterance {utt_id}: {reason}")
+        if any_rank(not len(batch), group):  # every rank skips together, or the gradient sync hangs
+            continue
+        with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+            lp, out_lens = run.step_model(batch.waves.to(device, non_blocking=True), batch.wave_lengths.to(device))
+        loss = run.loss_fn(lp.float().transpose(0, 1), batch.targets.to(device), out_lens,
+                           batch.target_lengths.to(device), blank=vocab.blank, reduction="mean")
+        if any_rank(not torch.isfinite(loss), group):
+            progress.skipped += 1
+            state.consecutive_bad += 1
+            log.warning(f"non-finite loss at step {state.step} (this rank: {loss.item()}); batch skipped on every "
+                        f"rank: {batch.ids}")
+            state.opt.zero_grad(set_to_none=True)
+            micro = 0
+            if state.consecutive_bad >= MAX_CONSECUTIVE_BAD_BATCHES:
+                raise TrainingError(f"{state.consecutive_bad} consecutive batches had non-finite loss; "
+                                    f"lower train.lr or check the data (last batch: {batch.ids[:5]})")
+            continue
+        state.consecutive_bad = 0
+        micro += 1
+        last_micro = micro == t.accum_steps or progress.batch == len(run.sampler) + run.sampler.skip
+        sync = run.step_model.no_sync() if group.enabled and not last_micro else contextlib.nullcontext()
+        with sync:
+            state.scaler.scale(loss / t.accum_steps).backward()
+        if not last_micro:
+            continue
+        micro = 0
+        grad_norm = _optimizer_step(state, t.grad_clip)
+        progress.seen_audio += sum(batch.durations)
+        progress.seen_utts += len(batch)
+        progress.loss_sum += loss.item()
+        progress.loss_n += 1
+        _log_step(run, state, epoch, progress, loss.item(), float(grad_norm), time.time() - t0, bar)
+        if (group.main and t.save_every_steps and state.step % t.save_every_steps == 0
+                and progress.batch < len(run.sampler) + run.sampler.skip):
+            progress.seconds = time.time() - t0
+            save_last(run.exp, t.keep_last, run.checkpoint(state, epoch, progress))
+        if t.max_steps and state.step >= t.max_steps:
+            break
+    bar.close()
+    if progress.failed and progress.failed >= 0.5 * len(run.train_set):
+        raise TrainingError(f"{progress.failed} of {len(run.train_set)} training utterances could not be read in "
+                            f"epoch {epoch + 1}; see the warnings above")
+    progress.seconds = time.time() - t0
+
+
+def _optimizer_step(state: TrainState, grad_clip: float) -> torch.Tensor:
+    """Unscale, clip, step, advance the schedule; the gradient norm before clipping."""
+    state.scaler.unscale_(state.opt)
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
+    state.scaler.step(state.opt)
+    state.scaler.update()
+    state.opt.zero_grad(set_to_none=True)
+    state.sched.step()
+    state.step += 1
+    return grad_norm
+
+
+def _log_step(run: _Run, state: TrainState, epoch: int, progress: EpochProgress, loss: float, grad_norm: float,
+              elapsed: float, bar) -> None:
+    rate = progress.seen_audio / max(elapsed, 1e-9)
+    bar.set_postfix(loss=f"{loss:.3f}", utt_s=f"{progress.seen_utts / max(elapsed, 1e-9):.0f}", audio_s=f"{rate:.0f}")
+    if state.step % run.cfg.train.log_every == 0:
+        run.writer.add_scalar("train/loss", loss, state.step)
+        run.writer.add_scalar("train/lr", state.sched.get_last_lr()[0], state.step)
+        run.writer.add_scalar("train/grad_norm", grad_norm, state.step)
+        if bar.disable:
+            log.info(f"epoch {epoch + 1} step {state.step}: loss {loss:.3f}, {rate:.0f} audio-s/s")
+
+
+def end_epoch(run: _Run, state: TrainState, epoch: int, progress: EpochProgress, dev: dict) -> None:
+    """Rank 0 after an epoch: metrics row, TensorBoard, curves, log line; last, kept and best checkpoints."""
+    exp, t = run.exp, run.cfg.train
+    train_loss = progress.loss_sum / max(progress.loss_n, 1)
+    row = {"epoch": epoch + 1, "step": state.step, "lr": state.sched.get_last_lr()[0], "train_loss": train_loss,
+           "dev_loss": dev["loss"], "dev_wer": dev["wer"], "dev_cer": dev["cer"], "epoch_seconds": progress.seconds,
+           "audio_seconds_per_second": progress.seen_audio / max(progress.seconds, 1e-9),
+           "skipped_batches": progress.skipped, "failed_utterances": progress.failed}
+    with (exp / "metrics.csv").open("a", newline="") as f:
+        csv.DictWriter(f, METRICS).writerow(row)
+    for k in ("train_loss", "dev_loss", "dev_wer", "dev_cer"):
+        run.writer.add_scalar(f"epoch/{k}", row[k], epoch + 1)
+    run.writer.flush()
+    plot_training_curves(exp / "metrics.csv", exp / "curves.png")
+    skipped, failed = progress.skipped, progress.failed
+    log.info(f"epoch {epoch + 1}: train loss {train_loss:.3f}, dev loss {dev['loss']:.3f}, "
+             f"dev WER {100 * dev['wer']:.2f}%, CER {100 * dev['cer']:.2f}% "
+             f"({progress.seconds:.0f}s, {row['audio_seconds_per_second']:.0f} audio-s/s"
+             f"{f', {skipped} batches skipped' if skipped else ''}{f', {failed} unreadable' if failed else ''})")
+    if dev["examples"]:
+        ref, hyp = dev["examples"][0]
+        log.info(f"  ref: {ref}\n  hyp: {hyp}")
+    is_best = dev["wer"] < state.best_wer
+    state.best_wer = min(state.best_wer, dev["wer"])
+    ckpt = run.checkpoint(state, epoch, None, dev["wer"])
+    save_last(exp, t.keep_last, ckpt)
+    keep_best(exp, t.keep_best, epoch, dev["wer"])
+    if is_best:
+        save_checkpoint(inference_view(ckpt), exp / "best.pt")
+        log.info(f"  new best dev WER {100 * state.best_wer:.2f}% -> {exp / 'best.pt'}")
