@@ -33,6 +33,15 @@ class Stage:
     config: Any = None  # the parts of the config that change this stage's outputs
 
 
+def insert_before(stages: list[Stage], name: str, *new: Stage) -> list[Stage]:
+    """`stages` with `new` inserted before the stage called `name` (a recipe adding its own stages to the shared
+    ones without counting positions)."""
+    at = next((i for i, st in enumerate(stages) if st.name == name), None)
+    if at is None:
+        raise ValueError(f"no stage {name!r} among {[st.name for st in stages]}")
+    return stages[:at] + list(new) + stages[at:]
+
+
 def _fingerprint(path: Path) -> str:
     if not path.exists():
         return f"{path}:missing"

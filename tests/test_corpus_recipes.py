@@ -255,7 +255,8 @@ def test_synthetic_en_test_real_reads_pocketsphinx_testdata_layout(tmp_path):
     with pytest.raises(ManifestError, match="cards.transcription, line 2"):
         module.real_speech_items(root)
     missing = recipe_config(ROOT / "recipes" / "synthetic_en", [f"real_speech={tmp_path / 'none'}",
-                                                                 f"people.resource_file={tmp_path / 'none.1c'}"])
+                                                                 f"people.resource_file={tmp_path / 'none.1c'}",
+                                                                 f"sky.game_dir={tmp_path / 'no_sky'}"])
     module.stages(missing)
-    assert missing.test_sets == ["test", "test_pauses"]  # neither people set: both left out, and said so
-    assert module.voice_groups("fotaq-020006P1") == {"engine": "people"}
+    assert missing.test_sets == ["test", "test_pauses"]  # no people set: all three left out, and said so
+    assert module.voice_groups("fotaq-020006P1") == module.voice_groups("bass-50012") == {"engine": "people"}

@@ -50,3 +50,13 @@ def test_stage_selection(tmp_path):
 def test_stage_without_outputs_fails(tmp_path):
     with pytest.raises(RuntimeError, match="without its outputs"):
         run_stages([Stage("noop", lambda: None, [], [tmp_path / "never"])], tmp_path / "state")
+
+
+def test_insert_before_places_stages_by_name():
+    from asr.recipe import insert_before
+
+    stages = [Stage(n, lambda: None) for n in ("prepare", "train", "score")]
+    assert [s.name for s in insert_before(stages, "score", Stage("voices", lambda: None))] == [
+        "prepare", "train", "voices", "score"]
+    with pytest.raises(ValueError, match="no stage 'decode'"):
+        insert_before(stages, "decode", Stage("x", lambda: None))

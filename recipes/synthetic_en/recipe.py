@@ -25,7 +25,7 @@ from asr.data import pad_with_silence
 from asr.english_text import SOURCES, english_sentences
 from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
 from asr.metrics import score
-from asr.recipe import Stage
+from asr.recipe import Stage, insert_before
 from asr.recipe_stages import DECODERS, RecipeConfig, corpus_stages
 from asr.synthesis import KOKORO_LANGS, SynthesisError, Voice, engine_available, kokoro_voice, synthesize_corpus
 from asr.text import CharVocabulary, build_vocabulary, normalize_text
@@ -427,5 +427,4 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
     exp = Path(cfg.exp_dir)
     decodes = [exp / f"decode_{name}_{d}" / "utterances.jsonl" for name in ["dev", *cfg.test_sets] for d in DECODERS]
     voices_ = Stage("voices", lambda: voices_stage(cfg, decodes), inputs=decodes, outputs=[exp / "by_voice.json"])
-    shared = corpus_stages(cfg, prepare, vocabulary=False)
-    return [synthesize] + shared[:-1] + [voices_, shared[-1]]  # the WER table (score) stays last
+    return [synthesize, *insert_before(corpus_stages(cfg, prepare, vocabulary=False), "score", voices_)]
