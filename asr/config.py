@@ -237,14 +237,30 @@ def check_feature_bins(features: FeatureConfig) -> None:
         )
 
 
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> DictConfig:
+    """A YAML config; its `base:` (a path relative to it) is loaded first and this file merged over it, so
+    recipes share one block of model and training settings and write only what is theirs."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    node = OmegaConf.load(path)
+    base = node.pop("base", None) if isinstance(node, DictConfig) else None
+    if base is None:
+        return node
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: config key 'base' = {base!r} comes back to itself")
+    if not base_path.exists():
+        raise ConfigError(f"{path}: config key 'base' = {base!r}: no such file ({base_path})")
+    return OmegaConf.merge(load_yaml(base_path, (*_seen, path.resolve())), node)
+
+
 def load_config(path: str | Path | None, overrides: list[str] = (), schema: type[C] = Config) -> C:
     """Merge `schema` defaults, the YAML file at `path`, then `key=value` overrides; validate."""
     try:
         merged: DictConfig = OmegaConf.structured(schema)
         if path is not None:
-            if not Path(path).exists():
-                raise ConfigError(f"config file not found: {path}")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            merged = OmegaConf.merge(merged, load_yaml(path))
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")

@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
 from asr.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REQ = ["exp_dir=e", "data.train_manifest=t.jsonl", "data.dev_manifest=d.jsonl"]
 
@@ -75,3 +79,29 @@ def test_train_sources_are_typed_and_survive_a_checkpoint_round_trip():
     assert (src.manifest, src.weight, src.name, cfg.data.train_weight) == ("people.jsonl", 2.5, "people", 0.5)
     again = from_dict(to_dict(cfg))
     assert again.data.train_sources == cfg.data.train_sources and again.data.bandlimit_rates == [8000, 11025]
+
+
+def test_a_yaml_base_is_merged_under_the_file_and_bad_bases_are_named(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.yaml").write_text("data: {train_manifest: t.jsonl, dev_manifest: d.jsonl}\n"
+                                                   "train: {epochs: 20, lr: 2.0e-3}\nmodel: {rnn_hidden: 256}\n")
+    (tmp_path / "run.yaml").write_text("base: shared/base.yaml\nexp_dir: e\ntrain: {epochs: 3}\n")
+    cfg = load_config(tmp_path / "run.yaml", ["model.rnn_hidden=128"])
+    assert (cfg.train.epochs, cfg.train.lr, cfg.data.train_manifest, cfg.model.rnn_hidden) == (3, 2e-3, "t.jsonl", 128)
+    (tmp_path / "lost.yaml").write_text("base: nowhere.yaml\nexp_dir: e\n")
+    with pytest.raises(ConfigError, match="lost.yaml: config key 'base' = 'nowhere.yaml': no such file"):
+        load_config(tmp_path / "lost.yaml")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="comes back to itself"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_corpus_recipes_share_one_base():
+    from asr.recipe import recipe_config
+
+    for name in ("librispeech", "commonvoice", "an4", "tedlium", "folder", "amazon_queen", "steel_sky"):
+        text = (ROOT / "recipes" / name / "conf" / "default.yaml").read_text()
+        assert "base: ../../corpus_cpu.yaml" in text and "model:" not in text, name
+        cfg = recipe_config(ROOT / "recipes" / name, [])
+        assert cfg.model.rnn_hidden == 256 and cfg.data.train_manifest == f"{cfg.data_dir}/manifests/train.jsonl"
