@@ -78,7 +78,12 @@ def read_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, offset: float = 0.0,
                duration: float | None = None) -> np.ndarray:
-    """Mono float32 waveform of `path` at `sample_rate`; raises AudioError naming the file."""
+    """Mono float32 waveform of `path` at `sample_rate`; raises AudioError naming the file. An image (a text
+    line for a model of `features.kind=image`) comes as the signal of its columns (asr.images)."""
+    from . import images
+
+    if images.is_image(path):
+        return images.load_line_image(path, sample_rate)
     return checked(*read_audio(path, offset, duration), sample_rate, path)
 
 

@@ -100,7 +100,6 @@ def calibrate(checkpoint: str | Path, manifest: str | Path, device: str = "auto"
     from .inference import Recognizer
     from .manifest import read_manifest
     from .metrics import hypothesis_word_correct
-    from .text import normalize_text
 
     rec = Recognizer(checkpoint, device)
     utts = read_manifest(manifest)
@@ -110,7 +109,7 @@ def calibrate(checkpoint: str | Path, manifest: str | Path, device: str = "auto"
     hyps = rec.hypotheses(lps)
     per_utt = []
     for i, lp, hyp in zip(ok, lps, hyps):
-        per_utt.append((raw_word_scores(lp.numpy(), hyp.words), hypothesis_word_correct(normalize_text(utts[i].text),
+        per_utt.append((raw_word_scores(lp.numpy(), hyp.words), hypothesis_word_correct(rec.vocab.normalize(utts[i].text),
                                                                                          hyp.text)))
     scores = [s for ss, _ in per_utt for s in ss]
     correct = [c for _, cc in per_utt for c in cc]

@@ -37,6 +37,9 @@ class DataConfig:
     train_sources: list[SourceConfig] = field(default_factory=list)  # more training corpora, each with a weight
     vocabulary: Optional[str] = None  # vocab.json; built from the training manifest when absent
     tokenizer: str = "char"  # when building: "char", or SentencePiece "bpe" / "unigram"
+    # how transcripts are normalised (asr.text.NORMALIZERS): "speech" (lowercase, numbers spelt out, letters and
+    # apostrophes) or "verbatim" (case, digits and punctuation kept: text lines); it travels in the vocabulary
+    text_norm: str = "speech"
     vocab_size: int = 256  # SentencePiece units
     max_duration: float = 30.0  # seconds; longer training utterances are reported and skipped
     min_duration: float = 0.1
@@ -59,7 +62,8 @@ class DataConfig:
 
 @dataclass
 class FeatureConfig:
-    kind: str = "spectrogram"  # "spectrogram" (DeepSpeech2 log linear) or "logmel"
+    kind: str = "spectrogram"  # "spectrogram" (DeepSpeech2 log linear), "logmel", or "image" (text lines, asr.images)
+    image_height: int = 32  # image only: lines are scaled to this height (the feature bins); sample_rate follows
     sample_rate: int = 16000
     window_ms: float = 20.0
     hop_ms: float = 10.0
@@ -137,7 +141,8 @@ class Config:
 
 
 _CHOICES = {
-    "features.kind": ("spectrogram", "logmel"),
+    "features.kind": ("spectrogram", "logmel", "image"),
+    "data.text_norm": ("speech", "verbatim"),
     "features.normalize": ("utterance", "global", "none"),
     "model.rnn_type": ("gru", "lstm"),
     "train.schedule": ("cosine", "constant", "onecycle"),
@@ -179,9 +184,11 @@ def validate(cfg: Any) -> None:
         if not value > 0:
             raise ConfigError(f"config key {key!r} = {value!r}: must be positive")
     features = getattr(cfg, "features", None)
+    data = getattr(cfg, "data", None)
+    if features is not None and features.kind == "image":
+        check_image_input(features, data)
     if features is not None:
         check_feature_bins(features)
-    data = getattr(cfg, "data", None)
     if data is not None and not 0.0 <= data.vtlp < 0.5:
         raise ConfigError(f"config key 'data.vtlp' = {data.vtlp}: must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
     if data is not None and not 0.0 <= data.silence_pad <= 10.0:
@@ -216,6 +223,25 @@ def validate(cfg: Any) -> None:
 
 
 MIN_FEATURE_BINS = 32
+_AUDIO_ONLY = ("speed_perturb", "noise_dir", "vtlp", "silence_pad", "concat_prob", "reverb_prob",
+               "bandlimit_prob")  # data augmentations of waveforms (off: empty, None or 0)
+
+
+def check_image_input(features: FeatureConfig, data: DataConfig | None) -> None:
+    """features.kind=image: a column is a 10-ms frame (asr.images), so sample_rate, window_ms and hop_ms follow
+    from image_height and are set here; waveform augmentations would scramble the columns and are refused."""
+    from .images import COLUMNS_PER_SECOND, sample_rate_of
+
+    if features.image_height < MIN_FEATURE_BINS:
+        raise ConfigError(f"config key 'features.image_height' = {features.image_height}: need at least "
+                          f"{MIN_FEATURE_BINS} pixels (the DeepSpeech2 conv front's 41-bin first kernel)")
+    features.sample_rate = sample_rate_of(features.image_height)
+    features.window_ms = features.hop_ms = 1000.0 / COLUMNS_PER_SECOND
+    features.f_max = 0.0
+    for key in _AUDIO_ONLY:
+        if data is not None and getattr(data, key):
+            raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)!r}: a waveform augmentation, "
+                              "meaningless for features.kind=image (augment images when rendering them)")
 
 
 def check_feature_bins(features: FeatureConfig) -> None:
@@ -226,6 +252,8 @@ def check_feature_bins(features: FeatureConfig) -> None:
                           f"(half of features.sample_rate; 0 means all of it)")
     if features.kind == "logmel":
         key, bins = "features.n_mels", features.n_mels
+    elif features.kind == "image":
+        key, bins = "features.image_height", features.image_height
     else:
         key = "features.window_ms"
         n_fft = int(round(features.sample_rate * features.window_ms / 1000))

@@ -12,7 +12,6 @@ from .audio import load_utterances
 from .inference import Recognizer
 from .manifest import read_manifest
 from .metrics import alignment, score, word_errors
-from .text import normalize_text
 
 log = logging.getLogger("asr.evaluate")
 
@@ -39,7 +38,7 @@ def model_outputs(rec: Recognizer, manifest: str | Path) -> ModelOutputs:
     for i, lp in zip(ok, rec.log_probs([waves[i] for i in ok])):
         lps[i] = lp
     audio_seconds = sum(len(w) for w in waves if w is not None) / rec.sample_rate
-    return ModelOutputs(Path(manifest), utts, [normalize_text(u.text) for u in utts], lps, failed, audio_seconds,
+    return ModelOutputs(Path(manifest), utts, [rec.vocab.normalize(u.text) for u in utts], lps, failed, audio_seconds,
                         time.time() - t0)
 
 

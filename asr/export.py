@@ -130,6 +130,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> dict:
     except ImportError:
         raise CheckpointError("ONNX export needs the onnx package: pip install 'asr[export]'") from None
     model, vocab, cfg = load_model(checkpoint, "cpu")
+    if cfg.features.kind == "image":
+        raise CheckpointError(f"{checkpoint}: a text-line (features.kind=image) model has no ONNX export: its "
+                              "front end is not a spectrogram")
     module = _OneUtterance(model).eval()
     example = torch.randn(1, int(2 * cfg.features.sample_rate)) * 0.1
     out = Path(out)

@@ -2,6 +2,8 @@
 
 The extractor is part of the model (an nn.Module with its window, mel filters and global
 statistics as buffers), so a checkpoint carries everything needed to turn audio into input.
+Text-line images (kind "image") arrive as signals of their columns (asr.images): a column is a frame
+and its pixels are the bins.
 """
 from __future__ import annotations
 
@@ -37,11 +39,15 @@ class FeatureExtractor(nn.Module):
     def num_features(self) -> int:
         if self.cfg.kind == "logmel":
             return self.cfg.n_mels
+        if self.cfg.kind == "image":
+            return self.cfg.image_height
         return int(self.f_max * self.n_fft / self.cfg.sample_rate) + 1  # linear bins up to f_max
 
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         """Frames that `torch.stft(center=True)` gives for each waveform length (one less for an odd window
-        when the length is a multiple of the hop)."""
+        when the length is a multiple of the hop); for images, whole columns."""
+        if self.cfg.kind == "image":
+            return sample_lengths // self.hop_length
         return frame_count(sample_lengths, self.n_fft, self.hop_length)
 
     def log_spectrum(self, padded: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,11 +67,22 @@ class FeatureExtractor(nn.Module):
     def raw(self, waves: torch.Tensor, lengths: torch.Tensor,
             warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised log features; padded frames are zero. `warp`: per-utterance VTLP factors."""
+        if self.cfg.kind == "image":
+            return self.columns(waves, lengths)
         half = self.n_fft // 2
         feats = self.log_spectrum(F.pad(waves.float(), (half, half)), warp)
         frames = self.frame_lengths(lengths.to(feats.device))
         mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None]
         return feats * mask[:, None, :], frames
+
+    def columns(self, signals: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (N, height x width, column-major, zero padded) -> pixels (N, height, width), frame counts."""
+        n, h = signals.shape[0], self.cfg.image_height
+        t = signals.shape[1] // h
+        pixels = signals[:, : t * h].float().reshape(n, t, h).transpose(1, 2)
+        frames = self.frame_lengths(lengths.to(pixels.device))
+        mask = torch.arange(t, device=pixels.device)[None, :] < frames[:, None]
+        return pixels * mask[:, None, :], frames
 
     def normalize_global(self, feats: torch.Tensor) -> torch.Tensor:
         """Features with the training set's mean and std taken out (or as they are, with normalize=none)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_write, write_text_atomic
-from .text import normalize_text
+from .text import normalizer
 
 log = logging.getLogger("asr.lm")
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -40,8 +40,10 @@ class NGramModel:
     fallback_orders: list[int] = field(default_factory=list)  # orders whose discounts fell back
 
 
-def read_corpus(paths: Iterable[str | Path]) -> tuple[list[list[str]], dict]:
-    """Normalised sentences (one per non-empty line) of text files, and counts of what was read."""
+def read_corpus(paths: Iterable[str | Path], text_norm: str = "speech") -> tuple[list[list[str]], dict]:
+    """Sentences (one per non-empty line) of text files normalised as `text_norm` says (asr.text.NORMALIZERS),
+    and counts of what was read."""
+    normalize = normalizer(text_norm)
     sentences, lines, empty = [], 0, 0
     for path in paths:
         path = Path(path)
@@ -50,7 +52,7 @@ def read_corpus(paths: Iterable[str | Path]) -> tuple[list[list[str]], dict]:
         with path.open(encoding="utf-8", errors="replace") as f:
             for line in f:
                 lines += 1
-                words = normalize_text(line).split()
+                words = normalize(line).split()
                 if words:
                     sentences.append(words)
                 else:
@@ -179,7 +181,7 @@ def kenlm_tool(name: str) -> str | None:
 
 
 def build_lm(texts: Iterable[str | Path], out: str | Path, order: int = 4, engine: str = "auto",
-             memory: str = "20%") -> dict:
+             memory: str = "20%", text_norm: str = "speech") -> dict:
     """Build an n-gram LM from text files into `out` (.arpa, or .bin/.binary via build_binary).
 
     Also writes `<out>.unigrams.txt` (the LM's words, for the decoder's partial-word check).
@@ -198,7 +200,7 @@ def build_lm(texts: Iterable[str | Path], out: str | Path, order: int = 4, engin
     lmplz = kenlm_tool("lmplz") if engine in ("auto", "lmplz") else None
     if engine == "lmplz" and lmplz is None:
         raise LMBuildError("engine=lmplz but lmplz was not found (bash scripts/build_kenlm.sh builds it)")
-    sentences, report = read_corpus(texts)
+    sentences, report = read_corpus(texts, text_norm)
     out.parent.mkdir(parents=True, exist_ok=True)
     arpa = out.with_suffix(".arpa") if binary else out
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:

@@ -22,7 +22,6 @@ from .fork_pool import fork_map
 from .inference import DECODING_FILE, Recognizer
 from .manifest import read_manifest
 from .metrics import word_errors
-from .text import normalize_text
 
 log = logging.getLogger("asr.lm")
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -55,7 +54,7 @@ def cached_log_probs(checkpoint: str | Path, manifest: str | Path, device: str =
     log_probs = [torch.zeros(0, len(rec.vocab.labels))] * len(utts)
     for i, lp in zip(ok, lps):
         log_probs[i] = lp.contiguous()
-    refs = [normalize_text(u.text) for u in utts]
+    refs = [rec.vocab.normalize(u.text) for u in utts]
     info = {"labels": rec.vocab.labels, "blank": rec.vocab.blank, "frame_seconds": rec.frame_seconds,
             "failed_utterances": failed}
     with atomic_write(cache, "wb") as f:

@@ -64,7 +64,7 @@ def lm_path(cfg: RecipeConfig) -> Path:
 def vocabulary_stage(cfg: RecipeConfig) -> None:
     """Characters or SentencePiece units from the training transcripts, checked against dev."""
     texts = [u.text for p in train_manifests(cfg) for u in read_manifest(p)]
-    vocab = build_vocabulary(texts, cfg.data.tokenizer, cfg.data.vocab_size)
+    vocab = build_vocabulary(texts, cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.text_norm)
     check_vocabulary(vocab, [(u.id, u.text) for u in read_manifest(manifest_path(cfg, "dev"))])
     vocab.save(cfg.data.vocabulary)
     log.info(f"vocabulary: {len(vocab)} outputs ({cfg.data.tokenizer}) -> {cfg.data.vocabulary}")
@@ -72,7 +72,7 @@ def vocabulary_stage(cfg: RecipeConfig) -> None:
 
 def lm_stage(cfg: RecipeConfig) -> None:
     texts = [Path(cfg.data_dir) / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text]
-    report = build_lm(texts, lm_path(cfg), cfg.lm.order, cfg.lm.engine)
+    report = build_lm(texts, lm_path(cfg), cfg.lm.order, cfg.lm.engine, text_norm=cfg.data.text_norm)
     write_text_atomic(lm_path(cfg).parent / "report.json", json.dumps(report, indent=2))
 
 
@@ -178,10 +178,12 @@ def corpus_stages(cfg: RecipeConfig, prepare: Stage, vocabulary: bool = True) ->
     if vocabulary:
         stages.append(Stage("vocabulary", lambda: vocabulary_stage(cfg), inputs=train_inputs,
                             outputs=[Path(cfg.data.vocabulary)],
-                            config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size}))
+                            config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size,
+                                    **({"text_norm": cfg.data.text_norm} if cfg.data.text_norm != "speech" else {})}))
     stages += [
         Stage("lm", lambda: lm_stage(cfg), inputs=[data / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text],
-              outputs=[lm_path(cfg)], config={"order": cfg.lm.order, "engine": cfg.lm.engine}),
+              outputs=[lm_path(cfg)], config={"order": cfg.lm.order, "engine": cfg.lm.engine,
+                                              **({"text_norm": cfg.data.text_norm} if cfg.data.text_norm != "speech" else {})}),
         Stage("train", lambda: train_stage(cfg), inputs=train_inputs + [Path(cfg.data.vocabulary)],
               outputs=[exp / "best.pt"], config=train_keys),
         Stage("tune", lambda: tune_stage(cfg), inputs=[exp / "best.pt", manifests[1], lm_path(cfg)],

@@ -50,6 +50,26 @@ def normalize_text(text: str, lang: str = "en") -> str:
     return " ".join(w for w in words if w)
 
 
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
+
+
+def verbatim_text(text: str, lang: str = "en") -> str:
+    """Text as written (case, digits and punctuation kept: text-line images), NFKC-normalised, curly quotes
+    made straight, one space between words."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    return " ".join(text.split())
+
+
+NORMALIZERS = {"speech": normalize_text, "verbatim": verbatim_text}  # data.text_norm
+
+
+def normalizer(name: str):
+    """The transcript normaliser `name` (a key of NORMALIZERS)."""
+    if name not in NORMALIZERS:
+        raise ValueError(f"text normalisation must be one of {', '.join(NORMALIZERS)}, got {name!r}")
+    return NORMALIZERS[name]
+
+
 class OutOfVocabularyError(ValueError):
     """Raised when text holds characters the vocabulary cannot represent."""
 
@@ -57,7 +77,8 @@ class OutOfVocabularyError(ValueError):
 class CharVocabulary:
     """Characters of the model's output layer; index 0 is the CTC blank, ' ' separates words."""
 
-    def __init__(self, chars: Sequence[str]):
+    def __init__(self, chars: Sequence[str], text_norm: str = "speech"):
+        self.text_norm, self.normalize = text_norm, normalizer(text_norm)
         chars = list(chars)
         if SPACE not in chars:
             raise ValueError("a character vocabulary needs the space ' ' as word separator")
@@ -72,16 +93,16 @@ class CharVocabulary:
         return len(self.labels)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CharVocabulary) and self.labels == other.labels
+        return isinstance(other, CharVocabulary) and (self.labels, self.text_norm) == (other.labels, other.text_norm)
 
     @classmethod
-    def build(cls, texts: Iterable[str]) -> "CharVocabulary":
+    def build(cls, texts: Iterable[str], text_norm: str = "speech") -> "CharVocabulary":
         """The set of characters in already-normalised `texts`, plus space."""
         counts = Counter()
         for t in texts:
             counts.update(t)
         counts[SPACE] += 1
-        return cls(sorted(counts, key=lambda c: (c != SPACE, c != "'", c)))
+        return cls(sorted(counts, key=lambda c: (c != SPACE, c != "'", c)), text_norm)
 
     def unknown(self, text: str) -> set[str]:
         return {c for c in text if c not in self.index}
@@ -103,7 +124,7 @@ class CharVocabulary:
         return self.labels[1:]
 
     def to_dict(self) -> dict:
-        return {"type": "char", "labels": self.labels}
+        return {"type": "char", "labels": self.labels, "text_norm": self.text_norm}
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
@@ -111,7 +132,7 @@ class CharVocabulary:
     @classmethod
     def load(cls, path: str | Path) -> "CharVocabulary":
         data = json.loads(Path(path).read_text())
-        return cls(data["labels"][1:])
+        return cls(data["labels"][1:], data.get("text_norm", "speech"))
 
 
 class PieceVocabulary:
@@ -120,9 +141,10 @@ class PieceVocabulary:
 
     blank: int = 0
 
-    def __init__(self, model_proto: bytes):
+    def __init__(self, model_proto: bytes, text_norm: str = "speech"):
         import sentencepiece as spm
 
+        self.text_norm, self.normalize = text_norm, normalizer(text_norm)
         self.proto = bytes(model_proto)
         self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
         self.labels: list[str] = [BLANK] + [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
@@ -133,10 +155,11 @@ class PieceVocabulary:
         return len(self.labels)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, PieceVocabulary) and self.labels == other.labels
+        return isinstance(other, PieceVocabulary) and (self.labels, self.text_norm) == (other.labels, other.text_norm)
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 256, model_type: str = "bpe") -> "PieceVocabulary":
+    def train(cls, texts: Iterable[str], vocab_size: int = 256, model_type: str = "bpe",
+              text_norm: str = "speech") -> "PieceVocabulary":
         """Train SentencePiece on already-normalised `texts` (every character kept)."""
         import io
 
@@ -150,7 +173,7 @@ class PieceVocabulary:
             sentence_iterator=iter(texts), model_writer=out, vocab_size=vocab_size, model_type=model_type,
             character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, hard_vocab_limit=False,
             normalization_rule_name="identity", minloglevel=2)
-        return cls(out.getvalue())
+        return cls(out.getvalue(), text_norm)
 
     def unknown(self, text: str) -> set[str]:
         return {c for c in text if c != SPACE and c not in self.chars}
@@ -169,7 +192,8 @@ class PieceVocabulary:
         return " ".join(text.split())
 
     def to_dict(self) -> dict:
-        return {"type": "sentencepiece", "labels": self.labels, "model": base64.b64encode(self.proto).decode()}
+        return {"type": "sentencepiece", "labels": self.labels, "model": base64.b64encode(self.proto).decode(),
+                "text_norm": self.text_norm}
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
@@ -180,12 +204,13 @@ Vocabulary = CharVocabulary | PieceVocabulary
 
 def vocabulary_from_dict(data: dict) -> Vocabulary:
     """A vocabulary from its saved form (vocab.json, or the copy inside a checkpoint)."""
+    text_norm = data.get("text_norm", "speech")  # vocabularies saved before it was recorded are all "speech"
     if data.get("type", "char") == "sentencepiece":
-        vocab = PieceVocabulary(base64.b64decode(data["model"]))
+        vocab = PieceVocabulary(base64.b64decode(data["model"]), text_norm)
         if data.get("labels") not in (None, vocab.labels):
             raise ValueError("vocabulary labels do not match its SentencePiece model")
         return vocab
-    return CharVocabulary(data["labels"][1:])
+    return CharVocabulary(data["labels"][1:], text_norm)
 
 
 def load_vocabulary(path: str | Path) -> Vocabulary:
@@ -193,12 +218,14 @@ def load_vocabulary(path: str | Path) -> Vocabulary:
     return vocabulary_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def build_vocabulary(texts: Iterable[str], tokenizer: str = "char", vocab_size: int = 256) -> Vocabulary:
-    """Characters of `texts`, or SentencePiece units ("bpe" / "unigram") trained on them."""
+def build_vocabulary(texts: Iterable[str], tokenizer: str = "char", vocab_size: int = 256,
+                     text_norm: str = "speech") -> Vocabulary:
+    """Characters of `texts`, or SentencePiece units ("bpe" / "unigram") trained on them; `text_norm` is how
+    the texts were normalised, kept so that references are normalised alike when the model is scored."""
     if tokenizer == "char":
-        return CharVocabulary.build(texts)
+        return CharVocabulary.build(texts, text_norm)
     if tokenizer in ("bpe", "unigram"):
-        return PieceVocabulary.train(texts, vocab_size, tokenizer)
+        return PieceVocabulary.train(texts, vocab_size, tokenizer, text_norm)
     raise ValueError(f"tokenizer must be char, bpe or unigram, got {tokenizer!r}")
 
 

@@ -412,8 +412,12 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     dev_utts = read_manifest(cfg.data.dev_manifest)
     if cfg.data.vocabulary:
         vocab = load_vocabulary(cfg.data.vocabulary)
+        if vocab.text_norm != cfg.data.text_norm:
+            raise TrainingError(f"config key 'data.text_norm' = {cfg.data.text_norm!r}, but the vocabulary "
+                                f"{cfg.data.vocabulary} was built from {vocab.text_norm!r} transcripts")
     else:
-        vocab = build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size)
+        vocab = build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size,
+                                 cfg.data.text_norm)
     check_vocabulary(vocab, [(u.id, u.text) for u in train_utts + dev_utts])
     if group.main:
         vocab.save(exp / "vocab.json")

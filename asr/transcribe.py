@@ -18,6 +18,7 @@ import torch
 from .audio import AudioError, is_silent, load_audio
 from .confidence import Calibration, raw_word_scores
 from .decoding import Hypothesis
+from .images import is_image
 from .inference import Recognizer
 
 DEFAULT_MAX_SEGMENT_SECONDS = 20.0
@@ -160,7 +161,8 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
                 row["warning"] = "silent audio"
             results.append(row)
             continue
-        spans, heard = speech_spans(wave, rate, max_segment_seconds)
+        # a text-line image is one segment; audio is cut at pauses
+        spans, heard = ([(0, len(wave))], [0]) if is_image(path) else speech_spans(wave, rate, max_segment_seconds)
         log_probs = recognizer.log_probs([wave[spans[i][0]: spans[i][1]] for i in heard]) if heard else []
         if word_timestamps:
             hyps = recognizer.hypotheses(log_probs)

@@ -1,0 +1,163 @@
+"""Lines of text rendered as images that look scanned or photographed: the data of the text-line recipe.
+
+Fonts are the TrueType/OpenType files Debian's font packages install, grouped by family, so that a recipe can
+hold whole families out for dev and test. A line is drawn in one font at a drawn size, weight (stroke) and
+ink, on paper with texture, then rotated, sheared, elastically distorted, blurred, made noisy and stored as
+JPEG at a drawn quality, every choice seeded by (seed, split, line number): the same call renders the same
+image on any machine with the same fonts.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
+CHARSET = frozenset(chr(c) for c in range(0x20, 0x7F))  # printable ASCII: what every font here covers
+
+
+@dataclass(frozen=True)
+class Font:
+    path: str
+    family: str  # the typographic family ("DejaVu Sans" for DejaVu Sans Condensed Bold too)
+    style: str
+
+
+def installed_fonts(dirs: Iterable[Path] = FONT_DIRS, charset: frozenset[str] = CHARSET) -> dict[str, list[Font]]:
+    """Font files under `dirs` that draw every character of `charset`, by family (files sorted by path)."""
+    from fontTools.ttLib import TTFont, TTLibError
+
+    families: dict[str, list[Font]] = {}
+    for folder in dirs:
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if path.suffix.lower() not in (".ttf", ".otf"):
+                continue
+            try:
+                with TTFont(str(path), lazy=True) as tt:
+                    names = tt["name"]
+                    family = str(names.getDebugName(16) or names.getDebugName(1) or path.stem)
+                    style = str(names.getDebugName(17) or names.getDebugName(2) or "")
+                    cmap = tt.getBestCmap() or {}
+            except (TTLibError, KeyError, OSError):
+                continue
+            if all(ord(c) in cmap for c in charset):
+                families.setdefault(family, []).append(Font(str(path), family, style))
+    return families
+
+
+@dataclass(frozen=True)
+class Look:
+    """How scanned a line may look: the ranges each choice is drawn from."""
+
+    size: tuple[int, int] = (26, 44)  # font size in pixels
+    margin: tuple[int, int] = (2, 14)  # pixels of paper around the text
+    stroke_prob: float = 0.2  # share of lines drawn with a heavier stroke (ink thickness)
+    ink: tuple[float, float] = (0.0, 70.0)  # ink brightness (of 255); paper is 180-255
+    rotate: float = 1.5  # degrees, either way
+    shear: float = 0.15  # x shift per pixel of height, either way
+    elastic: float = 1.2  # pixels of smooth random displacement, at most
+    blur: float = 1.0  # Gaussian radius in pixels, at most
+    noise: float = 12.0  # standard deviation of pixel noise (of 255), at most
+    jpeg_prob: float = 0.5  # share stored as JPEG (quality 30-90) before being saved
+    low_res_prob: float = 0.25  # share scaled down to 50-80% and back (a low-resolution scan)
+
+
+def render_line(text: str, font: Font, rng: random.Random, look: Look = Look()):
+    """`text` in `font` on textured paper, degraded as `look` allows: a grayscale PIL image."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    size = rng.randint(*look.size)
+    face = _face(font.path, size)
+    stroke = 1 if rng.random() < look.stroke_prob and size >= 30 else 0
+    left, top, right, bottom = face.getbbox(text, stroke_width=stroke)
+    ascent, descent = face.getmetrics()
+    mx, my = rng.randint(*look.margin), rng.randint(*look.margin) // 2 + 1
+    width, height = right - left + 2 * mx, max(ascent + descent, bottom - top) + 2 * my + 2 * stroke
+    mask = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(mask).text((mx - left, my + stroke), text, fill=255, font=face, stroke_width=stroke,
+                              stroke_fill=255)
+    np_rng = np.random.default_rng(rng.getrandbits(64))
+    mask = _geometry(mask, rng, np_rng, look)
+    ink = rng.uniform(*look.ink)
+    paper = _paper(mask.size, rng, np_rng)
+    alpha = np.asarray(mask, dtype=np.float32) / 255.0
+    pixels = paper * (1 - alpha) + ink * alpha
+    pixels += np_rng.normal(0.0, rng.uniform(0, look.noise), pixels.shape)
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    if look.blur:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, look.blur)))
+    if rng.random() < look.low_res_prob:
+        scale = rng.uniform(0.5, 0.8)
+        small = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.Resampling.BILINEAR)
+        img = small.resize(img.size, Image.Resampling.BILINEAR)
+    if rng.random() < look.jpeg_prob:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=rng.randint(30, 90))
+        img = Image.open(io.BytesIO(buf.getvalue())).convert("L")
+    return img
+
+
+@functools.lru_cache(maxsize=256)
+def _face(path: str, size: int):
+    from PIL import ImageFont
+
+    return ImageFont.truetype(path, size)
+
+
+def _geometry(mask, rng: random.Random, np_rng: np.random.Generator, look: Look):
+    """The ink mask rotated, sheared and elastically distorted (the canvas grows to keep every pixel)."""
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    shear = rng.uniform(-look.shear, look.shear)
+    w, h = mask.size
+    pad = int(abs(shear) * h) + 1
+    mask = mask.transform((w + 2 * pad, h), Image.Transform.AFFINE, (1, shear, -pad - shear * h / 2, 0, 1, 0),
+                          resample=Image.Resampling.BILINEAR)
+    mask = mask.rotate(rng.uniform(-look.rotate, look.rotate), resample=Image.Resampling.BILINEAR, expand=True)
+    amount = rng.uniform(0, look.elastic)
+    if amount > 0.2:
+        a = np.asarray(mask, dtype=np.float32)
+        sigma = rng.uniform(4, 8)
+        dy, dx = (gaussian_filter(np_rng.uniform(-1, 1, a.shape), sigma) for _ in range(2))
+        scale = amount / max(float(np.abs(dx).max()), float(np.abs(dy).max()), 1e-6)
+        yy, xx = np.meshgrid(np.arange(a.shape[0]), np.arange(a.shape[1]), indexing="ij")
+        a = map_coordinates(a, [yy + dy * scale, xx + dx * scale], order=1, mode="constant")
+        mask = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    return mask
+
+
+def _paper(size: tuple[int, int], rng: random.Random, np_rng: np.random.Generator) -> np.ndarray:
+    """Paper of brightness 180-255 with a smooth texture and a shading gradient."""
+    from scipy.ndimage import gaussian_filter
+
+    w, h = size
+    base = rng.uniform(180, 255)
+    texture = gaussian_filter(np_rng.normal(0, 1, (h, w)), rng.uniform(1, 6))
+    texture *= rng.uniform(0, 12) / max(float(texture.std()), 1e-6)
+    gradient = np.linspace(0, rng.uniform(-25, 25), w)[None, :] + np.linspace(0, rng.uniform(-15, 15), h)[:, None]
+    return np.clip(base + texture + gradient, 0, 255).astype(np.float32)
+
+
+def wrap_lines(sentences: Iterable[str], max_chars: int, min_chars: int, rng: random.Random) -> list[str]:
+    """Sentences cut into lines of whole words, each line at most a drawn 60-100% of `max_chars` long (so lines
+    vary in length), lines shorter than `min_chars` dropped; distinct lines, in first-seen order."""
+    out: dict[str, None] = {}
+    for sentence in sentences:
+        words, line = sentence.split(), ""
+        limit = int(max_chars * rng.uniform(0.6, 1.0))
+        for word in words:
+            if line and len(line) + 1 + len(word) > limit:
+                if len(line) >= min_chars:
+                    out[line] = None
+                line, limit = word, int(max_chars * rng.uniform(0.6, 1.0))
+            else:
+                line = f"{line} {word}" if line else word
+        if len(line) >= min_chars and len(line) <= max_chars:
+            out[line] = None
+    return list(out)

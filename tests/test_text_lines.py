@@ -1,0 +1,192 @@
+"""Text-line images: rendering, the image front end, loading errors, and the text_lines recipe through the CLI."""
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+from conftest import run_cli
+
+from asr import images
+from asr.audio import AudioError, load_audio
+from asr.config import Config, ConfigError, FeatureConfig, ModelConfig, load_config
+from asr.model import DeepSpeech2
+from asr.text import CharVocabulary, verbatim_text, vocabulary_from_dict
+from asr.text_render import Look, installed_fonts, render_line
+
+FONTS = installed_fonts()
+needs_fonts = pytest.mark.skipif(not {"DejaVu Sans", "DejaVu Serif"} <= set(FONTS),
+                                 reason="fonts-dejavu (bash scripts/setup.sh installs the fonts)")
+
+
+@needs_fonts
+def test_rendering_is_seeded():
+    font = FONTS["DejaVu Serif"][0]
+    text = "Seeded: the same (line), twice!"
+    a, b = (np.asarray(render_line(text, font, random.Random("7:train:3"))) for _ in range(2))
+    c = np.asarray(render_line(text, font, random.Random("7:train:4")))
+    assert a.shape == b.shape and np.array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+    assert a.dtype == np.uint8 and a.min() < 100 < a.max()  # ink on paper
+
+
+@needs_fonts
+def test_rendered_text_reads_left_to_right_in_columns():
+    """More text is a wider image, and the ink lies across the line (not a blank or a squashed image)."""
+    font, look = FONTS["DejaVu Sans"][0], Look(rotate=0, shear=0, elastic=0, blur=0, noise=0, jpeg_prob=0,
+                                               low_res_prob=0, margin=(4, 4), size=(32, 32))
+    short, long = (images.decode_image(_png(render_line(t, font, random.Random(0), look)), "line", 32)
+                   for t in ("short line", "a much longer line of words"))
+    assert long.shape[1] > 2 * short.shape[1] and short.shape[0] == 32
+    ink_columns = (long > 0.5).any(axis=0)
+    assert ink_columns[: long.shape[1] // 4].any() and ink_columns[-long.shape[1] // 4:].any()
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_signal_round_trip(tmp_path):
+    """An image reaches the model as its columns one after another: the front end gives back its pixels."""
+    pixels = np.zeros((40, 90), np.uint8) + 255
+    pixels[10:30, 5:20] = 0  # a block of ink
+    path = tmp_path / "line.png"
+    Image.fromarray(pixels).save(path)
+    cfg = _image_features(32)
+    signal = load_audio(path, cfg.sample_rate)
+    width = round(90 * 32 / 40)
+    assert signal.dtype == np.float32 and signal.shape == (32 * width,)
+    model = DeepSpeech2(ModelConfig(conv_layers=2, conv_channels=4, rnn_layers=1, rnn_hidden=16), cfg, 10)
+    feats, frames = model.frontend(torch.from_numpy(signal)[None], torch.tensor([len(signal)]))
+    assert feats.shape == (1, 32, width) and frames.tolist() == [width]
+    expected = images.read_image(path, 32)
+    assert np.allclose(feats[0].numpy(), expected)
+    assert expected[16, 10] == pytest.approx(1.0) and expected[2, 60] == pytest.approx(0.0)  # ink 1, paper 0
+
+
+def _image_features(height: int) -> FeatureConfig:
+    return _config("features.kind=image", f"features.image_height={height}", "features.normalize=none").features
+
+
+def _config(*overrides: str) -> Config:
+    return load_config(None, ["exp_dir=x", "data.train_manifest=x", "data.dev_manifest=x", *overrides])
+
+
+@settings(max_examples=15, deadline=None)
+@given(widths=st.lists(st.integers(3, 400), min_size=1, max_size=4), stride=st.sampled_from([1, 2, 3, 4]),
+       layers=st.sampled_from([1, 2, 3]))
+def test_image_frames_match_model_output_lengths(widths, stride, layers):
+    """Frames are columns, and the model's output lengths (padded batch) follow its conv geometry."""
+    cfg = _image_features(32)
+    model = DeepSpeech2(ModelConfig(conv_layers=layers, conv_channels=4, conv_time_stride=stride, rnn_layers=1,
+                                    rnn_hidden=16), cfg, 7).eval()
+    signals = torch.zeros(len(widths), 32 * max(widths))
+    for i, w in enumerate(widths):
+        signals[i, : 32 * w] = torch.rand(32 * w)
+    lengths = torch.tensor([32 * w for w in widths])
+    frames = model.frontend.frame_lengths(lengths)
+    assert frames.tolist() == widths
+    with torch.no_grad():
+        log_probs, out = model(signals, lengths)
+    assert out.tolist() == model.output_lengths(frames).tolist()
+    assert log_probs.shape[1] == int(model.output_lengths(torch.tensor([max(widths)]))[0])
+    assert model.frame_seconds == pytest.approx(stride / images.COLUMNS_PER_SECOND)
+
+
+def test_image_config_follows_height_and_refuses_waveform_augmentation():
+    cfg = _config("features.kind=image", "features.image_height=48")
+    assert (cfg.features.sample_rate, cfg.features.hop_ms, cfg.features.window_ms) == (4800, 10.0, 10.0)
+    with pytest.raises(ConfigError, match="data.speed_perturb"):
+        _config("features.kind=image", "data.speed_perturb=[0.9,1.0,1.1]")
+    with pytest.raises(ConfigError, match="features.image_height"):
+        _config("features.kind=image", "features.image_height=16")
+
+
+def test_image_errors_name_the_file(tmp_path):
+    rate = images.sample_rate_of(32)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    lab = tmp_path / "lab.tif"
+    Image.new("LAB", (80, 20)).save(lab)
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (50, 4), 255).save(tiny)
+    cases = {empty: "empty file", corrupt: "cannot read image", lab: "image mode LAB",
+             tiny: "too small", tmp_path / "missing.png": "file not found"}
+    for path, reason in cases.items():
+        with pytest.raises(images.ImageError, match=reason) as err:
+            load_audio(path, rate)
+        assert str(path) in str(err.value) and isinstance(err.value, AudioError)
+
+
+def test_other_image_modes_become_grayscale_lines(tmp_path):
+    """RGBA (transparent paper), palette and 16-bit images read as the same line as their grayscale form."""
+    gray = np.full((32, 64), 255, np.uint8)
+    gray[8:24, 10:50] = 0
+    Image.fromarray(gray).save(tmp_path / "l.png")
+    rgba = np.zeros((32, 64, 4), np.uint8)
+    rgba[8:24, 10:50, 3] = 255  # black ink, transparent elsewhere
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(gray).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "i16.png")
+    want = images.read_image(tmp_path / "l.png", 32)
+    for name in ("rgba.png", "p.png", "i16.png"):
+        assert np.allclose(images.read_image(tmp_path / name, 32), want, atol=0.02), name
+
+
+def test_verbatim_vocabulary_keeps_case_and_punctuation():
+    text = verbatim_text("  \u201cHello,\u201d  she said \u2014 twice!  ")
+    assert text == '"Hello," she said - twice!'
+    vocab = CharVocabulary.build([text], "verbatim")
+    again = vocabulary_from_dict(json.loads(json.dumps(vocab.to_dict())))
+    assert again == vocab and again.normalize("Hi,  There!") == "Hi, There!"
+    assert vocabulary_from_dict({"type": "char", "labels": vocab.labels}).normalize("Hi, There!") == "hi there"
+
+
+@needs_fonts
+def test_text_lines_recipe_through_the_cli(tmp_path):
+    """render -> prepare -> vocabulary -> LM -> train -> tune -> decode -> score, then `asr transcribe` and
+    `asr evaluate` on the model and its held-out lines; held-out fonts and sentences never reach training."""
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    train_families = "[DejaVu Sans,DejaVu Sans Mono]"
+    proc = run_cli("recipe", "run", "recipes/text_lines", f"data_dir={data}", f"exp_dir={exp}", "train_lines=48",
+                   "dev_lines=6", "test_lines=6", "processes=1", f"families.train={train_families}",
+                   "families.dev=[DejaVu Serif]", "families.test=[DejaVu Serif]", "model.conv_channels=8",
+                   "model.rnn_layers=1", "model.rnn_hidden=32", "train.epochs=1", "train.batch_size=16",
+                   "train.warmup_steps=2", "train.amp=off", "lm.order=2", "lm.beam=4", "lm.alphas=[0.3]",
+                   "lm.betas=[0.0]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {s: [json.loads(x) for x in (data / "manifests" / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "dev", "test")}
+    assert [len(rows[s]) for s in rows] == [48, 6, 6]
+    assert {r["speaker"] for r in rows["train"]} <= {"DejaVu Sans", "DejaVu Sans Mono"}
+    assert {r["speaker"] for r in rows["test"]} == {"DejaVu Serif"}
+    lm_text = set((data / "lm_text.txt").read_text().splitlines())
+    train_text = {r["text"] for r in rows["train"]}
+    for r in rows["dev"] + rows["test"]:
+        assert r["text"] not in train_text and r["text"] not in lm_text
+    assert any(c.isupper() for r in rows["train"] for c in r["text"])  # case kept
+    results = json.loads((exp / "results.json").read_text())
+    assert results["test"]["utterances"] == 6 and 0 <= results["test"]["cer"]
+    vocab = json.loads((data / "vocab.json").read_text())
+    assert vocab["text_norm"] == "verbatim"
+    image = data / "manifests" / rows["test"][0]["audio_filepath"]
+    out = run_cli("transcribe", "--model", str(exp / "best.pt"), str(image), str(tmp_path / "nope.png"),
+                  "--format", "json")
+    assert out.returncode == 1 and "1 of 2 files could not be transcribed" in out.stderr
+    listed = [json.loads(x) for x in out.stdout.splitlines()]
+    assert listed[0]["path"] == str(image) and isinstance(listed[0]["text"], str)
+    assert listed[0]["segments"][0]["start"] == 0.0 and "nope.png" in listed[1]["error"]
+    ev = run_cli("evaluate", "--model", str(exp / "best.pt"), "--manifest", str(data / "manifests" / "test.jsonl"),
+                 "--out-dir", str(tmp_path / "ev"))
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["utterances"] == 6 and summary["cer"] == pytest.approx(results["test"]["cer"])
