@@ -7,7 +7,8 @@ in one run: CER, WER, lines per second and our ratio to Tesseract.
 Both read the same PNG files at their rendered resolution (our model scales them to its height). Tesseract runs
 as one process over a list of the images (its start-up paid once) with OMP_THREAD_LIMIT=--threads; our model
 runs on --threads torch threads, images loaded inside the timed part for both. Transcripts are compared
-verbatim (case and punctuation count), after asr.text.verbatim_text on both sides.
+verbatim (case and punctuation count), after asr.text.verbatim_text on both sides; CER is also given per font
+family (the manifest's speaker).
 """
 from __future__ import annotations
 
@@ -79,17 +80,25 @@ def main() -> None:
     rows = []
     for name, use_lm in (("ours greedy", False), ("ours + LM", True)):
         texts, seconds = ours(args.model, utts, use_lm)
-        rows.append((name, score(refs, texts), len(utts) / seconds))
+        rows.append((name, score(refs, texts), len(utts) / seconds, texts))
     tess = tesseract(utts, args.threads)
     if tess is not None:
-        rows.append((f"tesseract --psm 7 ({version()})", score(refs, tess[0]), len(utts) / tess[1]))
+        rows.append((f"tesseract --psm 7 ({version()})", score(refs, tess[0]), len(utts) / tess[1], tess[0]))
     print(f"{len(utts)} lines of {args.manifest}, {args.threads} threads, torch {torch.__version__}")
     print(f"{'system':<36} {'CER %':>7} {'WER %':>7} {'lines/s':>8}")
-    for name, s, speed in rows:
+    for name, s, speed, _ in rows:
         print(f"{name:<36} {100 * s['cer']:>7.2f} {100 * s['wer']:>7.2f} {speed:>8.1f}")
+    families = sorted({u.speaker or "?" for u in utts})
+    print("CER % by font family: " + ", ".join(families))
+    for name, _, _, texts in rows:
+        per = []
+        for family in families:
+            idx = [i for i, u in enumerate(utts) if (u.speaker or "?") == family]
+            per.append(100 * score([refs[i] for i in idx], [texts[i] for i in idx])["cer"])
+        print(f"{name:<36} " + " ".join(f"{c:>7.2f}" for c in per))
     if tess is not None:
         ref = rows[-1]
-        for name, s, speed in rows[:-1]:
+        for name, s, speed, _ in rows[:-1]:
             print(f"{name} vs tesseract: CER x{s['cer'] / max(ref[1]['cer'], 1e-9):.2f}, "
                   f"WER x{s['wer'] / max(ref[1]['wer'], 1e-9):.2f}, speed x{speed / ref[2]:.2f}")
     else:
