@@ -61,6 +61,8 @@ def decode_image(data: bytes, name: str | Path, height: int) -> np.ndarray:
                 raise ImageError(f"{name}: image mode {mode} cannot be read as a grayscale line "
                                  f"(supported: {', '.join(sorted(MODES))})")
             gray = _grayscale(img)
+    except ImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: cannot read image ({e})") from None
     w, h = size
@@ -106,16 +108,3 @@ def load_line_image(path: str | Path, sample_rate: int) -> np.ndarray:
     """The signal of the line image at `path` for a model of features.sample_rate `sample_rate`."""
     return as_signal(read_image(path, height_of(sample_rate)))
 
-
-def columns(path: str | Path, height: int) -> int:
-    """Width in columns of the image at `path` once scaled to `height` (without decoding its pixels)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"{path}: cannot read image ({e})") from None
-    if h < MIN_HEIGHT:
-        raise ImageError(f"{path}: {w}x{h} pixels is too small for a text line (at least {MIN_HEIGHT} high)")
-    return max(1, int(round(w * height / h)))

@@ -118,6 +118,9 @@ class Engine:
         s = self.settings
         try:
             self.recognizer = Recognizer(s.model, s.device, s.max_batch, lm=s.lm, int8=s.int8)
+            if self.recognizer.config.features.kind == "image":
+                raise ValueError(f"{s.model} reads text-line images (features.kind=image); the server takes audio "
+                                 "(use asr transcribe for images)")
         except Exception as e:  # reported by /health/ready and every request
             self.load_error = f"{type(e).__name__}: {e}"
             log.error(f"could not load the model: {self.load_error}")

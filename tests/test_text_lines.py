@@ -166,7 +166,13 @@ def test_text_lines_recipe_through_the_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {s: [json.loads(x) for x in (data / "manifests" / f"{s}.jsonl").read_text().splitlines()]
             for s in ("train", "dev", "test")}
-    assert [len(rows[s]) for s in rows] == [48, 6, 6]
+    report = json.loads((data / "prepare_report.json").read_text())
+    assert [len(rows[s]) + report[s]["rejected"] for s in rows] == [48, 6, 6] and len(rows["test"]) >= 3
+    vocab = json.loads((data / "vocab.json").read_text())
+    assert vocab["text_norm"] == "verbatim" and set(vocab["labels"][1:]) == {c for r in rows["train"] for c in r["text"]} | {" "}
+    for s in ("dev", "test"):  # a held-out line with a character no training line has is rejected, with it named
+        for line in (data / "rejected" / f"{s}.tsv").read_text().splitlines()[1:]:
+            assert "characters in no training line: " in line
     assert {r["speaker"] for r in rows["train"]} <= {"DejaVu Sans", "DejaVu Sans Mono"}
     assert {r["speaker"] for r in rows["test"]} == {"DejaVu Serif"}
     lm_text = set((data / "lm_text.txt").read_text().splitlines())
@@ -175,9 +181,7 @@ def test_text_lines_recipe_through_the_cli(tmp_path):
         assert r["text"] not in train_text and r["text"] not in lm_text
     assert any(c.isupper() for r in rows["train"] for c in r["text"])  # case kept
     results = json.loads((exp / "results.json").read_text())
-    assert results["test"]["utterances"] == 6 and 0 <= results["test"]["cer"]
-    vocab = json.loads((data / "vocab.json").read_text())
-    assert vocab["text_norm"] == "verbatim"
+    assert results["test"]["utterances"] == len(rows["test"]) and 0 <= results["test"]["cer"]
     image = data / "manifests" / rows["test"][0]["audio_filepath"]
     out = run_cli("transcribe", "--model", str(exp / "best.pt"), str(image), str(tmp_path / "nope.png"),
                   "--format", "json")
@@ -186,7 +190,7 @@ def test_text_lines_recipe_through_the_cli(tmp_path):
     assert listed[0]["path"] == str(image) and isinstance(listed[0]["text"], str)
     assert listed[0]["segments"][0]["start"] == 0.0 and "nope.png" in listed[1]["error"]
     ev = run_cli("evaluate", "--model", str(exp / "best.pt"), "--manifest", str(data / "manifests" / "test.jsonl"),
-                 "--out-dir", str(tmp_path / "ev"))
+                 "--out-dir", str(tmp_path / "ev"), "--greedy")
     assert ev.returncode == 0, ev.stderr[-2000:]
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert summary["utterances"] == 6 and summary["cer"] == pytest.approx(results["test"]["cer"])
+    assert summary["utterances"] == len(rows["test"]) and summary["cer"] == pytest.approx(results["test"]["cer"])

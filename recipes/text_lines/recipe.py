@@ -3,8 +3,9 @@
 Lines of real English (fortunes and WordNet's usage examples, Debian packages) are rendered in Debian's fonts
 and made to look scanned (asr.text_render); whole font families are held out for dev and test, and so are the
 sentences the dev and test lines come from, which never reach training or the LM. Case, digits and punctuation
-are kept (data.text_norm=verbatim): the vocabulary is every character of the source text. After rendering and
-preparing (which writes the vocabulary), the stages are the speech recipes' own: LM, train, tune, decode, score.
+are kept (data.text_norm=verbatim): the vocabulary is every character of the training lines (a held-out line
+with a character no training line has is rejected, with the reason). After rendering and preparing, the stages
+are the speech recipes' own: vocabulary, LM, train, tune, decode, score.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from asr.fork_pool import fork_map
 from asr.manifest import Utterance, read_manifest, write_manifest
 from asr.recipe import Stage
 from asr.recipe_stages import RecipeConfig, corpus_stages, manifest_path
-from asr.text import CharVocabulary, verbatim_text
+from asr.text import verbatim_text
 from asr.text_render import CHARSET, Font, Look, installed_fonts, render_line, wrap_lines
 
 log = logging.getLogger("asr.recipe")
@@ -135,15 +136,20 @@ def render_stage(cfg: TextLinesConfig) -> None:
 
 
 def prepare_stage(cfg: TextLinesConfig) -> None:
-    """Manifests of the rendered lines (each image checked: unreadable ones are listed in rejected/<split>.tsv),
-    the LM text (training lines and the sentences no held-out line came from) and the vocabulary."""
+    """Manifests of the rendered lines (each image checked: unreadable ones, and held-out lines with a character
+    no training line has, are listed in rejected/<split>.tsv) and the LM text (training lines and the sentences no
+    held-out line came from)."""
     data, render = Path(cfg.data_dir), Path(cfg.data_dir) / "render"
     height = cfg.features.image_height
-    report, families = {}, {}
-    for s in SPLITS:
+    report, families, trained = {}, {}, set()
+    for s in SPLITS:  # train first: its characters are the vocabulary
         rows = [json.loads(x) for x in (render / f"{s}.jsonl").read_text().splitlines()]
         utts, rejected = [], []
         for r in rows:
+            unseen = sorted(set(r["text"]) - trained) if s != "train" else []
+            if unseen:
+                rejected.append((r["id"], f"characters in no training line: {''.join(unseen)}", r["image"]))
+                continue
             try:
                 pixels = images.read_image(r["image"], height)
             except images.ImageError as e:
@@ -152,6 +158,7 @@ def prepare_stage(cfg: TextLinesConfig) -> None:
             utts.append(Utterance(r["image"], round(pixels.shape[1] / images.COLUMNS_PER_SECOND, 3), r["text"],
                                   speaker=r["family"], id=r["id"]))
         write_manifest(manifest_path(cfg, s), utts, relative_to_manifest=True)
+        trained |= {c for u in utts for c in u.text} if s == "train" else set()
         with atomic_write(data / "rejected" / f"{s}.tsv") as f:
             f.write("id\treason\timage\n" + "".join("\t".join(row) + "\n" for row in rejected))
         families[s] = sorted({r["family"] for r in rows})
@@ -163,11 +170,6 @@ def prepare_stage(cfg: TextLinesConfig) -> None:
     lm_text = sorted(set(train_text)) + (render / "lm_sentences.txt").read_text().splitlines()
     write_text_atomic(data / "lm_text.txt", "\n".join(lm_text) + "\n")
     report["lm_text_lines"] = len(lm_text)
-    # the characters of all the text the lines are cut from: a held-out line may hold one no training line does
-    vocab = CharVocabulary.build([*lm_text, *(u.text for s in ("dev", "test") for u in read_manifest(manifest_path(cfg, s)))],
-                                 cfg.data.text_norm)
-    vocab.save(cfg.data.vocabulary)
-    report["vocabulary"] = len(vocab)
     write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
 
 
@@ -181,7 +183,6 @@ def stages(cfg: TextLinesConfig) -> list[Stage]:
                    config=render_config)
     prepare = Stage("prepare", lambda: prepare_stage(cfg),
                     inputs=[data / "render" / f"{s}.jsonl" for s in SPLITS] + [data / "render" / "lm_sentences.txt"],
-                    outputs=[manifest_path(cfg, s) for s in SPLITS] + [data / "lm_text.txt", Path(cfg.data.vocabulary)],
-                    config={"image_height": cfg.features.image_height, "data_dir": cfg.data_dir,
-                            "text_norm": cfg.data.text_norm})
-    return [render, *corpus_stages(cfg, prepare, vocabulary=False)]
+                    outputs=[manifest_path(cfg, s) for s in SPLITS] + [data / "lm_text.txt"],
+                    config={"image_height": cfg.features.image_height, "data_dir": cfg.data_dir})
+    return [render, *corpus_stages(cfg, prepare)]
