@@ -232,9 +232,6 @@ def check_image_input(features: FeatureConfig, data: DataConfig | None) -> None:
     from image_height and are set here; waveform augmentations would scramble the columns and are refused."""
     from .images import COLUMNS_PER_SECOND, sample_rate_of
 
-    if features.image_height < MIN_FEATURE_BINS:
-        raise ConfigError(f"config key 'features.image_height' = {features.image_height}: need at least "
-                          f"{MIN_FEATURE_BINS} pixels (the DeepSpeech2 conv front's 41-bin first kernel)")
     features.sample_rate = sample_rate_of(features.image_height)
     features.window_ms = features.hop_ms = 1000.0 / COLUMNS_PER_SECOND
     features.f_max = 0.0
