@@ -166,6 +166,11 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _text_norm_key(cfg: RecipeConfig) -> dict:
+    """data.text_norm for a stage's stamp, named only when not the default (so speech recipes' stamps stay)."""
+    return {"text_norm": cfg.data.text_norm} if cfg.data.text_norm != "speech" else {}
+
+
 def corpus_stages(cfg: RecipeConfig, prepare: Stage, vocabulary: bool = True) -> list[Stage]:
     """`prepare` (the recipe's own) followed by the shared stages."""
     data, exp = Path(cfg.data_dir), Path(cfg.exp_dir)
@@ -179,11 +184,11 @@ def corpus_stages(cfg: RecipeConfig, prepare: Stage, vocabulary: bool = True) ->
         stages.append(Stage("vocabulary", lambda: vocabulary_stage(cfg), inputs=train_inputs,
                             outputs=[Path(cfg.data.vocabulary)],
                             config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size,
-                                    **({"text_norm": cfg.data.text_norm} if cfg.data.text_norm != "speech" else {})}))
+                                    **_text_norm_key(cfg)}))
     stages += [
         Stage("lm", lambda: lm_stage(cfg), inputs=[data / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text],
               outputs=[lm_path(cfg)], config={"order": cfg.lm.order, "engine": cfg.lm.engine,
-                                              **({"text_norm": cfg.data.text_norm} if cfg.data.text_norm != "speech" else {})}),
+                                              **_text_norm_key(cfg)}),
         Stage("train", lambda: train_stage(cfg), inputs=train_inputs + [Path(cfg.data.vocabulary)],
               outputs=[exp / "best.pt"], config=train_keys),
         Stage("tune", lambda: tune_stage(cfg), inputs=[exp / "best.pt", manifests[1], lm_path(cfg)],

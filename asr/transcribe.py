@@ -141,8 +141,14 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
     With `stream_chunk_seconds`, each file runs through a stream in chunks (`transcribe_stream`)."""
     results = []
     rate = recognizer.sample_rate
+    reads_images = recognizer.config.features.kind == "image"
     for path in paths:
         t0 = time.time()
+        if is_image(path) != reads_images:
+            kind = "an image" if is_image(path) else "not an image"
+            results.append({"path": str(path), "text": None,
+                            "error": f"{path}: {kind}, and the model reads {'text-line images' if reads_images else 'audio'}"})
+            continue
         try:
             wave = load_audio(path, rate)
         except AudioError as e:
@@ -162,7 +168,7 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | Path],
             results.append(row)
             continue
         # a text-line image is one segment; audio is cut at pauses
-        spans, heard = ([(0, len(wave))], [0]) if is_image(path) else speech_spans(wave, rate, max_segment_seconds)
+        spans, heard = ([(0, len(wave))], [0]) if reads_images else speech_spans(wave, rate, max_segment_seconds)
         log_probs = recognizer.log_probs([wave[spans[i][0]: spans[i][1]] for i in heard]) if heard else []
         if word_timestamps:
             hyps = recognizer.hypotheses(log_probs)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
@@ -183,12 +184,15 @@ def test_text_lines_recipe_through_the_cli(tmp_path):
     results = json.loads((exp / "results.json").read_text())
     assert results["test"]["utterances"] == len(rows["test"]) and 0 <= results["test"]["cer"]
     image = data / "manifests" / rows["test"][0]["audio_filepath"]
-    out = run_cli("transcribe", "--model", str(exp / "best.pt"), str(image), str(tmp_path / "nope.png"),
+    audio = tmp_path / "speech.wav"
+    sf.write(audio, np.zeros(8000, np.float32), 16000)
+    out = run_cli("transcribe", "--model", str(exp / "best.pt"), str(image), str(tmp_path / "nope.png"), str(audio),
                   "--format", "json")
-    assert out.returncode == 1 and "1 of 2 files could not be transcribed" in out.stderr
+    assert out.returncode == 1 and "2 of 3 files could not be transcribed" in out.stderr
     listed = [json.loads(x) for x in out.stdout.splitlines()]
     assert listed[0]["path"] == str(image) and isinstance(listed[0]["text"], str)
     assert listed[0]["segments"][0]["start"] == 0.0 and "nope.png" in listed[1]["error"]
+    assert "speech.wav: not an image, and the model reads text-line images" in listed[2]["error"]
     ev = run_cli("evaluate", "--model", str(exp / "best.pt"), "--manifest", str(data / "manifests" / "test.jsonl"),
                  "--out-dir", str(tmp_path / "ev"), "--greedy")
     assert ev.returncode == 0, ev.stderr[-2000:]
