@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -45,10 +46,10 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: Vocabul
 # ------------------------------------------------------------------ prefix beam search
 _NEG_INF = -math.inf
 RESCORED = 8  # finalists whose acoustic score is recomputed exactly
-AVG_WORD_LEN = 6  # characters; a longer partial word outside the LM pays proportionally more (as in pyctcdecode)
 
-
-_logaddexp = beam_kernel.logaddexp.py_func  # the compiled kernel's log-add, run as plain Python
+# the compiled kernel's scalar functions, run as plain Python by the Python engine
+_logaddexp = beam_kernel.logaddexp.py_func
+_partial_word_penalty = beam_kernel.partial_word_penalty.py_func
 
 
 def _timed_words(words: list[tuple[str, int, int]], frame_seconds: float | None) -> list[dict]:
@@ -74,16 +75,37 @@ class Hypothesis:
 
 @dataclass(frozen=True)
 class _Prefix:
-    """What a label prefix means for scoring; fixed once the prefix exists."""
+    """What a label prefix means for scoring (the Python engine's prefix table); fixed once the prefix exists."""
     parent: int
     token: int
     bonus: float  # lm_score + partial-word and hotword terms: added to the acoustic score for ranking
     lm_score: float  # fused LM + hotword score of the completed words
     lm_state: int
     word: str  # word in progress
-    word_start: int  # frame where the word in progress began (-1: none)
-    words: tuple  # completed (word, start frame, end frame)
     frame: int  # frame where the prefix's last token was first emitted
+
+
+_ROOT = _Prefix(-1, -1, 0.0, 0.0, 0, "", -1)
+
+
+class _Final(NamedTuple):
+    """A beam where a search stands, as either engine leaves it."""
+    pid: int  # the prefix's row in the engine's table
+    acoustic: float  # log P(the prefix's paths)
+    lm_score: float  # fused LM + hotword score of the completed words
+    lm_state: int
+    word: str  # the word in progress; "" none, "<unk>" where the compiled engine knows only that it is no LM word
+
+
+class _Search(Protocol):
+    """The prefix-search interface both engines implement (`PrefixSearch` in Python, `_Compiled` in numba): after
+    a search, its beams and each one's trail. `CTCBeamDecoder._hypotheses` turns them into hypotheses."""
+
+    def finals(self) -> list[_Final]:
+        """The beams where the search stands (plain tuples in `_Final`'s order will do)."""
+
+    def trail(self, pid: int) -> list[tuple[int, int]]:
+        """(token, frame where it was first emitted) of prefix `pid`, oldest first."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +151,10 @@ class CTCBeamDecoder:
         self.frame_seconds = frame_seconds
         self.processes = processes
         self.pieces = any(WORD_START in lab for lab in self.labels)
+        # each token: does it start a word (" ", or a piece's "▁"), and the characters it adds to the word
+        self.boundary = [lab == " " or (self.pieces and lab.startswith(WORD_START)) for lab in self.labels]
+        self.texts = ["" if i == blank or lab == " " else lab.lstrip(WORD_START) if self.pieces else lab
+                      for i, lab in enumerate(self.labels)]
         self.lm = WordLM(lm_path, opts.alpha, opts.beta, opts.unk_offset, unigrams) if lm_path else None
         self._set_hotwords(opts.hotwords, opts.hotword_weight)
         # the compiled search needs the LM's word list (for word ids and the prefix check); hotwords use Python
@@ -212,7 +238,7 @@ class CTCBeamDecoder:
                 length, bonus = self._hot_prefixes[word]
                 got = bonus * len(word) / length
             elif self.lm is not None and self.lm.prefixes and word not in self.lm.prefixes:
-                got = self.unk_offset * (len(word) / AVG_WORD_LEN if len(word) > AVG_WORD_LEN else 1.0)
+                got = _partial_word_penalty(len(word), self.unk_offset)
             self._partial[word] = got
         return got
 
@@ -222,23 +248,56 @@ class CTCBeamDecoder:
             score += self.hotwords[word]
         return score, state
 
-    def _child(self, table: list[_Prefix], parent: int, token: int, t: int) -> _Prefix:
-        p = table[parent]
-        label = self.labels[token]
-        lm_score, lm_state, word, word_start, words = p.lm_score, p.lm_state, p.word, p.word_start, p.words
-        if label == " " or (self.pieces and label.startswith(WORD_START)):
+    def _child(self, p: _Prefix, parent: int, token: int, t: int) -> _Prefix:
+        """The prefix `p` (row `parent`) extended by `token`, first emitted at frame t: the Python engine's
+        scoring, which the compiled kernel's `_score_new_prefix` mirrors (the two are tested equal)."""
+        lm_score, lm_state, word = p.lm_score, p.lm_state, p.word
+        if self.boundary[token]:
             if word:
-                words = words + ((word, word_start, p.frame),)
                 score, lm_state = self._word_score(lm_state, word)
                 lm_score += score
-            word = label[1:] if self.pieces else ""
-            word_start = t if word else -1
+            word = self.texts[token]
         else:
-            if not word:
-                word_start = t
-            word += label
+            word += self.texts[token]
         bonus = lm_score + (self._partial_score(word) if word else 0.0)
-        return _Prefix(parent, token, bonus, lm_score, lm_state, word, word_start, words, t)
+        return _Prefix(parent, token, bonus, lm_score, lm_state, word, t)
+
+    def _words(self, trail: list[tuple[int, int]]) -> list[tuple[str, int, int]]:
+        """(word, first frame, last frame) of a prefix's (token, frame) trail."""
+        words, word, start, end = [], "", -1, -1
+        for tok, t in trail:
+            if self.boundary[tok]:
+                if word:
+                    words.append((word, start, end))
+                word, start, end = self.texts[tok], t, t
+            else:
+                if not word:
+                    start = t
+                word += self.texts[tok]
+                end = t
+        if word:
+            words.append((word, start, end))
+        return words
+
+    def _hypotheses(self, search: _Search, n: int) -> list[Hypothesis]:
+        """The `n` best of a search's beams as hypotheses: the word in progress completed, the sentence ended,
+        ranked by acoustic + LM score; either engine's search ends here."""
+        ranked = []
+        for pid, acoustic, lm_score, state, word in search.finals():
+            if word:
+                score, state = self._word_score(state, word)
+                lm_score += score
+            if self.lm is not None:
+                lm_score += self.lm.score_end(state)
+            ranked.append((acoustic + lm_score, acoustic, lm_score, pid))
+        ranked.sort(key=lambda r: r[0], reverse=True)
+        out = []
+        for total, acoustic, lm_score, pid in ranked[:n]:
+            trail = search.trail(pid)
+            words = self._words(trail)
+            out.append(Hypothesis(" ".join(w for w, _, _ in words), total, acoustic, lm_score,
+                                  _timed_words(words, self.frame_seconds), [tok for tok, _ in trail]))
+        return out or [Hypothesis("", 0.0, 0.0, 0.0)]
 
     # ---------------------------------------------------------------- search
     def nbest(self, log_probs, n: int = 1) -> list[Hypothesis]:
@@ -248,14 +307,15 @@ class CTCBeamDecoder:
             raise ValueError(f"log_probs must be (T, {len(self.labels)}), got {tuple(lp.shape)}")
         if self.beam_width == 1 and self.lm is None and not self.hotwords:
             return [self._best_path(lp)]
-        m = max(n, RESCORED)
         if self.engine == "compiled":
             if self._compiled is None:
                 self._compiled = _Compiled(self)
-            hyps = self._compiled.nbest(lp, m)
+            search = self._compiled
+            search.run(lp)
         else:
-            hyps = self._nbest_python(lp, m)
-        return self._rescore(lp, hyps, n)
+            search = PrefixSearch(self)
+            search.advance(lp)
+        return self._rescore(lp, self._hypotheses(search, max(n, RESCORED)), n)
 
     def _rescore(self, lp: np.ndarray, hyps: list[Hypothesis], n: int) -> list[Hypothesis]:
         """Exact acoustic scores for the finalists and the greedy labeling, then the `n` best distinct transcripts.
@@ -290,46 +350,19 @@ class CTCBeamDecoder:
         mask[:, self.blank] = False
         return mask
 
-    def _nbest_python(self, lp: np.ndarray, n: int) -> list[Hypothesis]:
-        search = PrefixSearch(self)
-        search.advance(lp)
-        return search.best(n)
-
     def stream(self) -> "PrefixSearch":
         """A search that takes an utterance's frames as they come (streaming): `advance`, then `best` or `result`."""
         return PrefixSearch(self)
 
     def _best_path(self, lp: np.ndarray) -> Hypothesis:
+        """The best path as a hypothesis, scored like a beam (LM and hotwords included)."""
         best = lp.argmax(axis=1)
-        score = float(lp[np.arange(len(lp)), best].sum())
-        table = [_Prefix(-1, -1, 0.0, 0.0, 0, "", -1, (), -1)]
+        search = PrefixSearch(self)
+        table = search.table
         for t in best_path(best, self.blank).tolist():
-            table.append(self._child(table, len(table) - 1, int(best[t]), t))
-        return self._finish(table, [(len(table) - 1, score, _NEG_INF)], 1)[0]
-
-    def _finish(self, table: list[_Prefix], beams: list[tuple[int, float, float]], n: int) -> list[Hypothesis]:
-        results = []
-        for pid, pb, pnb in beams:
-            p = table[pid]
-            lm_score, state, words = p.lm_score, p.lm_state, list(p.words)
-            if p.word:
-                words.append((p.word, p.word_start, p.frame))
-                score, state = self._word_score(state, p.word)
-                lm_score += score
-            if self.lm is not None:
-                lm_score += self.lm.score_end(state)
-            acoustic = _logaddexp(pb, pnb)
-            timed = _timed_words(words, self.frame_seconds)
-            tokens, q = [], pid
-            while q > 0:
-                tokens.append(table[q].token)
-                q = table[q].parent
-            results.append(Hypothesis(" ".join(w for w, _, _ in words), acoustic + lm_score, acoustic, lm_score, timed,
-                                      tokens[::-1]))
-        results.sort(key=lambda h: h.score, reverse=True)
-        if not results:
-            results = [Hypothesis("", 0.0, 0.0, 0.0)]
-        return results[:n]
+            table.append(self._child(table[-1], len(table) - 1, int(best[t]), t))
+        search.beams = [(len(table) - 1, float(lp[np.arange(len(lp)), best].sum()), _NEG_INF)]
+        return self._hypotheses(search, 1)[0]
 
     def score(self, log_probs, text: str) -> float:
         """The search's objective for a transcript of character labels: the exact CTC log-probability of its best
@@ -376,132 +409,97 @@ class CTCBeamDecoder:
 
 
 class _Compiled:
-    """The compiled engine's state for one decoder: token tables, the LM's word trie, LM caches, buffers."""
+    """The compiled engine (`asr.beam_kernel`) for one decoder: its lexicon (token texts and the LM's word trie),
+    the LM cache, and the prefix table and beams of the last search; `run` searches an utterance."""
 
     def __init__(self, dec: CTCBeamDecoder):
-        self.k, self.dec = beam_kernel, dec
-        labels = dec.labels
-        self.boundary = np.array([lab == " " or (dec.pieces and lab.startswith(WORD_START)) for lab in labels])
-        self.texts = ["" if i == dec.blank or lab == " " else lab.lstrip(WORD_START) if dec.pieces else lab
-                      for i, lab in enumerate(labels)]
+        k = beam_kernel
+        self.dec = dec
         self.words = sorted(dec.lm.unigrams) if dec.lm is not None else []
-        charset = sorted({ch for t in self.texts for ch in t} | {ch for w in self.words for ch in w})
+        charset = sorted({ch for t in dec.texts for ch in t} | {ch for w in self.words for ch in w})
         char_id = {ch: i for i, ch in enumerate(charset)}
         self.n_chars = len(charset) + 1
-        self.tok_chars = np.array([char_id[ch] for t in self.texts for ch in t], dtype=np.int64)
-        self.tok_ptr = np.concatenate([[0], np.cumsum([len(t) for t in self.texts])]).astype(np.int64)
-        self.trie = beam_kernel.new_trie()
+        tok_chars = np.array([char_id[ch] for t in dec.texts for ch in t], dtype=np.int64)
+        tok_ptr = np.concatenate([[0], np.cumsum([len(t) for t in dec.texts])]).astype(np.int64)
+        trie = k.new_trie()
         self.node_word = np.full(1, -1, dtype=np.int64)
         if self.words:
             chars = np.array([char_id[ch] for w in self.words for ch in w], dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum([len(w) for w in self.words])]).astype(np.int64)
             self.node_word = np.full(len(chars) + 1, -1, dtype=np.int64)
-            n_nodes = beam_kernel.build_trie(chars, offsets, self.n_chars, self.trie, self.node_word)
+            n_nodes = k.build_trie(chars, offsets, self.n_chars, trie, self.node_word)
             self.node_word = self.node_word[:n_nodes].copy()
-        self.n_words = len(self.words) + 1
-        self.cache_score, self.cache_next = beam_kernel.new_cache()
+        self.lexicon = k.Lexicon(np.array(dec.boundary), tok_ptr, tok_chars, trie, self.node_word)
+        self.n_words = len(self.words) + 1  # the last word id is <unk>
+        self.cache_score, self.cache_next = k.new_cache()
+        self.cache = k.LMCache(self.cache_score, self.cache_next)
         self.cache_generation = -1
-        self.table = beam_kernel.PrefixTable()
-        self.req_state = np.zeros(4096, dtype=np.int64)
-        self.req_word = np.zeros(4096, dtype=np.int64)
-        self.nxt = np.zeros(0)
+        self.table = k.PrefixTable()
+        self.req = np.zeros((4096, 2), dtype=np.int64)
+        self.nxt, self.nxt_struct = k.new_beams(0)  # the next beams, as a frame makes them
+        self.start, self.start_struct = k.new_beams(0)  # the beams a frame starts from
         self.trace_buf = np.zeros((2, 0), dtype=np.int64)
+        self.beams = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))  # pids, log P(blank end), log P(token end)
 
-    def _search(self, lp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        k, dec = self.k, self.dec
+    def run(self, lp: np.ndarray) -> None:
+        """Search one utterance's log-probs (T, V); the beams stay for `finals` and `trail`."""
+        k, dec, lm = beam_kernel, self.dec, self.dec.lm
         mask = dec._candidates(lp)
         counts = mask.sum(axis=1)
         cand_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         cand_tok = np.nonzero(mask)[1].astype(np.int64)
         frames = np.flatnonzero(counts).astype(np.int64)
         cumblank = np.concatenate([[0.0], np.cumsum(lp[:, dec.blank])])
-        lm = dec.lm
-        start = lm.start() if lm is not None else 0
+        start = lm.start() if lm is not None else 0  # (may drop the LM's state ids: checked next)
         if lm is not None and lm.generation != self.cache_generation:  # the LM dropped its state ids
             self.cache_score.clear(), self.cache_next.clear()
             self.cache_generation = lm.generation
         width = dec.beam_width
         need = width * (int(counts.max(initial=0)) + 1)
-        if len(self.nxt) < need:
-            self.nxt = np.zeros(need)
-            self.nxt_pid, self.nxt_pb, self.nxt_pnb = np.zeros(need, np.int32), np.zeros(need), np.zeros(need)
-        beams_pid, beams_pb, beams_pnb = np.zeros(width, np.int32), np.zeros(width), np.full(width, -np.inf)
-        pos = np.array([0, 0, 1], dtype=np.int64)
-        self.table.reset(start)
-        n_prefix = 1
+        if len(self.nxt["pid"]) < need:
+            self.nxt, self.nxt_struct = k.new_beams(need)
+        if len(self.start["pid"]) != width:
+            self.start, self.start_struct = k.new_beams(width)
+        beams = self.start
+        beams["pid"][0], beams["pb"][0], beams["pnb"][0] = 0, 0.0, -np.inf  # one beam: the empty prefix
         alpha, beta = (lm.alpha, lm.beta) if lm is not None else (0.0, 0.0)
+        settings = k.Settings(dec.blank, width, dec.beam_prune_logp, lm is not None, bool(self.words), alpha, beta,
+                              dec.unk_offset, self.n_chars, self.n_words)
+        self.table.reset(start)
+        pos = np.array([0, 0, 1, 1], dtype=np.int64)
         while True:
-            status, n_prefix, n_req = k.search(
-                lp, frames, cand_ptr, cand_tok, cumblank, dec.blank, width, dec.beam_prune_logp,
-                self.boundary, self.tok_ptr, self.tok_chars,
-                lm is not None, bool(self.words), alpha, beta, dec.unk_offset, self.trie, self.n_chars,
-                self.node_word, self.n_words, self.n_words - 1, self.cache_score, self.cache_next,
-                *self.table.as_tuple(), n_prefix, beams_pid, beams_pb, beams_pnb, pos, self.req_state, self.req_word,
-                self.nxt_pid, self.nxt_pb, self.nxt_pnb, self.nxt)
+            status, n_req = k.search(lp, frames, cand_ptr, cand_tok, cumblank, settings, self.lexicon, self.cache,
+                                     self.table.struct, self.start_struct, self.nxt_struct, self.req, pos)
             if status == k.DONE:
                 break
             if status == k.FULL:
                 self.table.grow()
                 continue
-            for r in range(n_req):
-                st, w = int(self.req_state[r]), int(self.req_word[r])
+            for st, w in self.req[:n_req].tolist():
                 raw, nxt = lm.raw_score(st, self.words[w] if w < len(self.words) else "<unk>")
                 self.cache_score[st * self.n_words + w] = raw
                 self.cache_next[st * self.n_words + w] = nxt
-        if self.trace_buf.shape[1] < len(frames) + 1:
-            self.trace_buf = np.zeros((2, len(frames) + 1), dtype=np.int64)
         n = int(pos[2])
-        pids, pb, pnb = beams_pid[:n].copy(), beams_pb[:n].copy(), beams_pnb[:n].copy()
+        pids, pb, pnb = beams["pid"][:n].copy(), beams["pb"][:n].copy(), beams["pnb"][:n].copy()
         if pos[1] < len(lp):  # trailing blank-only frames
             pb, pnb = np.logaddexp(pb, pnb) + (cumblank[-1] - cumblank[pos[1]]), np.full(n, -np.inf)
-        return pids, pb, pnb
+        self.beams = (pids, pb, pnb)
+        if self.trace_buf.shape[1] < len(frames) + 1:
+            self.trace_buf = np.zeros((2, len(frames) + 1), dtype=np.int64)
 
-    def _tokens(self, pid: int) -> list[tuple[int, int]]:
-        """(token, frame) of the prefix `pid`, oldest first."""
-        a = self.table.arrays
-        n = self.k.trace(a["parent"], a["token"], a["frame"], pid, self.trace_buf)
+    def finals(self) -> list[_Final]:
+        a, (pids, pb, pnb) = self.table.arrays, self.beams
+        words = [""] * len(pids)  # without an LM the word in progress scores nothing: no need to name it
+        for i in np.flatnonzero(a["wlen"][pids] > 0).tolist() if self.dec.lm is not None else ():
+            node = int(a["node"][pids[i]])
+            w = int(self.node_word[node]) if node >= 0 else -1
+            words[i] = self.words[w] if w >= 0 else "<unk>"  # a word outside the LM scores as <unk>
+        return list(zip(pids.tolist(), np.logaddexp(pb, pnb).tolist(), a["lm"][pids].tolist(),
+                        a["state"][pids].tolist(), words))
+
+    def trail(self, pid: int) -> list[tuple[int, int]]:
+        n = beam_kernel.trace(self.table.struct, pid, self.trace_buf)
         return list(zip(self.trace_buf[0, :n][::-1].tolist(), self.trace_buf[1, :n][::-1].tolist()))
-
-    def _words(self, tokens: list[tuple[int, int]]) -> list[tuple[str, int, int]]:
-        words, word, start, end = [], "", -1, -1
-        for tok, t in tokens:
-            if self.boundary[tok]:
-                if word:
-                    words.append((word, start, end))
-                word, start, end = self.texts[tok], (t if self.texts[tok] else -1), t
-            else:
-                if not word:
-                    start = t
-                word += self.texts[tok]
-                end = t
-        if word:
-            words.append((word, start, end))
-        return words
-
-    def nbest(self, lp: np.ndarray, n: int) -> list[Hypothesis]:
-        dec, a = self.dec, self.table.arrays
-        pids, pb, pnb = self._search(lp)
-        acoustic = np.logaddexp(pb, pnb)
-        finals = []
-        for i, pid in enumerate(pids.tolist()):
-            lm_score, state = float(a["lm"][pid]), int(a["state"][pid])
-            if a["wlen"][pid] > 0 and dec.lm is not None:
-                node = int(a["node"][pid])
-                w = int(self.node_word[node]) if node >= 0 else -1
-                score, state = dec.lm.score_word(state, self.words[w] if w >= 0 else "<unk>")  # OOV: <unk>'s score
-                lm_score += score
-            if dec.lm is not None:
-                lm_score += dec.lm.score_end(state)
-            finals.append((float(acoustic[i]) + lm_score, float(acoustic[i]), lm_score, pid))
-        finals.sort(key=lambda f: f[0], reverse=True)
-        results = []
-        for total, ac, lm_score, pid in finals[:n]:
-            tokens = self._tokens(pid)
-            words = self._words(tokens)
-            timed = _timed_words(words, dec.frame_seconds)
-            results.append(Hypothesis(" ".join(w for w, _, _ in words), total, ac, lm_score, timed,
-                                      [tok for tok, _ in tokens]))
-        return results or [Hypothesis("", 0.0, 0.0, 0.0)]
 
 
 _MIN_ITEMS_PER_PROCESS = 16
@@ -515,7 +513,7 @@ class PrefixSearch:
     def __init__(self, dec: CTCBeamDecoder):
         self.dec = dec
         start_state = dec.lm.start() if dec.lm is not None else 0
-        self.table = [_Prefix(-1, -1, 0.0, 0.0, start_state, "", -1, (), -1)]
+        self.table = [dataclasses.replace(_ROOT, lm_state=start_state)]
         self.children: dict[tuple[int, int], int] = {}
         self.beams = [(0, 0.0, _NEG_INF)]  # (prefix id, log P(ends in blank), log P(ends in its last token))
         self.frames = 0
@@ -571,7 +569,7 @@ class PrefixSearch:
                     cid = children.get((pid, c))
                     if cid is None:
                         cid = children[(pid, c)] = len(table)
-                        table.append(dec._child(table, pid, c, t))
+                        table.append(dec._child(table[pid], pid, c, t))
                     ce = nxt.get(cid)
                     if ce is None:
                         nxt[cid] = [neg, src]
@@ -588,7 +586,20 @@ class PrefixSearch:
     def best(self, n: int = 1) -> list[Hypothesis]:
         """The `n` best hypotheses over the frames so far, by search score (the words in progress count as
         finished: what a partial transcript shows)."""
-        return self.dec._finish(self.table, self._apply_blank_run(self.beams), n)
+        return self.dec._hypotheses(self, n)
+
+    def finals(self) -> list[_Final]:
+        table = self.table
+        return [_Final(pid, _logaddexp(pb, pnb), table[pid].lm_score, table[pid].lm_state, table[pid].word)
+                for pid, pb, pnb in self._apply_blank_run(self.beams)]
+
+    def trail(self, pid: int) -> list[tuple[int, int]]:
+        out = []
+        while pid > 0:
+            p = self.table[pid]
+            out.append((p.token, p.frame))
+            pid = p.parent
+        return out[::-1]
 
     def result(self, n: int = 1) -> list[Hypothesis]:
         """The `n` best at the end of the utterance, finalists rescored exactly over all its frames."""

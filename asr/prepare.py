@@ -18,6 +18,7 @@ import soundfile as sf
 from .atomic import atomic_write, write_text_atomic
 from .audio import AudioError, read_audio
 from .manifest import Utterance, write_manifest
+from .recipe_paths import RecipePaths
 from .text import normalize_text
 
 log = logging.getLogger("asr.prepare")
@@ -93,7 +94,7 @@ def prepare_split(items: Iterable[Item], data_dir: str | Path, split: str, chars
             rejected.append((item.id, reason, str(item.audio)))
         else:
             utts.append(utt)
-    write_manifest(data_dir / "manifests" / f"{split}.jsonl", utts, relative_to_manifest=True)
+    write_manifest(RecipePaths(data_dir).manifest(split), utts, relative_to_manifest=True)
     with atomic_write(data_dir / "rejected" / f"{split}.tsv") as f:
         f.write("id\treason\taudio\n")
         for row in rejected:
@@ -112,8 +113,8 @@ def prepare_split(items: Iterable[Item], data_dir: str | Path, split: str, chars
 
 
 def write_lm_text(data_dir: str | Path, split: str = "train") -> int:
-    """lm_text.txt: the distinct transcripts of `split` (the recipe's in-domain LM text)."""
-    data_dir = Path(data_dir)
-    texts = sorted({json.loads(line)["text"] for line in (data_dir / "manifests" / f"{split}.jsonl").open()})
-    write_text_atomic(data_dir / "lm_text.txt", "\n".join(texts) + "\n")
+    """The LM text: the distinct transcripts of `split` (the recipe's in-domain LM text)."""
+    paths = RecipePaths(Path(data_dir))
+    texts = sorted({json.loads(line)["text"] for line in paths.manifest(split).open()})
+    write_text_atomic(paths.lm_text, "\n".join(texts) + "\n")
     return len(texts)

@@ -1,8 +1,8 @@
 """The stages every corpus recipe shares once its manifests exist: vocabulary, LM, training, LM
 tuning, decoding and scoring, with a results.json that says how each number can be made again.
 
-A recipe's own code only prepares `<data_dir>/manifests/{train,dev,<test sets>}.jsonl` and
-`<data_dir>/lm_text.txt` from its corpus's layout; `corpus_stages` adds the rest.
+A recipe's own code only prepares the manifests of train, dev and its test sets and the LM text from its
+corpus's layout (where each file goes: `cfg.paths`, asr.recipe_paths); `corpus_stages` adds the rest.
 """
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ import hashlib
 import json
 import logging
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .atomic import write_text_atomic
-from .config import Config, to_dict
+from .config import Config, DataConfig, to_dict
 from .evaluate import format_result, model_outputs, score_outputs
 from .lm_build import build_lm
 from .lm_tune import format_tuning, tune
 from .manifest import read_manifest
 from .prepare import write_lm_text
 from .recipe import Stage
+from .recipe_paths import RecipePaths
 from .text import build_vocabulary, check_vocabulary
 from .training import train
 
@@ -44,12 +45,20 @@ class RecipeConfig(Config):
     size: str = "default"
     data_dir: str = "data/recipe"
     decode_batch_size: int = 32
-    test_sets: list[str] = field(default_factory=lambda: ["test"])  # <data_dir>/manifests/<name>.jsonl
+    test_sets: list[str] = field(default_factory=lambda: ["test"])  # names of manifests (paths.manifest)
     lm: LMConfig = field(default_factory=LMConfig)
+    # data.train_manifest, data.dev_manifest and data.vocabulary default to where `paths` puts them
+    data: DataConfig = field(default_factory=lambda: DataConfig(train_manifest="", dev_manifest=""))
 
+    def __post_init__(self) -> None:
+        d, paths = self.data, self.paths
+        d.train_manifest = d.train_manifest or str(paths.manifest("train"))
+        d.dev_manifest = d.dev_manifest or str(paths.manifest("dev"))
+        d.vocabulary = d.vocabulary or str(paths.vocabulary)
 
-def manifest_path(cfg: RecipeConfig, name: str) -> Path:
-    return Path(cfg.data_dir) / "manifests" / f"{name}.jsonl"
+    @property
+    def paths(self) -> RecipePaths:
+        return RecipePaths(Path(self.data_dir), Path(self.exp_dir), self.lm.order)
 
 
 def train_manifests(cfg: RecipeConfig) -> list[Path]:
@@ -57,23 +66,23 @@ def train_manifests(cfg: RecipeConfig) -> list[Path]:
     return [Path(cfg.data.train_manifest)] + [Path(src.manifest) for src in cfg.data.train_sources]
 
 
-def lm_path(cfg: RecipeConfig) -> Path:
-    return Path(cfg.data_dir) / "lm" / f"{cfg.lm.order}gram.arpa"
-
-
-def vocabulary_stage(cfg: RecipeConfig) -> None:
-    """Characters or SentencePiece units from the training transcripts, checked against dev."""
+def vocabulary_stage(cfg: RecipeConfig, charset_text: Callable[[], Iterable[str]] | None = None) -> None:
+    """Characters or SentencePiece units from the training transcripts, checked against dev. `charset_text`:
+    more normalised text whose characters a character vocabulary also holds (a recipe that knows every
+    sentence it will ever score, so a small training set cannot miss a letter dev or test uses)."""
     texts = [u.text for p in train_manifests(cfg) for u in read_manifest(p)]
+    if charset_text is not None and cfg.data.tokenizer == "char":
+        texts += list(charset_text())
     vocab = build_vocabulary(texts, cfg.data.tokenizer, cfg.data.vocab_size, cfg.data.text_norm)
-    check_vocabulary(vocab, [(u.id, u.text) for u in read_manifest(manifest_path(cfg, "dev"))])
+    check_vocabulary(vocab, [(u.id, u.text) for u in read_manifest(cfg.paths.manifest("dev"))])
     vocab.save(cfg.data.vocabulary)
     log.info(f"vocabulary: {len(vocab)} outputs ({cfg.data.tokenizer}) -> {cfg.data.vocabulary}")
 
 
 def lm_stage(cfg: RecipeConfig) -> None:
-    texts = [Path(cfg.data_dir) / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text]
-    report = build_lm(texts, lm_path(cfg), cfg.lm.order, cfg.lm.engine, text_norm=cfg.data.text_norm)
-    write_text_atomic(lm_path(cfg).parent / "report.json", json.dumps(report, indent=2))
+    texts = [cfg.paths.lm_text] + [Path(t) for t in cfg.lm.extra_text]
+    report = build_lm(texts, cfg.paths.lm, cfg.lm.order, cfg.lm.engine, text_norm=cfg.data.text_norm)
+    write_text_atomic(cfg.paths.lm.parent / "report.json", json.dumps(report, indent=2))
 
 
 def train_stage(cfg: RecipeConfig) -> None:
@@ -90,24 +99,24 @@ def train_stage(cfg: RecipeConfig) -> None:
 
 
 def tune_stage(cfg: RecipeConfig) -> None:
-    result = tune(Path(cfg.exp_dir) / "best.pt", cfg.data.dev_manifest, lm_path(cfg), cfg.lm.alphas, cfg.lm.betas,
+    result = tune(cfg.paths.model, cfg.data.dev_manifest, cfg.paths.lm, cfg.lm.alphas, cfg.lm.betas,
                   cfg.lm.beam, cfg.train.device)
     log.info(format_tuning(result))
 
 
 def _test_sets(cfg: RecipeConfig) -> dict[str, Path]:
-    return {"dev": Path(cfg.data.dev_manifest), **{name: manifest_path(cfg, name) for name in cfg.test_sets}}
+    return {"dev": Path(cfg.data.dev_manifest), **{name: cfg.paths.manifest(name) for name in cfg.test_sets}}
 
 
 def decode_stage(cfg: RecipeConfig) -> None:
     from .inference import Recognizer
 
-    exp = Path(cfg.exp_dir)
-    rec = Recognizer(exp / "best.pt", cfg.train.device, cfg.decode_batch_size)  # the LM decoding of decoding.json
+    paths = cfg.paths
+    rec = Recognizer(paths.model, cfg.train.device, cfg.decode_batch_size)  # the LM decoding of decoding.json
     for name, manifest in _test_sets(cfg).items():
         outputs = model_outputs(rec, manifest)  # one pass of the model, decoded both ways
         for decoder in DECODERS:
-            result = score_outputs(outputs, rec, exp / f"decode_{name}_{decoder}", exp / "best.pt",
+            result = score_outputs(outputs, rec, paths.decode(name, decoder), paths.model,
                                    greedy=decoder == "greedy")
             log.info(format_result(result))
 
@@ -131,20 +140,20 @@ def provenance(cfg: RecipeConfig) -> dict:
     return {"commit": commit, "uncommitted_changes": dirty,
             "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "seed": cfg.train.seed,
             "manifests_sha256": {k: _sha256(p) for k, p in manifests.items()},
-            "lm_sha256": _sha256(lm_path(cfg)) if lm_path(cfg).exists() else None}
+            "lm_sha256": _sha256(cfg.paths.lm) if cfg.paths.lm.exists() else None}
 
 
 def score_stage(cfg: RecipeConfig) -> None:
-    exp = Path(cfg.exp_dir)
+    paths = cfg.paths
     keys = ("wer", "cer", "utterances", "decoder", "beam", "lm", "alpha", "beta")
     results = {}
     for name in _test_sets(cfg):
-        greedy, lm = (json.loads((exp / f"decode_{name}_{d}" / "summary.json").read_text()) for d in DECODERS)
+        greedy, lm = (json.loads((paths.decode(name, d) / "summary.json").read_text()) for d in DECODERS)
         results[name] = {k: greedy[k] for k in keys if k in greedy}
         results[name]["with_lm"] = {k: lm[k] for k in keys if k in lm}
         if greedy["wer"]:
             results[name]["with_lm"]["relative_wer_reduction"] = (greedy["wer"] - lm["wer"]) / greedy["wer"]
-    write_text_atomic(exp / "results.json", json.dumps({**results, "provenance": provenance(cfg)}, indent=2))
+    write_text_atomic(paths.results, json.dumps({**results, "provenance": provenance(cfg)}, indent=2))
     print(results_table(results))
 
 
@@ -171,48 +180,46 @@ def _text_norm_key(cfg: RecipeConfig) -> dict:
     return {"text_norm": cfg.data.text_norm} if cfg.data.text_norm != "speech" else {}
 
 
-def corpus_stages(cfg: RecipeConfig, prepare: Stage, vocabulary: bool = True) -> list[Stage]:
-    """`prepare` (the recipe's own) followed by the shared stages."""
-    data, exp = Path(cfg.data_dir), Path(cfg.exp_dir)
+def corpus_stages(cfg: RecipeConfig, prepare: Stage, charset_text: Callable[[], Iterable[str]] | None = None
+                  ) -> list[Stage]:
+    """`prepare` (the recipe's own) followed by the shared stages (`charset_text`: see `vocabulary_stage`)."""
+    paths = cfg.paths
     sets = _test_sets(cfg)
     manifests = [Path(cfg.data.train_manifest), *sets.values()]
     train_inputs = [*train_manifests(cfg), Path(cfg.data.dev_manifest)]
     train_keys = {k: v for k, v in to_dict(cfg).items() if k in ("data", "features", "specaugment", "model", "train")}
-    summaries = [exp / f"decode_{n}_{d}" / "summary.json" for n in sets for d in DECODERS]
-    stages = [prepare]
-    if vocabulary:
-        stages.append(Stage("vocabulary", lambda: vocabulary_stage(cfg), inputs=train_inputs,
-                            outputs=[Path(cfg.data.vocabulary)],
-                            config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size,
-                                    **_text_norm_key(cfg)}))
-    stages += [
-        Stage("lm", lambda: lm_stage(cfg), inputs=[data / "lm_text.txt"] + [Path(t) for t in cfg.lm.extra_text],
-              outputs=[lm_path(cfg)], config={"order": cfg.lm.order, "engine": cfg.lm.engine,
+    summaries = [paths.decode(n, d) / "summary.json" for n in sets for d in DECODERS]
+    return [
+        prepare,
+        Stage("vocabulary", lambda: vocabulary_stage(cfg, charset_text), inputs=train_inputs,
+              outputs=[Path(cfg.data.vocabulary)],
+              config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size, **_text_norm_key(cfg)}),
+        Stage("lm", lambda: lm_stage(cfg), inputs=[paths.lm_text] + [Path(t) for t in cfg.lm.extra_text],
+              outputs=[cfg.paths.lm], config={"order": cfg.lm.order, "engine": cfg.lm.engine,
                                               **_text_norm_key(cfg)}),
         Stage("train", lambda: train_stage(cfg), inputs=train_inputs + [Path(cfg.data.vocabulary)],
-              outputs=[exp / "best.pt"], config=train_keys),
-        Stage("tune", lambda: tune_stage(cfg), inputs=[exp / "best.pt", manifests[1], lm_path(cfg)],
-              outputs=[exp / "decoding.json"], config=asdict(cfg.lm)),
-        Stage("decode", lambda: decode_stage(cfg), inputs=[exp / "best.pt", exp / "decoding.json"] + manifests[1:],
+              outputs=[paths.model], config=train_keys),
+        Stage("tune", lambda: tune_stage(cfg), inputs=[paths.model, manifests[1], paths.lm],
+              outputs=[paths.exp / "decoding.json"], config=asdict(cfg.lm)),
+        Stage("decode", lambda: decode_stage(cfg), inputs=[paths.model, paths.exp / "decoding.json"] + manifests[1:],
               outputs=summaries),
-        Stage("score", lambda: score_stage(cfg), inputs=summaries, outputs=[exp / "results.json"]),
+        Stage("score", lambda: score_stage(cfg), inputs=summaries, outputs=[paths.results]),
     ]
-    return stages
 
 
-def held_out_speaker_stages(cfg: RecipeConfig, prepare: Callable[[], dict], inputs: list[Path], config: dict,
-                            vocabulary: bool = True) -> list[Stage]:
+def held_out_speaker_stages(cfg: RecipeConfig, prepare: Callable[[], dict], inputs: list[Path], config: dict
+                            ) -> list[Stage]:
     """A corpus whose `prepare` writes manifests/{train,dev,test}.jsonl and inventory.tsv and returns its report
     (a game's speech, speakers held out whole): its prepare stage, with the LM text and report written after,
     then the shared stages."""
-    data = Path(cfg.data_dir)
+    paths = cfg.paths
 
     def run() -> None:
         report = prepare()
-        report["lm_text_sentences"] = write_lm_text(data, "train")
-        write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
+        report["lm_text_sentences"] = write_lm_text(paths.data, "train")
+        write_text_atomic(paths.data / "prepare_report.json", json.dumps(report, indent=2))
 
     stage = Stage("prepare", run, inputs=inputs,
-                  outputs=[manifest_path(cfg, s) for s in ("train", "dev", "test")]
-                  + [data / "lm_text.txt", data / "inventory.tsv"], config={**config, "data_dir": cfg.data_dir})
-    return corpus_stages(cfg, stage, vocabulary)
+                  outputs=paths.manifests(("train", "dev", "test")) + [paths.lm_text, paths.data / "inventory.tsv"],
+                  config={**config, "data_dir": cfg.data_dir})
+    return corpus_stages(cfg, stage)

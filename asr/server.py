@@ -249,11 +249,182 @@ def parse_request(settings: ServeSettings, form) -> _Request:
                     _number(form.get("hotword_weight"), "hotword_weight", float, HOTWORD_WEIGHT_RANGE))
 
 
+async def _wait_or_disconnect(request: Request, fut: asyncio.Future, job: _Job):
+    """The future's result; if the client hangs up first, the job is cancelled before the model runs it."""
+    while True:
+        done, _ = await asyncio.wait({fut}, timeout=0.1)
+        if done:
+            return fut.result()
+        if await request.is_disconnected():
+            job.cancelled = True
+            fut.cancel()
+            raise asyncio.CancelledError
+
+
+class _Service:
+    """What the routes do, sharing the settings, the engine, the upload limit and the count of requests in
+    progress; `create_app` binds them to paths."""
+
+    def __init__(self, settings: ServeSettings, engine: Engine):
+        self.settings, self.engine = settings, engine
+        self.limit = int(settings.max_upload_mb * 2**20)
+        self.inflight = 0
+
+    def check_key(self, header: str) -> None:
+        """401 unless `header` is "Bearer <one of the keys>"; every key is compared, each in constant time."""
+        if not self.settings.api_keys:
+            return
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        ok = False
+        for key in self.settings.api_keys:
+            ok |= hmac.compare_digest(token.encode(), key.encode())
+        if not ok:
+            raise APIError(401, "missing or wrong API key (Authorization: Bearer <key>)", "invalid_request_error",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    def recognizer(self) -> Recognizer:
+        """The loaded recognizer: 500 if it failed to load, 503 while it loads."""
+        engine = self.engine
+        if engine.load_error:
+            raise APIError(500, f"the model could not be loaded: {engine.load_error}", "server_error")
+        if not engine.ready.is_set():
+            raise APIError(503, "the model is still loading", "server_error", code="not_ready",
+                           headers={"Retry-After": "2"})
+        return engine.recognizer
+
+    async def read_upload(self, request: Request) -> tuple[bytes, dict]:
+        """The 'file' part's bytes and the form; 413 past the upload limit, 400 without a file."""
+        size = request.headers.get("content-length")
+        too_large = APIError(413, f"upload larger than the server's limit of {self.settings.max_upload_mb:g} MB",
+                             code="file_too_large")
+        if size and size.isdigit() and int(size) > self.limit + 65536:
+            raise too_large
+        form = await request.form(max_part_size=self.limit + 1)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise APIError(400, "a 'file' part with the audio is required", param="file")
+        data = await upload.read(self.limit + 1)
+        if len(data) > self.limit:
+            raise too_large
+        return data, {"form": form, "filename": upload.filename or "upload"}
+
+    @staticmethod
+    def decode_audio(data: bytes, filename: str, rate: int) -> np.ndarray:
+        try:  # in memory: an upload is never written to disk, under its name or any other
+            return checked(*read_audio_bytes(data, filename), rate, filename)
+        except AudioError as e:
+            raise APIError(400, str(e), param="file", code="invalid_audio") from None
+
+    def finish(self, rec: Recognizer, req: _Request, spans, heard, lps) -> dict:
+        """Beam search of a request's log-probs with its own options, assembled into one transcript row."""
+        dec = self.engine.decoder(req.beam, req.alpha, req.beta, req.hotwords, req.hotword_weight)
+        hyps = [h[0] for h in dec.nbest_many([lp.numpy() for lp in lps], 1, processes=1)]
+        return assemble(spans, heard, [h.text for h in hyps], rec.sample_rate, hyps, lps, rec.calibration)
+
+    async def transcribe(self, request: Request, rec: Recognizer) -> tuple[dict, _Request]:
+        """One upload through the batching model thread and the decoder pool, within the request timeout."""
+        settings, engine = self.settings, self.engine
+        data, meta = await self.read_upload(request)
+        req = parse_request(settings, meta["form"])
+        loop = asyncio.get_running_loop()
+        wave = await loop.run_in_executor(None, self.decode_audio, data, meta["filename"], rec.sample_rate)
+        seconds = len(wave) / rec.sample_rate
+        if seconds > settings.max_audio_seconds:
+            raise APIError(413, f"{meta['filename']}: {seconds:.1f} s of audio, more than the server's limit of "
+                                f"{settings.max_audio_seconds:g} s", param="file", code="audio_too_long")
+        spans, heard = speech_spans(wave, rec.sample_rate, settings.max_segment_seconds)
+        cfut, job = engine.log_probs([wave[spans[i][0]: spans[i][1]] for i in heard])
+
+        async def run():
+            lps = await _wait_or_disconnect(request, asyncio.wrap_future(cfut), job)
+            return await loop.run_in_executor(engine.decode_pool, self.finish, rec, req, spans, heard, lps)
+        try:
+            row = await asyncio.wait_for(run(), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            job.cancelled = True
+            raise APIError(504, f"transcription took longer than {settings.request_timeout_s:g} s",
+                           "server_error", code="timeout") from None
+        row["duration"] = round(seconds, 3)
+        return row, req
+
+    async def transcriptions(self, request: Request):
+        """POST /v1/audio/transcriptions: 503 when `max_queue` requests are in progress; the body in the
+        requested response_format."""
+        settings = self.settings
+        self.check_key(request.headers.get("authorization", ""))
+        rec = self.recognizer()
+        if self.inflight >= settings.max_queue:
+            raise APIError(503, f"the server is busy ({settings.max_queue} requests in progress); retry shortly",
+                           "server_error", code="overloaded", headers={"Retry-After": "1"})
+        self.inflight += 1
+        t0 = time.perf_counter()
+        try:
+            row, req = await self.transcribe(request, rec)
+            log.info(f"transcribed {row['duration']:.1f} s in {time.perf_counter() - t0:.3f} s "
+                     f"({req.response_format})")
+        finally:
+            self.inflight -= 1
+        if not req.words:
+            row.pop("words", None)
+        if req.response_format in ("json", "verbose_json"):
+            body = {"text": row["text"]} if req.response_format == "json" else verbose(row, settings.language)
+            return JSONResponse(body)
+        media = {"srt": "application/x-subrip", "vtt": "text/vtt"}.get(req.response_format, "text/plain")
+        return PlainTextResponse(render(row, req.response_format, settings.language), media_type=media)
+
+    async def stream(self, ws: WebSocket) -> None:
+        """Live audio for unidirectional models: binary messages of mono PCM at the model's rate (16-bit little-
+        endian, or float32 after {"type": "config", "format": "f32le"}); JSON partial results as the text changes,
+        and a final one after `endpoint_ms` of silence (then the next utterance starts) or {"type": "end"}."""
+        await ws.accept()
+        try:
+            self.check_key(ws.headers.get("authorization", "") or f"Bearer {ws.query_params.get('api_key', '')}")
+            rec = self.recognizer()
+            check_streamable(rec.model)
+        except (APIError, StreamingError) as e:
+            err = e if isinstance(e, APIError) else APIError(400, str(e), code="not_streamable")
+            body = err.body()["error"]
+            await ws.send_json({"type": "error", "message": body["message"], "code": body["code"],
+                                "error_type": body["type"]})
+            await ws.close(code=1008 if err.status == 401 else 1003)
+            return
+        session = _StreamSession(rec, self.settings.endpoint_ms)
+        try:
+            while await self._stream_message(ws, session):
+                pass
+        except WebSocketDisconnect:
+            return
+
+    async def _stream_message(self, ws: WebSocket, session: "_StreamSession") -> bool:
+        """Answer one message of a stream; False when the stream has ended."""
+        pool = self.engine.decode_pool
+        loop = asyncio.get_running_loop()
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return False
+        if msg.get("text") is None:
+            for event in await loop.run_in_executor(pool, session.feed, msg.get("bytes") or b""):
+                await ws.send_json(event)
+            return True
+        try:
+            control = json.loads(msg["text"])
+            session.control(control)
+        except (ValueError, TypeError, KeyError) as e:
+            await ws.send_json({"type": "error", "message": f"bad control message: {e}", "param": None,
+                                "code": "bad_message"})
+            return True
+        if control.get("type") == "end":
+            for event in await loop.run_in_executor(pool, session.end):
+                await ws.send_json(event)
+            await ws.close()
+            return False
+        return True
+
+
 def create_app(settings: ServeSettings, engine: Engine | None = None):
     """The FastAPI application; the model loads in the background once the server starts."""
     engine = engine or Engine(settings)
-    limit = int(settings.max_upload_mb * 2**20)
-    inflight = {"n": 0}
+    service = _Service(settings, engine)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -269,32 +440,9 @@ def create_app(settings: ServeSettings, engine: Engine | None = None):
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    def check_key_value(header: str) -> None:
-        """401 unless `header` is "Bearer <one of the keys>"; every key is compared, each in constant time."""
-        if not settings.api_keys:
-            return
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        ok = False
-        for key in settings.api_keys:
-            ok |= hmac.compare_digest(token.encode(), key.encode())
-        if not ok:
-            raise APIError(401, "missing or wrong API key (Authorization: Bearer <key>)", "invalid_request_error",
-                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    def check_key(request: Request) -> None:
-        check_key_value(request.headers.get("authorization", ""))
-
-    def check_ready() -> Recognizer:
-        if engine.load_error:
-            raise APIError(500, f"the model could not be loaded: {engine.load_error}", "server_error")
-        if not engine.ready.is_set():
-            raise APIError(503, "the model is still loading", "server_error", code="not_ready",
-                           headers={"Retry-After": "2"})
-        return engine.recognizer
 
     @app.get("/health")
     async def health():
@@ -309,133 +457,12 @@ def create_app(settings: ServeSettings, engine: Engine | None = None):
 
     @app.get("/v1/models")
     async def models(request: Request):
-        check_key(request)
+        service.check_key(request.headers.get("authorization", ""))
         return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0,
                                             "owned_by": "asr"}]}
 
-    async def read_upload(request: Request) -> tuple[bytes, dict]:
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > limit + 65536:
-            raise APIError(413, f"upload larger than the server's limit of {settings.max_upload_mb:g} MB",
-                           code="file_too_large")
-        form = await request.form(max_part_size=limit + 1)
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise APIError(400, "a 'file' part with the audio is required", param="file")
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise APIError(413, f"upload larger than the server's limit of {settings.max_upload_mb:g} MB",
-                           code="file_too_large")
-        return data, {"form": form, "filename": upload.filename or "upload"}
-
-    def decode_audio(data: bytes, filename: str, rate: int) -> np.ndarray:
-        try:  # in memory: an upload is never written to disk, under its name or any other
-            return checked(*read_audio_bytes(data, filename), rate, filename)
-        except AudioError as e:
-            raise APIError(400, str(e), param="file", code="invalid_audio") from None
-
-    def finish(rec: Recognizer, req: _Request, spans, heard, lps) -> dict:
-        dec = engine.decoder(req.beam, req.alpha, req.beta, req.hotwords, req.hotword_weight)
-        hyps = [h[0] for h in dec.nbest_many([lp.numpy() for lp in lps], 1, processes=1)]
-        return assemble(spans, heard, [h.text for h in hyps], rec.sample_rate, hyps, lps, rec.calibration)
-
-    async def wait_or_disconnect(request: Request, fut: asyncio.Future, job: _Job):
-        while True:
-            done, _ = await asyncio.wait({fut}, timeout=0.1)
-            if done:
-                return fut.result()
-            if await request.is_disconnected():
-                job.cancelled = True
-                fut.cancel()
-                raise asyncio.CancelledError
-
-    @app.post("/v1/audio/transcriptions")
-    async def transcriptions(request: Request):
-        check_key(request)
-        rec = check_ready()
-        if inflight["n"] >= settings.max_queue:
-            raise APIError(503, f"the server is busy ({settings.max_queue} requests in progress); retry shortly",
-                           "server_error", code="overloaded", headers={"Retry-After": "1"})
-        inflight["n"] += 1
-        t0 = time.perf_counter()
-        try:
-            data, meta = await read_upload(request)
-            req = parse_request(settings, meta["form"])
-            loop = asyncio.get_running_loop()
-            wave = await loop.run_in_executor(None, decode_audio, data, meta["filename"], rec.sample_rate)
-            seconds = len(wave) / rec.sample_rate
-            if seconds > settings.max_audio_seconds:
-                raise APIError(413, f"{meta['filename']}: {seconds:.1f} s of audio, more than the server's limit of "
-                                    f"{settings.max_audio_seconds:g} s", param="file", code="audio_too_long")
-            spans, heard = speech_spans(wave, rec.sample_rate, settings.max_segment_seconds)
-            cfut, job = engine.log_probs([wave[spans[i][0]: spans[i][1]] for i in heard])
-
-            async def run():
-                lps = await wait_or_disconnect(request, asyncio.wrap_future(cfut), job)
-                return await loop.run_in_executor(engine.decode_pool, finish, rec, req, spans, heard, lps)
-            try:
-                row = await asyncio.wait_for(run(), settings.request_timeout_s)
-            except asyncio.TimeoutError:
-                job.cancelled = True
-                raise APIError(504, f"transcription took longer than {settings.request_timeout_s:g} s",
-                               "server_error", code="timeout") from None
-            row["duration"] = round(seconds, 3)
-            log.info(f"transcribed {seconds:.1f} s in {time.perf_counter() - t0:.3f} s ({req.response_format})")
-        finally:
-            inflight["n"] -= 1
-        if not req.words:
-            row.pop("words", None)
-        if req.response_format in ("json", "verbose_json"):
-            body = {"text": row["text"]} if req.response_format == "json" else verbose(row, settings.language)
-            return JSONResponse(body)
-        media = {"srt": "application/x-subrip", "vtt": "text/vtt"}.get(req.response_format, "text/plain")
-        return PlainTextResponse(render(row, req.response_format, settings.language), media_type=media)
-
-    @app.websocket("/v1/audio/stream")
-    async def stream(ws: WebSocket):
-        """Live audio for unidirectional models: binary messages of mono PCM at the model's rate (16-bit little-
-        endian, or float32 after {"type": "config", "format": "f32le"}); JSON partial results as the text changes,
-        and a final one after `endpoint_ms` of silence (then the next utterance starts) or {"type": "end"}."""
-        await ws.accept()
-        try:
-            key = ws.headers.get("authorization", "") or f"Bearer {ws.query_params.get('api_key', '')}"
-            check_key_value(key)
-            rec = check_ready()
-            check_streamable(rec.model)
-        except (APIError, StreamingError) as e:
-            err = e if isinstance(e, APIError) else APIError(400, str(e), code="not_streamable")
-            body = err.body()["error"]
-            await ws.send_json({"type": "error", "message": body["message"], "code": body["code"],
-                                "error_type": body["type"]})
-            await ws.close(code=1008 if err.status == 401 else 1003)
-            return
-        loop = asyncio.get_running_loop()
-        session = _StreamSession(rec, settings.endpoint_ms)
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg["type"] == "websocket.disconnect":
-                    return
-                if msg.get("text") is not None:
-                    try:
-                        control = json.loads(msg["text"])
-                        session.control(control)
-                    except (ValueError, TypeError, KeyError) as e:
-                        await ws.send_json({"type": "error", "message": f"bad control message: {e}",
-                                            "param": None, "code": "bad_message"})
-                        continue
-                    if control.get("type") == "end":
-                        for event in await loop.run_in_executor(engine.decode_pool, session.end):
-                            await ws.send_json(event)
-                        await ws.close()
-                        return
-                    continue
-                events = await loop.run_in_executor(engine.decode_pool, session.feed, msg.get("bytes") or b"")
-                for event in events:
-                    await ws.send_json(event)
-        except WebSocketDisconnect:
-            return
-
+    app.post("/v1/audio/transcriptions")(service.transcriptions)
+    app.websocket("/v1/audio/stream")(service.stream)
     return app
 
 

@@ -394,22 +394,23 @@ def _loaders(cfg: Config, vocab: Vocabulary, sources: list[tuple[str, float, lis
     return train_set, sampler, loader, dev_loader
 
 
-def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Path:
+def _start(cfg: Config, group: Group) -> Path:
+    """The experiment folder, its log, the thread count and the seeds."""
     exp = Path(cfg.exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
     if group.main:
         _setup_logging(exp)
     else:
         logging.getLogger("asr").setLevel(logging.WARNING)
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    torch.manual_seed(t.seed)
-    random.seed(t.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    random.seed(cfg.train.seed)
+    return exp
 
-    sources = train_sources(cfg.data)
-    train_utts = [u for _, _, utts in sources for u in utts]
-    dev_utts = read_manifest(cfg.data.dev_manifest)
+
+def _vocabulary(cfg: Config, train_utts: list[Utterance], dev_utts: list[Utterance]) -> Vocabulary:
+    """data.vocabulary, or one built from the training transcripts; every transcript must encode."""
     if cfg.data.vocabulary:
         vocab = load_vocabulary(cfg.data.vocabulary)
         if vocab.text_norm != cfg.data.text_norm:
@@ -419,12 +420,13 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         vocab = build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size,
                                  cfg.data.text_norm)
     check_vocabulary(vocab, [(u.id, u.text) for u in train_utts + dev_utts])
-    if group.main:
-        vocab.save(exp / "vocab.json")
+    return vocab
 
-    model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
-    if t.init_from:
-        init_weights(model, vocab, t.init_from)
+
+def _screen(cfg: Config, exp: Path, group: Group, vocab: Vocabulary, model: DeepSpeech2,
+            sources: list[tuple[str, float, list[Utterance]]], dev_utts: list[Utterance]) -> tuple[list, list]:
+    """The training sources and dev set without the utterances the model cannot learn from (each one reported
+    in rejected.tsv, with the counts in the log)."""
     rejections = Rejections()
     sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, check_duration=True))
                for name, weight, utts in sources]
@@ -438,47 +440,43 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         raise TrainingError("no training utterances left after screening; see rejected.tsv")
     if len(sources) > 1:
         log.info(describe_sources(sources))
-    log.info(f"model: DeepSpeech2 {cfg.model.conv_layers} conv + {cfg.model.rnn_layers} x "
-             f"{'bi' if cfg.model.bidirectional else 'uni'}{cfg.model.rnn_type.upper()}({cfg.model.rnn_hidden}), "
-             f"{len(vocab)} outputs, {model.num_parameters():,} parameters; device {device}"
-             + (f"; data parallel over {group.world} processes" if group.enabled else ""))
-    if device.type == "cpu":
-        log.info(allocator.describe())
+    return sources, dev_utts
 
-    train_set, sampler, loader, dev_loader = _loaders(cfg, vocab, sources, dev_utts, group, device)
 
-    if cfg.features.normalize == "global" and not resume and not t.init_from:
-        stats_batches = (
-            (b.waves, b.wave_lengths) for b in (collate([train_set[i] for i in idx]) for idx in sampler.batches[::max(1, len(sampler) // 20)])
-        )
+def _describe_model(cfg: Config, model: DeepSpeech2, n_outputs: int, group: Group, device: torch.device) -> str:
+    m = cfg.model
+    return (f"model: DeepSpeech2 {m.conv_layers} conv + {m.rnn_layers} x {'bi' if m.bidirectional else 'uni'}"
+            f"{m.rnn_type.upper()}({m.rnn_hidden}), {n_outputs} outputs, {model.num_parameters():,} parameters; "
+            f"device {device}" + (f"; data parallel over {group.world} processes" if group.enabled else ""))
+
+
+def _place_model(cfg: Config, model: DeepSpeech2, train_set: UtteranceDataset, sampler: BucketBatchSampler,
+                 fit_stats: bool, device: torch.device) -> None:
+    """Global feature statistics (when asked for and not inherited), then the model on its device and kernels."""
+    if cfg.features.normalize == "global" and fit_stats:
+        stats_batches = ((b.waves, b.wave_lengths) for b in (collate([train_set[i] for i in idx])
+                                                              for idx in sampler.batches[::max(1, len(sampler) // 20)]))
         model.frontend.fit_global_stats(stats_batches)
     model.to(device)
-    model.use_own_cpu_gru(t.cpu_gru == "asr")
-    if t.compile:
+    model.use_own_cpu_gru(cfg.train.cpu_gru == "asr")
+    if cfg.train.compile:
         model.compile_features_and_conv()
         log.info("torch.compile: front-end and conv stack (the first batches of each new shape compile)")
 
-    total_steps = sum(math.ceil(sampler.batches_per_rank(e) / t.accum_steps) for e in range(t.epochs))
-    if t.max_steps:
-        total_steps = min(total_steps, t.max_steps)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = make_scheduler(opt, cfg, total_steps)
-    amp_dtype, use_amp = autocast_dtype(t.amp, device)
+
+def _precision(cfg: Config, model: DeepSpeech2, device: torch.device) -> tuple[torch.dtype, bool]:
+    """(autocast dtype, whether autocast is on), logged with the ISA; channels-last convs in float32 on CPU."""
+    amp_dtype, use_amp = autocast_dtype(cfg.train.amp, device)
     model.use_channels_last(device.type == "cpu" and not use_amp)
     log.info(describe_compute(device, amp_dtype if use_amp else torch.float32))
-    if use_amp:
-        if device.type == "cpu" and not cpu_has_bf16_kernels():
-            log.warning("oneDNN has no bf16 kernels for this CPU (they need AVX-512 or newer): bf16 matmuls run "
-                        "emulated, ~100x slower than float32; use train.amp=auto or off")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    loss_fn = get_ctc_loss(t.loss)
-    specaug_gen = torch.Generator().manual_seed(t.seed + group.rank)
-    step_model = TrainStep(model, cfg.specaugment, specaug_gen, cfg.data.vtlp)
-    if group.enabled:
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if use_amp and device.type == "cpu" and not cpu_has_bf16_kernels():
+        log.warning("oneDNN has no bf16 kernels for this CPU (they need AVX-512 or newer): bf16 matmuls run "
+                    "emulated, ~100x slower than float32; use train.amp=auto or off")
+    return amp_dtype, use_amp
 
-    state = TrainState(model, opt, sched, scaler, specaug_gen)
+
+def _restore(state: TrainState, exp: Path, vocab: Vocabulary, resume: bool) -> None:
+    """With `resume`, continue from last.pt exactly where it stopped (when there is one)."""
     if resume and (exp / "last.pt").exists():
         ckpt = load_checkpoint(exp / "last.pt")
         if ckpt["labels"] != vocab.labels:
@@ -489,17 +487,58 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
                  f"best dev WER {state.best_wer:.4f}")
     elif resume:
         log.info(f"--resume: no {exp / 'last.pt'} yet, starting from scratch")
+
+
+def _open_outputs(run: _Run, state: TrainState) -> None:
+    """On the main process: the resolved config, TensorBoard, and metrics.csv (a new one unless resuming)."""
+    if not run.group.main:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    save_config(run.cfg, run.exp / "config.yaml")
+    run.writer = SummaryWriter(str(run.exp / "tensorboard"))
+    metrics_path = run.exp / "metrics.csv"
+    if state.epoch == 0 or not metrics_path.exists():
+        with atomic_write(metrics_path, newline="") as f:
+            csv.writer(f).writerow(METRICS)
+
+
+def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Path:
+    t = cfg.train
+    exp = _start(cfg, group)
+    sources = train_sources(cfg.data)
+    dev_utts = read_manifest(cfg.data.dev_manifest)
+    vocab = _vocabulary(cfg, [u for _, _, utts in sources for u in utts], dev_utts)
+    if group.main:
+        vocab.save(exp / "vocab.json")
+    model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
+    if t.init_from:
+        init_weights(model, vocab, t.init_from)
+    sources, dev_utts = _screen(cfg, exp, group, vocab, model, sources, dev_utts)
+    log.info(_describe_model(cfg, model, len(vocab), group, device))
+    if device.type == "cpu":
+        log.info(allocator.describe())
+    train_set, sampler, loader, dev_loader = _loaders(cfg, vocab, sources, dev_utts, group, device)
+    _place_model(cfg, model, train_set, sampler, fit_stats=not resume and not t.init_from, device=device)
+
+    total_steps = sum(math.ceil(sampler.batches_per_rank(e) / t.accum_steps) for e in range(t.epochs))
+    if t.max_steps:
+        total_steps = min(total_steps, t.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = make_scheduler(opt, cfg, total_steps)
+    amp_dtype, use_amp = _precision(cfg, model, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    loss_fn = get_ctc_loss(t.loss)
+    specaug_gen = torch.Generator().manual_seed(t.seed + group.rank)
+    step_model = TrainStep(model, cfg.specaugment, specaug_gen, cfg.data.vtlp)
+    if group.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    state = TrainState(model, opt, sched, scaler, specaug_gen)
+    _restore(state, exp, vocab, resume)
     run = _Run(cfg, exp, group, device, vocab, train_set, sampler, loader, dev_loader, step_model, loss_fn,
                amp_dtype, use_amp, _NullWriter())
-    metrics_path = exp / "metrics.csv"
-    if group.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        save_config(cfg, exp / "config.yaml")
-        run.writer = SummaryWriter(str(exp / "tensorboard"))
-        if state.epoch == 0 or not metrics_path.exists():
-            with atomic_write(metrics_path, newline="") as f:
-                csv.writer(f).writerow(METRICS)
+    _open_outputs(run, state)
 
     for epoch in range(state.epoch, t.epochs):
         if t.max_steps and state.step >= t.max_steps:

@@ -250,13 +250,17 @@ def test_synthetic_en_test_real_reads_pocketsphinx_testdata_layout(tmp_path):
     assert rows[0]["text"] == "take librivox zero" and rows[3]["speaker"] == "cards" and rows[0]["duration"] == 1.0
     assert sf.info(str(tmp_path / "data" / "manifests" / rows[0]["audio_filepath"])).samplerate == 16000
     assert module.voice_groups(rows[0]["id"]) == {"engine": "human"}
-    assert "test_real" in cfg.test_sets and len(module.stages(cfg)) == 8
+    assert "test_real" in cfg.test_sets and len(module.stages(cfg)) == 9
     (root / "cards" / "cards.transcription").write_text("<s> ten of clubs </s> (001)\nten of clubs\n")
     with pytest.raises(ManifestError, match="cards.transcription, line 2"):
         module.real_speech_items(root)
     missing = recipe_config(ROOT / "recipes" / "synthetic_en", [f"real_speech={tmp_path / 'none'}",
                                                                  f"people.resource_file={tmp_path / 'none.1c'}",
                                                                  f"sky.game_dir={tmp_path / 'no_sky'}"])
-    module.stages(missing)
-    assert missing.test_sets == ["test", "test_pauses"]  # no people set: all three left out, and said so
+    before = list(missing.test_sets)
+    decode = {s.name: s for s in module.stages(missing)}["decode"]
+    assert module.available_test_sets(missing) == ["test", "test_pauses"]  # no people set: all three left out
+    assert {p.parent.name for p in decode.outputs} == {f"decode_{n}_{d}" for n in ("dev", "test", "test_pauses")
+                                                       for d in ("greedy", "lm")}
+    assert missing.test_sets == before  # the caller's config is not edited
     assert module.voice_groups("fotaq-020006P1") == module.voice_groups("bass-50012") == {"engine": "people"}

@@ -165,5 +165,25 @@ def test_streamed_search_equals_the_whole_utterance_search(outputs, lm4, first, 
         assert [h.text for h in streamed] == [h.text for h in whole]
         assert [h.score for h in streamed] == pytest.approx([h.score for h in whole], abs=1e-6)
         assert search.frames == len(lp)
-        assert partials[-1] == dec._nbest_python(lp, 1)[0].text  # the last partial: the search's own best, unrescored
+        whole = dec.stream()
+        whole.advance(lp)
+        assert partials[-1] == whole.best(1)[0].text  # the last partial: the search's own best, unrescored
         assert all(p for p in partials[len(partials) // 2:])  # something to show once half the audio is in
+
+
+def test_compiled_engine_grows_its_prefix_table_mid_utterance(outputs, lm4):
+    """A table far too small for the search: the kernel stops before the frame, the table doubles, the frame is
+    searched again; the result is the Python engine's, to the last score."""
+    from asr import beam_kernel
+    from asr.decoding import _Compiled
+
+    lps, _, labels = outputs
+    kw = dict(lm_path=str(lm4), alpha=0.6, beta=1.0, beam_width=32)
+    fast, slow = CTCBeamDecoder(labels, engine="compiled", **kw), CTCBeamDecoder(labels, engine="python", **kw)
+    fast._compiled = _Compiled(fast)
+    fast._compiled.table = beam_kernel.PrefixTable(capacity=8)
+    for lp in lps[:6]:
+        a, b = fast.nbest(lp, 3), slow.nbest(lp, 3)
+        assert [h.text for h in a] == [h.text for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-9)
+    assert len(fast._compiled.table.arrays["parent"]) >= 1024  # it grew, many times over

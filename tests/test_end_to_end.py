@@ -138,7 +138,8 @@ def test_config_error_is_clear(corpus, tmp_path):
 
 
 def test_synthetic_recipe_end_to_end(tmp_path):
-    """The default recipe's stages on a few dozen utterances: synthesize, prepare, lm, train, tune, decode, score."""
+    """The default recipe's stages on a few dozen utterances: synthesize, prepare, vocabulary, lm, train, tune,
+    decode, voices, score."""
     overrides = [f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}", "synth.train_utterances=48",
                  "synth.dev_utterances=8", "synth.test_utterances=8", "synth.workers=1", "train.epochs=1",
                  "model.rnn_layers=1", "model.rnn_hidden=32", "model.conv_channels=4", "train.batch_size=8",
@@ -216,14 +217,14 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     assert results["test_pauses"]["utterances"] == 8
     # a second run has nothing to do
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
-    assert proc.returncode == 0 and proc.stderr.count("up to date") == 8, proc.stderr[-2000:]
+    assert proc.returncode == 0 and proc.stderr.count("up to date") == 9, proc.stderr[-2000:]
     # changing a training key reruns training and what follows, not synthesis: here, people weighted otherwise
     source = (f"data.train_sources=[{{name: people, manifest: {tmp_path / 'data' / 'manifests' / 'people_train.jsonl'},"
               f" weight: 2}}]")
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides, source)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "stage 1 synthesize: up to date" in proc.stderr and "stage 3 lm: up to date" in proc.stderr
-    assert "stage 4 train: running" in proc.stderr and "stage 5 tune: running" in proc.stderr
+    assert "stage 1 synthesize: up to date" in proc.stderr and "stage 4 lm: up to date" in proc.stderr
+    assert "stage 5 train: running" in proc.stderr and "stage 6 tune: running" in proc.stderr
     assert "training sources per epoch: train 48 utterances x 1 = " in proc.stderr
     assert f"; people {8 if 'test_people' in people else 0} utterances x 2 = " in proc.stderr
     prov = json.loads((tmp_path / "exp" / "results.json").read_text())["provenance"]

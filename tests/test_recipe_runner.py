@@ -60,3 +60,40 @@ def test_insert_before_places_stages_by_name():
         "prepare", "train", "voices", "score"]
     with pytest.raises(ValueError, match="no stage 'decode'"):
         insert_before(stages, "decode", Stage("x", lambda: None))
+
+
+def test_recipe_paths_follow_data_dir_and_every_recipe_asks_them():
+    """The default manifests and vocabulary follow data_dir; each recipe's stages write where RecipePaths says."""
+    from asr.recipe import load_recipe, recipe_config
+    from asr.recipe_paths import RecipePaths
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("synthetic_en", "text_lines", "librispeech", "amazon_queen"):
+        cfg = recipe_config(root / "recipes" / name, ["data_dir=/x/d", "exp_dir=/x/e"])
+        paths = cfg.paths
+        assert paths == RecipePaths(Path("/x/d"), Path("/x/e"), cfg.lm.order)
+        assert cfg.data.vocabulary == str(paths.vocabulary) == "/x/d/vocab.json"
+        if name != "synthetic_en":  # its dev set is dev_mixed: synthetic and game voices together
+            assert cfg.data.dev_manifest == str(paths.manifest("dev")) == "/x/d/manifests/dev.jsonl"
+        stages = {s.name: s for s in load_recipe(root / "recipes" / name).stages(cfg)}
+        assert paths.manifest("train") in stages["prepare"].outputs and paths.lm_text in stages["prepare"].outputs
+        assert stages["vocabulary"].outputs == [paths.vocabulary] and stages["lm"].outputs == [paths.lm]
+        assert stages["score"].outputs == [paths.results] and paths.model in stages["train"].outputs
+
+
+def test_vocabulary_stage_takes_a_recipe_s_extra_characters(tmp_path):
+    """synthetic_en's character vocabulary holds every prompt character even if no training line has one;
+    a SentencePiece vocabulary learns from the training transcripts only."""
+    from asr.manifest import Utterance, write_manifest
+    from asr.recipe_stages import RecipeConfig, vocabulary_stage
+    from asr.text import load_vocabulary
+
+    cfg = RecipeConfig(data_dir=str(tmp_path), exp_dir=str(tmp_path / "exp"))
+    paths = cfg.paths
+    for split, text in (("train", "abc ab"), ("dev", "ba")):
+        write_manifest(paths.manifest(split), [Utterance(str(tmp_path / "a.wav"), 1.0, text, id=split)])
+    assert cfg.data.train_manifest == str(paths.manifest("train")) and cfg.data.vocabulary == str(paths.vocabulary)
+    vocabulary_stage(cfg)
+    assert load_vocabulary(paths.vocabulary).labels == ["<blank>", " ", "a", "b", "c"]
+    vocabulary_stage(cfg, charset_text=lambda: ["zebra'"])
+    assert load_vocabulary(paths.vocabulary).labels == ["<blank>", " ", "'", "a", "b", "c", "e", "r", "z"]

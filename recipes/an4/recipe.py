@@ -103,11 +103,11 @@ def prepare_stage(cfg: AN4Config) -> None:
 
 
 def stages(cfg: AN4Config) -> list[Stage]:
-    root, data = Path(cfg.corpus_dir), Path(cfg.data_dir)
+    root = Path(cfg.corpus_dir)
     etc = root / "an4" / "etc"
     prepare = Stage("prepare", lambda: prepare_stage(cfg),
                     inputs=[etc / f"an4_{p}.{k}" for p in ("train", "test") for k in ("fileids", "transcription")],
-                    outputs=[data / "manifests" / f"{s}.jsonl" for s in ("train", "dev", "test")] + [data / "lm_text.txt"],
+                    outputs=cfg.paths.manifests(("train", "dev", "test")) + [cfg.paths.lm_text],
                     config={"corpus": str(root), "dev_speakers": cfg.dev_speakers, "seed": cfg.seed,
                             "max_duration": cfg.max_duration, "data_dir": cfg.data_dir})
     return corpus_stages(cfg, prepare)

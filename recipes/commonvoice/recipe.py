@@ -68,9 +68,9 @@ def prepare_stage(cfg: CommonVoiceConfig) -> None:
 
 
 def stages(cfg: CommonVoiceConfig) -> list[Stage]:
-    root, data = Path(cfg.corpus_dir), Path(cfg.data_dir)
+    root = Path(cfg.corpus_dir)
     prepare = Stage("prepare", lambda: prepare_stage(cfg), inputs=[root / f"{s}.tsv" for s in SPLITS],
-                    outputs=[data / "manifests" / f"{s}.jsonl" for s in SPLITS] + [data / "lm_text.txt"],
+                    outputs=cfg.paths.manifests(SPLITS) + [cfg.paths.lm_text],
                     config={"corpus": str(root), "language": cfg.language, "min_char_count": cfg.min_char_count,
                             "max_duration": cfg.max_duration, "data_dir": cfg.data_dir})
     return corpus_stages(cfg, prepare)

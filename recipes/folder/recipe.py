@@ -90,7 +90,7 @@ def prepare_stage(cfg: FolderConfig) -> None:
     else:
         splits = {s: [item for item, split in found if (split or "train") == s] for s in SPLITS}
     report = {"train": prepare_split(splits["train"], data, "train", charset=None, max_duration=cfg.max_duration)}
-    charset = {c for line in (data / "manifests" / "train.jsonl").open() for c in json.loads(line)["text"]} | {" "}
+    charset = {c for line in cfg.paths.manifest("train").open() for c in json.loads(line)["text"]} | {" "}
     for split in ("dev", "test"):
         report[split] = prepare_split(splits[split], data, split, charset=charset, max_duration=float("inf"))
     report["lm_text_sentences"] = write_lm_text(data, "train")
@@ -99,10 +99,9 @@ def prepare_stage(cfg: FolderConfig) -> None:
 
 
 def stages(cfg: FolderConfig) -> list[Stage]:
-    data = Path(cfg.data_dir)
     source = Path(cfg.listing) if cfg.listing else Path(cfg.corpus_dir)
     prepare = Stage("prepare", lambda: prepare_stage(cfg), inputs=[source],
-                    outputs=[data / "manifests" / f"{s}.jsonl" for s in SPLITS] + [data / "lm_text.txt"],
+                    outputs=cfg.paths.manifests(SPLITS) + [cfg.paths.lm_text],
                     config={"source": str(source), "dev": cfg.dev_fraction, "test": cfg.test_fraction,
                             "seed": cfg.seed, "max_duration": cfg.max_duration})
     return corpus_stages(cfg, prepare)

@@ -76,10 +76,10 @@ def prepare_stage(cfg: LibriSpeechConfig) -> None:
 
 
 def stages(cfg: LibriSpeechConfig) -> list[Stage]:
-    root, data = Path(cfg.corpus_dir), Path(cfg.data_dir)
+    root = Path(cfg.corpus_dir)
     subsets = cfg.train_subsets + cfg.dev_subsets + cfg.test_sets
     prepare = Stage("prepare", lambda: prepare_stage(cfg), inputs=[root / "LibriSpeech" / s for s in subsets],
-                    outputs=[data / "manifests" / f"{s}.jsonl" for s in ["train", "dev", *cfg.test_sets]]
-                    + [data / "lm_text.txt"],
+                    outputs=cfg.paths.manifests(["train", "dev", *cfg.test_sets])
+                    + [cfg.paths.lm_text],
                     config={"subsets": subsets, "max_duration": cfg.max_duration, "data_dir": cfg.data_dir})
     return corpus_stages(cfg, prepare)

@@ -11,7 +11,7 @@ import logging
 import random
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +28,7 @@ from asr.metrics import score
 from asr.recipe import Stage, insert_before
 from asr.recipe_stages import DECODERS, RecipeConfig, corpus_stages
 from asr.synthesis import KOKORO_LANGS, SynthesisError, Voice, engine_available, kokoro_voice, synthesize_corpus
-from asr.text import CharVocabulary, build_vocabulary, normalize_text
+from asr.text import normalize_text
 
 log = logging.getLogger("asr.recipe.synthetic_en")
 HERE = Path(__file__).parent
@@ -217,35 +217,30 @@ def prepare_stage(cfg: SyntheticEnConfig) -> None:
             voice = Voice(**r["voice"])
             utts.append(Utterance(audio_filepath=str(Path(r["path"]).resolve()), duration=round(r["duration"], 3), text=text,
                                   speaker=voice.id, id=r["id"]))
-        write_manifest(data / "manifests" / f"{split}.jsonl", utts, relative_to_manifest=True)
+        write_manifest(cfg.paths.manifest(split), utts, relative_to_manifest=True)
         report[split] = {"utterances": len(utts), "hours": round(sum(u.duration for u in utts) / 3600, 3),
                          "speakers": len({u.speaker for u in utts}), "rejected": rejected}
         log.info(f"prepared {split}: {report[split]}")
-    train_utts = read_manifest(data / "manifests" / "train.jsonl")
-    if cfg.data.tokenizer == "char":
-        # the character set of the whole prompt text, so a small training set cannot miss a letter dev/test use
-        CharVocabulary.build(normalize_text(t) for t in all_prompts(cfg.synth)).save(data / "vocab.json")
-    else:  # SentencePiece units learnt from the training transcripts only
-        build_vocabulary((u.text for u in train_utts), cfg.data.tokenizer, cfg.data.vocab_size).save(data / "vocab.json")
-    speakers = {s: {u.speaker for u in read_manifest(data / "manifests" / f"{s}.jsonl")} for s in SPLITS}
+    train_utts = read_manifest(cfg.paths.manifest("train"))
+    speakers = {s: {u.speaker for u in read_manifest(cfg.paths.manifest(s))} for s in SPLITS}
     assert not (speakers["test"] & speakers["train"]) and not (speakers["dev"] & speakers["train"])
     held_out = {normalize_text(t) for t in all_prompts(cfg.synth)} - {u.text for u in train_utts}
     report["people"] = write_people(cfg)
     report["sky"] = write_sky(cfg)
     # dev_mixed: synthetic dev voices and the dev characters of both games: checkpoints and LM weights chosen on all
-    dev_mixed = [u for name in ("dev", "people_dev", "sky_dev") for u in read_manifest(data / "manifests" / f"{name}.jsonl")]
-    write_manifest(data / "manifests" / "dev_mixed.jsonl", dev_mixed, relative_to_manifest=True)
-    lm_text = {u.text for name in ("people_train", "sky_train") for u in read_manifest(data / "manifests" / f"{name}.jsonl")}
+    dev_mixed = [u for name in ("dev", "people_dev", "sky_dev") for u in read_manifest(cfg.paths.manifest(name))]
+    write_manifest(cfg.paths.manifest("dev_mixed"), dev_mixed, relative_to_manifest=True)
+    lm_text = {u.text for name in ("people_train", "sky_train") for u in read_manifest(cfg.paths.manifest(name))}
     lm_text |= {u.text for u in train_utts}
-    write_text_atomic(data / "lm_text.txt", "\n".join(sorted(lm_text)) + "\n")
+    write_text_atomic(cfg.paths.lm_text, "\n".join(sorted(lm_text)) + "\n")
     report["lm_text_sentences"] = len(lm_text)
     report["held_out_sentences"] = len(held_out)
     report["test_pauses"] = write_test_pauses(cfg)
     if "test_real" in cfg.test_sets:
         report["test_real"] = write_test_real(cfg)
     # no sentence of any dev or test set (nor a held-out prompt) reaches the LM
-    scored = [u.text for name in ("dev", "people_dev", "sky_dev", *cfg.test_sets) if (data / "manifests" / f"{name}.jsonl").exists()
-              for u in read_manifest(data / "manifests" / f"{name}.jsonl")]
+    scored = [u.text for name in ("dev", "people_dev", "sky_dev", *cfg.test_sets) if (cfg.paths.manifest(name)).exists()
+              for u in read_manifest(cfg.paths.manifest(name))]
     english = english_sentences(cfg.english_text, exclude=[*held_out, *scored])
     write_text_atomic(data / "english_text.txt", "".join(f"{t}\n" for t in english))
     report["english_text_sentences"] = len(english)
@@ -262,7 +257,7 @@ def write_people(cfg: SyntheticEnConfig) -> dict:
     data = Path(cfg.data_dir)
     if not has_people(cfg):
         for name in ("people_train", "people_dev"):
-            write_manifest(data / "manifests" / f"{name}.jsonl", [])
+            write_manifest(cfg.paths.manifest(name), [])
         return {"source": None}
     p = cfg.people
     report = queen.prepare(p.resource_file, data, cfg.features.sample_rate, p.dev_speakers, p.test_speakers,
@@ -282,13 +277,13 @@ def write_sky(cfg: SyntheticEnConfig) -> dict:
     names = {"train": "sky_train", "dev": "sky_dev", "test": "test_sky"}
     if not has_sky(cfg):
         for name in ("sky_train", "sky_dev"):
-            write_manifest(data / "manifests" / f"{name}.jsonl", [])
+            write_manifest(cfg.paths.manifest(name), [])
         return {"source": None}
     k = cfg.sky
     report = sky.prepare(k.game_dir, data / "sky", cfg.features.sample_rate, k.dev_speakers, k.test_speakers, names,
                          cfg.data.max_duration, k.limit)
     for name in names.values():
-        write_manifest(data / "manifests" / f"{name}.jsonl", read_manifest(data / "sky" / "manifests" / f"{name}.jsonl"),
+        write_manifest(cfg.paths.manifest(name), read_manifest(data / "sky" / "manifests" / f"{name}.jsonl"),
                        relative_to_manifest=True)
     return {**report, "source": k.game_dir}
 
@@ -301,7 +296,7 @@ def write_test_pauses(cfg: SyntheticEnConfig) -> dict:
     if not 0 <= cfg.synth.test_pause_seconds <= 10:
         raise ConfigError(f"config key 'synth.test_pause_seconds' = {cfg.synth.test_pause_seconds}: must be in [0, 10]")
     utts = []
-    for u in read_manifest(data / "manifests" / "test.jsonl"):
+    for u in read_manifest(cfg.paths.manifest("test")):
         wave = pad_with_silence(load_audio(u.audio_filepath, rate), rate, cfg.synth.test_pause_seconds,
                                 random.Random(f"{cfg.synth.seed}:{u.id}"))
         path = data / "audio" / "test_pauses" / f"{u.id}.flac"
@@ -309,7 +304,7 @@ def write_test_pauses(cfg: SyntheticEnConfig) -> dict:
             sf.write(f, wave, rate, format="FLAC", subtype="PCM_16")
         utts.append(Utterance(audio_filepath=str(path.resolve()), duration=round(len(wave) / rate, 3), text=u.text,
                               speaker=u.speaker, id=u.id))
-    write_manifest(data / "manifests" / "test_pauses.jsonl", utts, relative_to_manifest=True)
+    write_manifest(cfg.paths.manifest("test_pauses"), utts, relative_to_manifest=True)
     return {"utterances": len(utts), "hours": round(sum(u.duration for u in utts) / 3600, 3)}
 
 
@@ -344,7 +339,7 @@ def write_test_real(cfg: SyntheticEnConfig) -> dict:
             sf.write(f, wave, rate, format="FLAC", subtype="PCM_16")
         utts.append(Utterance(audio_filepath=str(path.resolve()), duration=round(len(wave) / rate, 3),
                               text=normalize_text(text), speaker=utt_id.split("-")[1], id=utt_id))
-    write_manifest(data / "manifests" / "test_real.jsonl", utts, relative_to_manifest=True)
+    write_manifest(cfg.paths.manifest("test_real"), utts, relative_to_manifest=True)
     return {"utterances": len(utts), "words": sum(len(u.text.split()) for u in utts), "source": cfg.real_speech}
 
 
@@ -377,7 +372,7 @@ def by_voice(rows: list[dict], speakers: dict[str, str] | None = None) -> dict[s
 def voices_stage(cfg: SyntheticEnConfig, decodes: list[Path]) -> None:
     """WER by engine, espeak variant and accent, and by character for people, for every decode, to
     <exp>/by_voice.json."""
-    people = [Path(cfg.data_dir) / "manifests" / f"{n}.jsonl" for n in ("people_dev", "test_people", "sky_dev", "test_sky")]
+    people = [cfg.paths.manifest(n) for n in ("people_dev", "test_people", "sky_dev", "test_sky")]
     speakers = {u.id: u.speaker for p in people if p.exists() for u in read_manifest(p)}
     table = {}
     for utterances in decodes:
@@ -390,23 +385,34 @@ def voices_stage(cfg: SyntheticEnConfig, decodes: list[Path]) -> None:
     write_text_atomic(Path(cfg.exp_dir) / "by_voice.json", json.dumps(table, indent=1))
 
 
+def available_test_sets(cfg: SyntheticEnConfig) -> list[str]:
+    """cfg.test_sets without those whose recordings are not installed (each one named in the log)."""
+    missing = {"test_real": (not has_real_speech(cfg.real_speech),
+                             f"no test_real set: no recordings at real_speech={cfg.real_speech} "
+                             "(Debian: apt-get install pocketsphinx-testdata)"),
+               "test_people": (not has_people(cfg),
+                               f"no people in training and no test_people set: people.resource_file="
+                               f"{cfg.people.resource_file} is not installed "
+                               "(Debian: apt-get install flight-of-the-amazon-queen)"),
+               "test_sky": (not has_sky(cfg),
+                            f"no Steel Sky people in training and no test_sky set: sky.game_dir={cfg.sky.game_dir} "
+                            "is not installed (Debian: apt-get install beneath-a-steel-sky)")}
+    kept = []
+    for name in cfg.test_sets:
+        absent, why = missing.get(name, (False, ""))
+        if absent:
+            log.info(why)
+        else:
+            kept.append(name)
+    return kept
+
+
 def stages(cfg: SyntheticEnConfig) -> list[Stage]:
+    cfg = replace(cfg, test_sets=available_test_sets(cfg))  # the caller's config stays as it was
     data = Path(cfg.data_dir)
-    if "test_real" in cfg.test_sets and not has_real_speech(cfg.real_speech):
-        log.info(f"no test_real set: no recordings at real_speech={cfg.real_speech} "
-                 "(Debian: apt-get install pocketsphinx-testdata)")
-        cfg.test_sets = [t for t in cfg.test_sets if t != "test_real"]
-    if "test_people" in cfg.test_sets and not has_people(cfg):
-        log.info(f"no people in training and no test_people set: people.resource_file={cfg.people.resource_file} "
-                 "is not installed (Debian: apt-get install flight-of-the-amazon-queen)")
-        cfg.test_sets = [t for t in cfg.test_sets if t != "test_people"]
-    if "test_sky" in cfg.test_sets and not has_sky(cfg):
-        log.info(f"no Steel Sky people in training and no test_sky set: sky.game_dir={cfg.sky.game_dir} is not "
-                 "installed (Debian: apt-get install beneath-a-steel-sky)")
-        cfg.test_sets = [t for t in cfg.test_sets if t != "test_sky"]
     real, people = "test_real" in cfg.test_sets, "test_people" in cfg.test_sets
     sky_ = "test_sky" in cfg.test_sets
-    manifests = [data / "manifests" / f"{s}.jsonl"
+    manifests = [cfg.paths.manifest(s)
                  for s in (*SPLITS, "test_pauses", "people_train", "sky_train", "dev_mixed",
                            *(["test_real"] if real else []), *(["test_people"] if people else []),
                            *(["test_sky"] if sky_ else []))]
@@ -418,13 +424,14 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
                     inputs=[data / "synth" / f"{s}.jsonl" for s in SPLITS]
                     + ([Path(cfg.people.resource_file)] if people else [])
                     + ([Path(cfg.sky.game_dir) / "sky.dnr"] if sky_ else []),
-                    outputs=manifests + [data / "vocab.json", data / "lm_text.txt", data / "english_text.txt"],
-                    config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size,
-                            "real_speech": cfg.real_speech if real else None,
+                    outputs=manifests + [cfg.paths.lm_text, data / "english_text.txt"],
+                    config={"real_speech": cfg.real_speech if real else None,
                             "people": asdict(cfg.people) if people else None,
                             "sky": asdict(cfg.sky) if sky_ else None, "max_duration": cfg.data.max_duration,
                             "english_text": cfg.english_text})
     exp = Path(cfg.exp_dir)
     decodes = [exp / f"decode_{name}_{d}" / "utterances.jsonl" for name in ["dev", *cfg.test_sets] for d in DECODERS]
     voices_ = Stage("voices", lambda: voices_stage(cfg, decodes), inputs=decodes, outputs=[exp / "by_voice.json"])
-    return [synthesize, *insert_before(corpus_stages(cfg, prepare, vocabulary=False), "score", voices_)]
+    # a character vocabulary holds every character of the prompts, so a small training set cannot miss one
+    stages_ = corpus_stages(cfg, prepare, charset_text=lambda: (normalize_text(t) for t in all_prompts(cfg.synth)))
+    return [synthesize, *insert_before(stages_, "score", voices_)]

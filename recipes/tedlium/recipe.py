@@ -75,8 +75,8 @@ def prepare_stage(cfg: TedliumConfig) -> None:
 
 
 def stages(cfg: TedliumConfig) -> list[Stage]:
-    root, data = Path(cfg.corpus_dir), Path(cfg.data_dir)
+    root = Path(cfg.corpus_dir)
     prepare = Stage("prepare", lambda: prepare_stage(cfg), inputs=[root / s / "stm" for s in SPLITS],
-                    outputs=[data / "manifests" / f"{s}.jsonl" for s in SPLITS] + [data / "lm_text.txt"],
+                    outputs=cfg.paths.manifests(SPLITS) + [cfg.paths.lm_text],
                     config={"corpus": str(root), "max_duration": cfg.max_duration, "data_dir": cfg.data_dir})
     return corpus_stages(cfg, prepare)

@@ -21,7 +21,7 @@ from asr.atomic import atomic_write, write_text_atomic
 from asr.fork_pool import fork_map
 from asr.manifest import Utterance, read_manifest, write_manifest
 from asr.recipe import Stage
-from asr.recipe_stages import RecipeConfig, corpus_stages, manifest_path
+from asr.recipe_stages import RecipeConfig, corpus_stages
 from asr.text import verbatim_text
 from asr.text_render import CHARSET, Font, Look, installed_fonts, render_line, wrap_lines
 
@@ -157,7 +157,7 @@ def prepare_stage(cfg: TextLinesConfig) -> None:
                 continue
             utts.append(Utterance(r["image"], round(pixels.shape[1] / images.COLUMNS_PER_SECOND, 3), r["text"],
                                   speaker=r["family"], id=r["id"]))
-        write_manifest(manifest_path(cfg, s), utts, relative_to_manifest=True)
+        write_manifest(cfg.paths.manifest(s), utts, relative_to_manifest=True)
         trained |= {c for u in utts for c in u.text} if s == "train" else set()
         with atomic_write(data / "rejected" / f"{s}.tsv") as f:
             f.write("id\treason\timage\n" + "".join("\t".join(row) + "\n" for row in rejected))
@@ -166,9 +166,9 @@ def prepare_stage(cfg: TextLinesConfig) -> None:
                      "fonts": len({r["font"] for r in rows}), "characters": sum(len(u.text) for u in utts)}
         log.info(f"prepared {s}: {len(utts)} lines, {len(rejected)} rejected, families {families[s]}")
     assert not set(families["train"]) & (set(families["dev"]) | set(families["test"])), "a held-out font trained"
-    train_text = [u.text for u in read_manifest(manifest_path(cfg, "train"))]
+    train_text = [u.text for u in read_manifest(cfg.paths.manifest("train"))]
     lm_text = sorted(set(train_text)) + (render / "lm_sentences.txt").read_text().splitlines()
-    write_text_atomic(data / "lm_text.txt", "\n".join(lm_text) + "\n")
+    write_text_atomic(cfg.paths.lm_text, "\n".join(lm_text) + "\n")
     report["lm_text_lines"] = len(lm_text)
     write_text_atomic(data / "prepare_report.json", json.dumps(report, indent=2))
 
@@ -183,6 +183,6 @@ def stages(cfg: TextLinesConfig) -> list[Stage]:
                    config=render_config)
     prepare = Stage("prepare", lambda: prepare_stage(cfg),
                     inputs=[data / "render" / f"{s}.jsonl" for s in SPLITS] + [data / "render" / "lm_sentences.txt"],
-                    outputs=[manifest_path(cfg, s) for s in SPLITS] + [data / "lm_text.txt"],
+                    outputs=cfg.paths.manifests(SPLITS) + [cfg.paths.lm_text],
                     config={"image_height": cfg.features.image_height, "data_dir": cfg.data_dir})
     return [render, *corpus_stages(cfg, prepare)]
