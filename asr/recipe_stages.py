@@ -17,6 +17,7 @@ from pathlib import Path
 from .atomic import write_text_atomic
 from .config import Config, DataConfig, to_dict
 from .evaluate import format_result, model_outputs, score_outputs
+from .inference import DECODING_FILE, Recognizer
 from .lm_build import build_lm
 from .lm_tune import format_tuning, tune
 from .manifest import read_manifest
@@ -109,8 +110,6 @@ def _test_sets(cfg: RecipeConfig) -> dict[str, Path]:
 
 
 def decode_stage(cfg: RecipeConfig) -> None:
-    from .inference import Recognizer
-
     paths = cfg.paths
     rec = Recognizer(paths.model, cfg.train.device, cfg.decode_batch_size)  # the LM decoding of decoding.json
     for name, manifest in _test_sets(cfg).items():
@@ -200,8 +199,8 @@ def corpus_stages(cfg: RecipeConfig, prepare: Stage, charset_text: Callable[[], 
         Stage("train", lambda: train_stage(cfg), inputs=train_inputs + [Path(cfg.data.vocabulary)],
               outputs=[paths.model], config=train_keys),
         Stage("tune", lambda: tune_stage(cfg), inputs=[paths.model, manifests[1], paths.lm],
-              outputs=[paths.exp / "decoding.json"], config=asdict(cfg.lm)),
-        Stage("decode", lambda: decode_stage(cfg), inputs=[paths.model, paths.exp / "decoding.json"] + manifests[1:],
+              outputs=[paths.exp / DECODING_FILE], config=asdict(cfg.lm)),
+        Stage("decode", lambda: decode_stage(cfg), inputs=[paths.model, paths.exp / DECODING_FILE] + manifests[1:],
               outputs=summaries),
         Stage("score", lambda: score_stage(cfg), inputs=summaries, outputs=[paths.results]),
     ]
