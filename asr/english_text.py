@@ -1,13 +1,18 @@
 """Offline English text for language models: what Debian packages install, cut into sentences and normalised
 as transcripts are, so an LM knows words and phrases beyond a recipe's own prompts.
 
-Sources (each used when installed): `fortunes` (quotations, jokes and sayings: conversational English) and
-`wordnet-base` (the usage examples of WordNet's glosses). Sentences a recipe holds out (its dev and test
-transcripts) are left out, so no test sentence reaches its LM.
+Sources (each used when installed): `fortunes` (quotations, jokes and sayings: conversational English),
+`wordnet-base` (the usage examples of WordNet's glosses), `bible-kjv` (the King James Bible, read through the
+package's own `bible` program, cut into clauses) and `dict-gcide` (the literary quotations that illustrate the
+senses of the Collaborative International Dictionary of English). Sentences a recipe holds out (its dev and
+test transcripts) are left out, so no test sentence reaches its LM.
 """
 from __future__ import annotations
 
+import gzip
 import re
+import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,8 +20,10 @@ from .text import normalize_text
 
 FORTUNES = Path("/usr/share/games/fortunes")
 WORDNET = Path("/usr/share/wordnet")
-SOURCES = ("fortunes", "wordnet")
+GCIDE = Path("/usr/share/dictd/gcide.dict.dz")
+SOURCES = ("fortunes", "wordnet", "kjv", "gcide")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+_CLAUSE_END = re.compile(r"(?<=[.!?;:])\s+")
 
 
 def fortunes(folder: Path = FORTUNES) -> Iterable[str]:
@@ -40,10 +47,36 @@ def wordnet_examples(folder: Path = WORDNET) -> Iterable[str]:
                 yield from re.findall(r'"([^"]+)"', line.split("|", 1)[1])
 
 
+def kjv_clauses(program: str = "bible") -> Iterable[str]:
+    """The King James Bible's verses (Debian `bible-kjv`), cut at clause ends: a verse is often one long sentence."""
+    path = shutil.which(program)
+    if path is None:
+        return
+    run = subprocess.run([path, "-l1000", "gen1:1-rev22:21"], capture_output=True, text=True, check=True)
+    for line in run.stdout.splitlines():
+        verse = re.match(r"\s+\d+ (.+)", line)  # "  3 And God said, ..."; book and chapter headings have no number
+        if verse:
+            yield from _CLAUSE_END.split(verse.group(1))
+
+
+def gcide_quotations(path: Path = GCIDE) -> Iterable[str]:
+    """GCIDE's illustrative quotations: paragraphs indented as block quotes that end in a citation ("--Shak.")."""
+    if not path.exists():
+        return
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:  # dictzip is gzip to a reader
+        text = f.read()
+    for para in re.split(r"\n[ \t]*(?:\[[^\]\n]*\][ \t]*)?\n", text):  # blank or "[1913 Webster]" lines
+        lines = [line for line in para.split("\n") if line.strip()]
+        if lines and all(re.match(r" {8,}\S", line) for line in lines):
+            quote = re.match(r"(.*?)\s+--\s?[A-Z].*$", " ".join(line.strip() for line in lines))
+            if quote:
+                yield quote.group(1)
+
+
 def english_sentences(sources: Iterable[str] = SOURCES, exclude: Iterable[str] = (), min_words: int = 3,
                       max_words: int = 30) -> list[str]:
     """Distinct normalised sentences of the installed `sources`, none of them in `exclude` (normalised too)."""
-    readers = {"fortunes": fortunes, "wordnet": wordnet_examples}
+    readers = {"fortunes": fortunes, "wordnet": wordnet_examples, "kjv": kjv_clauses, "gcide": gcide_quotations}
     unknown = sorted(set(sources) - set(readers))
     if unknown:
         raise ValueError(f"unknown text sources {unknown}; available: {', '.join(SOURCES)}")

@@ -20,10 +20,12 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   pkgs="$pkgs flight-of-the-amazon-queen"
   # more people speaking: the voice actors of Beneath a Steel Sky (asr.sky; the default recipe trains on both games)
   pkgs="$pkgs beneath-a-steel-sky"
-  # text_lines: English text to render (fortunes, WordNet's examples) in Debian's fonts, held-out families included
+  # English text for the LMs (asr.english_text) and for text_lines to render in Debian's fonts, held-out families
   pkgs="$pkgs fortunes wordnet-base fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-liberation2
     fonts-freefont-ttf fonts-urw-base35 fonts-crosextra-carlito fonts-crosextra-caladea fonts-linuxlibertine
     fonts-cantarell fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript fonts-kaushanscript"
+  # older English for the LMs (asr.english_text "kjv", "gcide"): the recipes may ask for it, the tests read it
+  [ -n "$dev" ] && pkgs="$pkgs bible-kjv dict-gcide"
   # the line recogniser we compare with (benchmarks/text_lines.py)
   [ -n "$dev" ] && pkgs="$pkgs tesseract-ocr tesseract-ocr-eng"
   # the tests also exercise the Debian voices that synthetic_en's large size uses

@@ -75,3 +75,33 @@ def test_english_text_from_debian_packages_is_normalised_and_leaves_out_held_out
     assert not set(english_sentences(["fortunes"], exclude=[s.upper() + "!" for s in held_out])) & set(held_out)
     with pytest.raises(ValueError, match="unknown text sources"):
         english_sentences(["gutenberg"])
+
+
+def test_gcide_quotations_are_the_cited_block_quotes(tmp_path):
+    import gzip
+
+    from asr.english_text import gcide_quotations
+
+    entry = ("Abhor \\Ab*hor\"\\, v. t.\n   To hate extremely. \"At a blow\". --Shak.\n   [1913 Webster]\n\n"
+             "            It doth abhor me now I speak the word. --Shak.\n      [1913 Webster]\n\n"
+             "            I utterly abhor, yea, from my soul\n            Refuse you for my judge.     --Shak.\n\n"
+             "            An indented line with no citation.\n")
+    path = tmp_path / "gcide.dict.dz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(entry)
+    assert list(gcide_quotations(path)) == ["It doth abhor me now I speak the word.",
+                                            "I utterly abhor, yea, from my soul Refuse you for my judge."]
+    assert list(gcide_quotations(tmp_path / "missing.dict.dz")) == []
+
+
+def test_bible_and_dictionary_text_from_debian_packages():
+    from asr.english_text import GCIDE, english_sentences
+
+    if not GCIDE.exists() or not Path("/usr/bin/bible").exists():
+        pytest.skip("Debian's bible-kjv and dict-gcide are not installed")
+    kjv = english_sentences(["kjv"])
+    assert len(kjv) > 40000 and "in the beginning god created the heaven and the earth" in kjv
+    assert not any(w.isdigit() or w in ("genesis", "revelation") for w in kjv[0].split())  # no verse numbers, headings
+    gcide = english_sentences(["gcide"])
+    assert len(gcide) > 30000 and "it doth abhor me now i speak the word" in gcide
+    assert sum("shak" in s.split() for s in gcide) < 10  # citations cut off (Shakespeare is the most cited)
