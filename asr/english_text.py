@@ -52,7 +52,10 @@ def kjv_clauses(program: str = "bible") -> Iterable[str]:
     path = shutil.which(program)
     if path is None:
         return
-    run = subprocess.run([path, "-l1000", "gen1:1-rev22:21"], capture_output=True, text=True, check=True)
+    run = subprocess.run([path, "-l1000", "gen1:1-rev22:21"], capture_output=True, text=True)  # no line wrapping
+    if run.returncode != 0:
+        raise RuntimeError(f"{path} could not print the King James Bible (exit {run.returncode}): "
+                           f"{run.stderr.strip()[-300:]}")
     for line in run.stdout.splitlines():
         verse = re.match(r"\s+\d+ (.+)", line)  # "  3 And God said, ..."; book and chapter headings have no number
         if verse:

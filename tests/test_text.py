@@ -94,6 +94,17 @@ def test_gcide_quotations_are_the_cited_block_quotes(tmp_path):
     assert list(gcide_quotations(tmp_path / "missing.dict.dz")) == []
 
 
+def test_a_failing_bible_program_is_named_with_its_error(tmp_path):
+    from asr.english_text import kjv_clauses
+
+    program = tmp_path / "bible"
+    program.write_text("#!/bin/sh\necho 'bible: cannot open /usr/lib/bible.data' >&2\nexit 2\n")
+    program.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"bible could not print .*exit 2.*cannot open /usr/lib/bible.data"):
+        list(kjv_clauses(str(program)))
+    assert list(kjv_clauses(str(tmp_path / "no-such-program"))) == []
+
+
 def test_bible_and_dictionary_text_from_debian_packages():
     from asr.english_text import GCIDE, english_sentences
 
