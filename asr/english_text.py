@@ -10,6 +10,7 @@ test transcripts) are left out, so no test sentence reaches its LM.
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ FORTUNES = Path("/usr/share/games/fortunes")
 WORDNET = Path("/usr/share/wordnet")
 GCIDE = Path("/usr/share/dictd/gcide.dict.dz")
 SOURCES = ("fortunes", "wordnet", "kjv", "gcide")
+PACKAGES = {"fortunes": "fortunes", "wordnet": "wordnet-base", "kjv": "bible-kjv", "gcide": "dict-gcide"}
+log = logging.getLogger("asr.english_text")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 _CLAUSE_END = re.compile(r"(?<=[.!?;:])\s+")
 
@@ -86,8 +89,11 @@ def english_sentences(sources: Iterable[str] = SOURCES, exclude: Iterable[str] =
     held_out = {normalize_text(t) for t in exclude}
     out: dict[str, None] = {}
     for name in sources:
+        before = len(out)
         for raw in readers[name]():
             text = normalize_text(raw)
             if min_words <= len(text.split()) <= max_words and text not in held_out:
                 out[text] = None
+        if len(out) == before:
+            log.warning(f"text source {name!r} gave no sentences: is Debian's {PACKAGES[name]} installed?")
     return list(out)

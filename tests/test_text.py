@@ -105,6 +105,14 @@ def test_a_failing_bible_program_is_named_with_its_error(tmp_path):
     assert list(kjv_clauses(str(tmp_path / "no-such-program"))) == []
 
 
+def test_a_source_that_gives_nothing_is_reported(tmp_path, monkeypatch, caplog):
+    from asr.english_text import english_sentences
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bible program to be found
+    assert english_sentences(["kjv"]) == []
+    assert "'kjv' gave no sentences: is Debian's bible-kjv installed?" in caplog.text
+
+
 def test_bible_and_dictionary_text_from_debian_packages():
     from asr.english_text import GCIDE, english_sentences
 
