@@ -22,8 +22,6 @@ from .text import normalize_text
 FORTUNES = Path("/usr/share/games/fortunes")
 WORDNET = Path("/usr/share/wordnet")
 GCIDE = Path("/usr/share/dictd/gcide.dict.dz")
-SOURCES = ("fortunes", "wordnet", "kjv", "gcide")
-PACKAGES = {"fortunes": "fortunes", "wordnet": "wordnet-base", "kjv": "bible-kjv", "gcide": "dict-gcide"}
 log = logging.getLogger("asr.english_text")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 _CLAUSE_END = re.compile(r"(?<=[.!?;:])\s+")
@@ -79,21 +77,27 @@ def gcide_quotations(path: Path = GCIDE) -> Iterable[str]:
                 yield quote.group(1)
 
 
+# each source: its reader and the Debian package that installs its text
+_SOURCES = {"fortunes": (fortunes, "fortunes"), "wordnet": (wordnet_examples, "wordnet-base"),
+            "kjv": (kjv_clauses, "bible-kjv"), "gcide": (gcide_quotations, "dict-gcide")}
+SOURCES = tuple(_SOURCES)
+
+
 def english_sentences(sources: Iterable[str] = SOURCES, exclude: Iterable[str] = (), min_words: int = 3,
                       max_words: int = 30) -> list[str]:
     """Distinct normalised sentences of the installed `sources`, none of them in `exclude` (normalised too)."""
-    readers = {"fortunes": fortunes, "wordnet": wordnet_examples, "kjv": kjv_clauses, "gcide": gcide_quotations}
-    unknown = sorted(set(sources) - set(readers))
+    unknown = sorted(set(sources) - set(_SOURCES))
     if unknown:
         raise ValueError(f"unknown text sources {unknown}; available: {', '.join(SOURCES)}")
     held_out = {normalize_text(t) for t in exclude}
     out: dict[str, None] = {}
     for name in sources:
         before = len(out)
-        for raw in readers[name]():
+        read, package = _SOURCES[name]
+        for raw in read():
             text = normalize_text(raw)
             if min_words <= len(text.split()) <= max_words and text not in held_out:
                 out[text] = None
         if len(out) == before:
-            log.warning(f"text source {name!r} gave no sentences: is Debian's {PACKAGES[name]} installed?")
+            log.warning(f"text source {name!r} gave no sentences: is Debian's {package} installed?")
     return list(out)
