@@ -85,7 +85,8 @@ class SpecAugmentConfig:
 
 @dataclass
 class ModelConfig:
-    conv_layers: int = 2  # 1-3 DeepSpeech2 2-D conv layers
+    conv_kind: str = "ds2"  # "ds2": the paper's wide 2-D kernels; "vgg": 3x3 kernels, channels doubling (line images)
+    conv_layers: int = 2  # 2-D conv layers: 1-3 ("ds2"), 1-5 ("vgg")
     conv_channels: int = 32
     conv_time_stride: int = 2  # stride of the first conv layer in time
     conv_time_kernel: int = 11  # time width of the conv layers after the first (odd; the paper's 11)
@@ -145,6 +146,7 @@ _CHOICES = {
     "data.text_norm": ("speech", "verbatim"),
     "features.normalize": ("utterance", "global", "none"),
     "model.rnn_type": ("gru", "lstm"),
+    "model.conv_kind": ("ds2", "vgg"),
     "train.schedule": ("cosine", "constant", "onecycle"),
     "train.loss": ("torch", "asr"),
     "train.cpu_gru": ("asr", "torch"),
@@ -213,8 +215,10 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"config key 'train.init_from' = {train.init_from!r}: no such checkpoint")
     model = getattr(cfg, "model", None)
     if model is not None:
-        if not 1 <= model.conv_layers <= 3:
-            raise ConfigError(f"config key 'model.conv_layers' = {model.conv_layers}: must be 1, 2 or 3")
+        most = 3 if model.conv_kind == "ds2" else 5
+        if not 1 <= model.conv_layers <= most:
+            raise ConfigError(f"config key 'model.conv_layers' = {model.conv_layers}: must be 1 to {most} with "
+                              f"model.conv_kind={model.conv_kind}")
         if model.conv_time_kernel < 1 or model.conv_time_kernel % 2 == 0:
             raise ConfigError(f"config key 'model.conv_time_kernel' = {model.conv_time_kernel}: must be a positive "
                               "odd number (the layer keeps its input's frame count)")

@@ -21,6 +21,42 @@ from .gru import gru_packed
 _CONV = [(41, 11, 2, 2), (21, 11, 2, 1), (21, 11, 2, 1)]
 
 
+def conv_shapes(cfg: ModelConfig) -> list[tuple[int, int, int, int, int]]:
+    """(channels, kernel freq, kernel time, stride freq, stride time) of each conv layer.
+
+    "ds2": the paper's wide kernels, `conv_channels` each. "vgg": 3x3 kernels as in CRNN line recognisers,
+    the first layer at full height, each later one halving it, channels doubling up to 4x `conv_channels`.
+    Either way the first layer takes `conv_time_stride` in time; later "ds2" layers are `conv_time_kernel` wide.
+    """
+    shapes = []
+    for i in range(cfg.conv_layers):
+        if cfg.conv_kind == "ds2":
+            channels, (kf, kt, sf, st) = cfg.conv_channels, _CONV[i]
+        else:
+            channels, kf, kt, sf, st = cfg.conv_channels * 2 ** min(i, 2), 3, 3, 1 if i == 0 else 2, 1
+        if i == 0:
+            st = cfg.conv_time_stride
+        elif cfg.conv_kind == "ds2":
+            kt = cfg.conv_time_kernel
+        shapes.append((channels, kf, kt, sf, st))
+    return shapes
+
+
+def conv_stack(cfg: ModelConfig, freq: int) -> tuple[list[nn.Module], int, int]:
+    """Conv/BatchNorm/Hardtanh layers over `freq` feature rows, and the rows and channels they leave."""
+    layers: list[nn.Module] = []
+    in_ch = 1
+    for channels, kf, kt, sf, st in conv_shapes(cfg):
+        layers += [
+            nn.Conv2d(in_ch, channels, (kf, kt), (sf, st), (kf // 2, kt // 2), bias=False),
+            nn.BatchNorm2d(channels),
+            nn.Hardtanh(0, 20, inplace=True),
+        ]
+        freq = (freq + 2 * (kf // 2) - kf) // sf + 1
+        in_ch = channels
+    return layers, freq, in_ch
+
+
 def time_geometry(conv: nn.Conv2d) -> tuple[int, int, int]:
     """(kernel, stride, padding) of a (freq, time) conv in time."""
     return conv.kernel_size[1], conv.stride[1], conv.padding[1]
@@ -101,18 +137,7 @@ class DeepSpeech2(nn.Module):
         self.num_classes = num_classes
         check_feature_bins(feature_cfg)
         self.frontend = FeatureExtractor(feature_cfg)
-        layers: list[nn.Module] = []
-        freq, in_ch = self.frontend.num_features, 1
-        for i, (kf, kt, sf, st) in enumerate(_CONV[: model_cfg.conv_layers]):
-            st = model_cfg.conv_time_stride if i == 0 else st
-            kt = kt if i == 0 else model_cfg.conv_time_kernel
-            layers += [
-                nn.Conv2d(in_ch, model_cfg.conv_channels, (kf, kt), (sf, st), (kf // 2, kt // 2), bias=False),
-                nn.BatchNorm2d(model_cfg.conv_channels),
-                nn.Hardtanh(0, 20, inplace=True),
-            ]
-            freq = (freq + 2 * (kf // 2) - kf) // sf + 1
-            in_ch = model_cfg.conv_channels
+        layers, freq, in_ch = conv_stack(model_cfg, self.frontend.num_features)
         self.conv = _MaskedConv(layers)
         rnn_input = in_ch * freq
         self.rnns = nn.ModuleList()

@@ -72,6 +72,15 @@ def test_too_few_frequency_bins_named(tmp_path, override):
         load_config(None, REQ + override.split())
 
 
+@pytest.mark.parametrize("overrides, key", [(["model.conv_layers=4"], "model.conv_layers"),
+                                            (["model.conv_kind=vgg", "model.conv_layers=6"], "model.conv_layers"),
+                                            (["model.conv_kind=resnet"], "model.conv_kind")])
+def test_conv_stack_shape_checked(overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, REQ + overrides)
+    assert load_config(None, REQ + ["model.conv_kind=vgg", "model.conv_layers=5"]).model.conv_layers == 5
+
+
 def test_train_sources_are_typed_and_survive_a_checkpoint_round_trip():
     cfg = load_config(None, REQ + ["data.train_sources=[{manifest: people.jsonl, weight: 2.5, name: people}]",
                                    "data.train_weight=0.5", "data.bandlimit_prob=0.3"])

@@ -82,12 +82,13 @@ def _config(*overrides: str) -> Config:
 
 @settings(max_examples=15, deadline=None)
 @given(widths=st.lists(st.integers(3, 400), min_size=1, max_size=4), stride=st.sampled_from([1, 2, 3, 4]),
-       layers=st.sampled_from([1, 2, 3]))
-def test_image_frames_match_model_output_lengths(widths, stride, layers):
+       kind_layers=st.sampled_from([("ds2", 1), ("ds2", 2), ("ds2", 3), ("vgg", 1), ("vgg", 3), ("vgg", 5)]))
+def test_image_frames_match_model_output_lengths(widths, stride, kind_layers):
     """Frames are columns, and the model's output lengths (padded batch) follow its conv geometry."""
     cfg = _image_features(32)
-    model = DeepSpeech2(ModelConfig(conv_layers=layers, conv_channels=4, conv_time_stride=stride, rnn_layers=1,
-                                    rnn_hidden=16), cfg, 7).eval()
+    kind, layers = kind_layers
+    model = DeepSpeech2(ModelConfig(conv_kind=kind, conv_layers=layers, conv_channels=4, conv_time_stride=stride,
+                                    rnn_layers=1, rnn_hidden=16), cfg, 7).eval()
     signals = torch.zeros(len(widths), 32 * max(widths))
     for i, w in enumerate(widths):
         signals[i, : 32 * w] = torch.rand(32 * w)
