@@ -89,7 +89,7 @@ class ModelConfig:
     conv_layers: int = 2  # 2-D conv layers: 1-3 ("ds2"), 1-5 ("vgg")
     conv_channels: int = 32
     conv_time_stride: int = 2  # stride of the first conv layer in time
-    conv_time_kernel: int = 11  # time width of the conv layers after the first (odd; the paper's 11)
+    conv_time_kernel: int = 11  # time width of the "ds2" conv layers after the first (odd; the paper's 11)
     rnn_type: str = "gru"  # "gru" or "lstm"
     rnn_layers: int = 3
     rnn_hidden: int = 256

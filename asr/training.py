@@ -445,7 +445,8 @@ def _screen(cfg: Config, exp: Path, group: Group, vocab: Vocabulary, model: Deep
 
 def _describe_model(cfg: Config, model: DeepSpeech2, n_outputs: int, group: Group, device: torch.device) -> str:
     m = cfg.model
-    return (f"model: DeepSpeech2 {m.conv_layers} {m.conv_kind} conv + {m.rnn_layers} x {'bi' if m.bidirectional else 'uni'}"
+    direction = "bi" if m.bidirectional else "uni"
+    return (f"model: DeepSpeech2 {m.conv_layers} {m.conv_kind} conv + {m.rnn_layers} x {direction}"
             f"{m.rnn_type.upper()}({m.rnn_hidden}), {n_outputs} outputs, {model.num_parameters():,} parameters; "
             f"device {device}" + (f"; data parallel over {group.world} processes" if group.enabled else ""))
 
