@@ -31,14 +31,12 @@ def conv_shapes(cfg: ModelConfig) -> list[tuple[int, int, int, int, int]]:
     shapes = []
     for i in range(cfg.conv_layers):
         if cfg.conv_kind == "ds2":
-            channels, (kf, kt, sf, st) = cfg.conv_channels, _CONV[i]
+            kf, kt, sf, _ = _CONV[i]
+            channels, kt = cfg.conv_channels, kt if i == 0 else cfg.conv_time_kernel
         else:
-            channels, kf, kt, sf, st = cfg.conv_channels * 2 ** min(i, 2), 3, 3, 1 if i == 0 else 2, 1
-        if i == 0:
-            st = cfg.conv_time_stride
-        elif cfg.conv_kind == "ds2":
-            kt = cfg.conv_time_kernel
-        shapes.append((channels, kf, kt, sf, st))
+            kf, kt, sf = 3, 3, 1 if i == 0 else 2
+            channels = cfg.conv_channels * 2 ** min(i, 2)
+        shapes.append((channels, kf, kt, sf, cfg.conv_time_stride if i == 0 else 1))
     return shapes
 
 
