@@ -86,7 +86,7 @@ class SpecAugmentConfig:
 @dataclass
 class ModelConfig:
     conv_kind: str = "ds2"  # "ds2": the paper's wide 2-D kernels; "vgg": 3x3 kernels, channels doubling (line images)
-    conv_layers: int = 2  # 2-D conv layers: 1-3 ("ds2"), 1-5 ("vgg")
+    conv_layers: int = 2  # 2-D conv layers: 1 to CONV_LAYERS_MOST[conv_kind]
     conv_channels: int = 32
     conv_time_stride: int = 2  # stride of the first conv layer in time
     conv_time_kernel: int = 11  # time width of the "ds2" conv layers after the first (odd; the paper's 11)
@@ -97,6 +97,9 @@ class ModelConfig:
     rnn_batch_norm: bool = True  # sequence-wise BatchNorm before each RNN but the first
     lookahead: int = 0  # future frames seen by a unidirectional model (row convolution)
     dropout: float = 0.0
+
+
+CONV_LAYERS_MOST = {"ds2": 3, "vgg": 5}  # the paper's three wide layers; a CRNN's five halvings of the height
 
 
 @dataclass
@@ -215,7 +218,7 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"config key 'train.init_from' = {train.init_from!r}: no such checkpoint")
     model = getattr(cfg, "model", None)
     if model is not None:
-        most = 3 if model.conv_kind == "ds2" else 5
+        most = CONV_LAYERS_MOST[model.conv_kind]
         if not 1 <= model.conv_layers <= most:
             raise ConfigError(f"config key 'model.conv_layers' = {model.conv_layers}: must be 1 to {most} with "
                               f"model.conv_kind={model.conv_kind}")

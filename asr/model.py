@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .config import FeatureConfig, ModelConfig, check_feature_bins
+from .config import CONV_LAYERS_MOST, FeatureConfig, ModelConfig, check_feature_bins
 from .features import FeatureExtractor
 from .gru import gru_packed
 
@@ -28,6 +28,9 @@ def conv_shapes(cfg: ModelConfig) -> list[tuple[int, int, int, int, int]]:
     the first layer at full height, each later one halving it, channels doubling up to 4x `conv_channels`.
     Either way the first layer takes `conv_time_stride` in time; later "ds2" layers are `conv_time_kernel` wide.
     """
+    most = CONV_LAYERS_MOST[cfg.conv_kind]
+    if not 1 <= cfg.conv_layers <= most:
+        raise ValueError(f"model.conv_layers = {cfg.conv_layers}: must be 1 to {most} with model.conv_kind={cfg.conv_kind}")
     shapes = []
     for i in range(cfg.conv_layers):
         if cfg.conv_kind == "ds2":

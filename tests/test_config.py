@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asr.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
+from asr.config import Config, ConfigError, FeatureConfig, ModelConfig, from_dict, load_config, save_config, to_dict
+from asr.model import DeepSpeech2
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,6 +80,8 @@ def test_conv_stack_shape_checked(overrides, key):
     with pytest.raises(ConfigError, match=key):
         load_config(None, REQ + overrides)
     assert load_config(None, REQ + ["model.conv_kind=vgg", "model.conv_layers=5"]).model.conv_layers == 5
+    with pytest.raises(ValueError, match="model.conv_layers = 4: must be 1 to 3 with model.conv_kind=ds2"):
+        DeepSpeech2(ModelConfig(conv_layers=4), FeatureConfig(), num_classes=29)  # built without load_config
 
 
 def test_train_sources_are_typed_and_survive_a_checkpoint_round_trip():
