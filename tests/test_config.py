@@ -80,8 +80,11 @@ def test_conv_stack_shape_checked(overrides, key):
     with pytest.raises(ConfigError, match=key):
         load_config(None, REQ + overrides)
     assert load_config(None, REQ + ["model.conv_kind=vgg", "model.conv_layers=5"]).model.conv_layers == 5
+
+
+def test_a_model_built_without_load_config_names_a_bad_layer_count():
     with pytest.raises(ValueError, match="model.conv_layers = 4: must be 1 to 3 with model.conv_kind=ds2"):
-        DeepSpeech2(ModelConfig(conv_layers=4), FeatureConfig(), num_classes=29)  # built without load_config
+        DeepSpeech2(ModelConfig(conv_layers=4), FeatureConfig(), num_classes=29)
 
 
 def test_train_sources_are_typed_and_survive_a_checkpoint_round_trip():
