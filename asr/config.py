@@ -85,7 +85,9 @@ class SpecAugmentConfig:
 
 @dataclass
 class ModelConfig:
-    conv_kind: str = "ds2"  # "ds2": the paper's wide 2-D kernels; "vgg": 3x3 kernels, channels doubling (line images)
+    # "ds2": the paper's wide 2-D kernels; "vgg": 3x3 kernels, channels doubling (line images); "subsample": 3x3
+    # kernels halving the frequency rows each layer (WeNet's front end: a thirteenth of ds2's multiply-adds)
+    conv_kind: str = "ds2"
     conv_layers: int = 2  # 2-D conv layers: 1 to CONV_LAYERS_MOST[conv_kind]
     conv_channels: int = 32
     conv_time_stride: int = 2  # stride of the first conv layer in time
@@ -99,7 +101,7 @@ class ModelConfig:
     dropout: float = 0.0
 
 
-CONV_LAYERS_MOST = {"ds2": 3, "vgg": 5}  # the paper's three wide layers; a CRNN's five halvings of the height
+CONV_LAYERS_MOST = {"ds2": 3, "vgg": 5, "subsample": 3}  # the paper's three wide layers; a CRNN's five halvings
 
 
 @dataclass
@@ -149,7 +151,7 @@ _CHOICES = {
     "data.text_norm": ("speech", "verbatim"),
     "features.normalize": ("utterance", "global", "none"),
     "model.rnn_type": ("gru", "lstm"),
-    "model.conv_kind": ("ds2", "vgg"),
+    "model.conv_kind": ("ds2", "vgg", "subsample"),
     "train.schedule": ("cosine", "constant", "onecycle"),
     "train.loss": ("torch", "asr"),
     "train.cpu_gru": ("asr", "torch"),

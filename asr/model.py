@@ -26,7 +26,10 @@ def conv_shapes(cfg: ModelConfig) -> list[tuple[int, int, int, int, int]]:
 
     "ds2": the paper's wide kernels, `conv_channels` each. "vgg": 3x3 kernels as in CRNN line recognisers,
     the first layer at full height, each later one halving it, channels doubling up to 4x `conv_channels`.
-    Either way the first layer takes `conv_time_stride` in time; later "ds2" layers are `conv_time_kernel` wide.
+    "subsample": 3x3 kernels halving the frequency rows at every layer, `conv_channels` each, as in the
+    convolutional subsampling of WeNet and ESPnet (a first layer of time stride s > 2 is 2s - 1 frames wide, so
+    its windows overlap): a thirteenth of the "ds2" pair's multiply-adds on 64 mel bins.
+    Every kind's first layer takes `conv_time_stride` in time; later "ds2" layers are `conv_time_kernel` wide.
     """
     most = CONV_LAYERS_MOST[cfg.conv_kind]
     if not 1 <= cfg.conv_layers <= most:
@@ -36,6 +39,9 @@ def conv_shapes(cfg: ModelConfig) -> list[tuple[int, int, int, int, int]]:
         if cfg.conv_kind == "ds2":
             kf, kt, sf, _ = _CONV[i]
             channels, kt = cfg.conv_channels, kt if i == 0 else cfg.conv_time_kernel
+        elif cfg.conv_kind == "subsample":
+            st = cfg.conv_time_stride if i == 0 else 1
+            kf, kt, sf, channels = 3, 3 if st <= 2 else 2 * st - 1, 2, cfg.conv_channels
         else:
             kf, kt, sf = 3, 3, 1 if i == 0 else 2
             channels = cfg.conv_channels * 2 ** min(i, 2)

@@ -58,7 +58,8 @@ def _streamed(model: DeepSpeech2, wave: np.ndarray, chunks: list[int]) -> tuple[
 @given(seed=st.integers(0, 10_000), samples=st.integers(400, 24_000),
        chunks=st.lists(st.integers(1, 5000), min_size=1, max_size=5),
        rnn_type=st.sampled_from(["gru", "lstm"]), lookahead=st.sampled_from([0, 1, 4]),
-       conv=st.sampled_from([("ds2", 1), ("ds2", 2), ("ds2", 3), ("vgg", 2), ("vgg", 4)]), stride=st.integers(1, 3),
+       conv=st.sampled_from([("ds2", 1), ("ds2", 2), ("ds2", 3), ("vgg", 2), ("vgg", 4), ("subsample", 2),
+                             ("subsample", 3)]), stride=st.integers(1, 3),
        feature_kind=st.sampled_from(["logmel", "spectrogram"]), normalize=st.sampled_from(["global", "none"]))
 def test_stream_equals_whole_utterance(seed, samples, chunks, rnn_type, lookahead, conv, stride,
                                        feature_kind, normalize):

@@ -82,7 +82,8 @@ def _config(*overrides: str) -> Config:
 
 @settings(max_examples=15, deadline=None)
 @given(widths=st.lists(st.integers(3, 400), min_size=1, max_size=4), stride=st.sampled_from([1, 2, 3, 4]),
-       kind_layers=st.sampled_from([("ds2", 1), ("ds2", 2), ("ds2", 3), ("vgg", 1), ("vgg", 3), ("vgg", 5)]))
+       kind_layers=st.sampled_from([("ds2", 1), ("ds2", 2), ("ds2", 3), ("vgg", 1), ("vgg", 3), ("vgg", 5),
+                                    ("subsample", 1), ("subsample", 2), ("subsample", 3)]))
 def test_image_frames_match_model_output_lengths(widths, stride, kind_layers):
     """Frames are columns, and the model's output lengths (padded batch) follow its conv geometry."""
     cfg = _image_features(32)
