@@ -77,14 +77,16 @@ def required_frames(targets: list[int]) -> int:
 
 
 def screen_utterances(utts: list[Utterance], split: str, vocab: Vocabulary, model: DeepSpeech2,
-                      cfg: Config, rejections: Rejections, check_duration: bool) -> list[Utterance]:
-    """Keep utterances the model can learn from; report the rest with their reason."""
+                      cfg: Config, rejections: Rejections, training: bool) -> list[Utterance]:
+    """Keep utterances the model can learn from; report the rest with their reason. Training utterances are
+    held to data.min/max_duration and, under speed perturbation, to the frames of their fastest version; dev
+    utterances are scored as they are."""
     kept = []
     for u in utts:
-        if check_duration and u.duration > cfg.data.max_duration:
+        if training and u.duration > cfg.data.max_duration:
             rejections.add(split, u.id, f"too long ({u.duration:.1f}s > data.max_duration={cfg.data.max_duration})")
             continue
-        if check_duration and u.duration < cfg.data.min_duration:
+        if training and u.duration < cfg.data.min_duration:
             rejections.add(split, u.id, f"too short ({u.duration:.2f}s < data.min_duration={cfg.data.min_duration})")
             continue
         if not Path(u.audio_filepath).is_file():
@@ -94,8 +96,8 @@ def screen_utterances(utts: list[Utterance], split: str, vocab: Vocabulary, mode
             rejections.add(split, u.id, "empty transcript")
             continue
         frames = model.output_lengths(torch.tensor([num_frames(u.duration, cfg.features)])).item()
-        # speed perturbation can make audio shorter, so check against the fastest factor
-        fastest = max(cfg.data.speed_perturb or [1.0])
+        # speed perturbation can make training audio shorter, so check it against the fastest factor
+        fastest = max(cfg.data.speed_perturb or [1.0]) if training else 1.0
         need = required_frames(vocab.encode(u.text, u.id))
         if need > math.floor(frames / fastest):
             rejections.add(split, u.id, f"transcript longer than the frames allow ({need} labels > {frames} frames)")
@@ -428,10 +430,10 @@ def _screen(cfg: Config, exp: Path, group: Group, vocab: Vocabulary, model: Deep
     """The training sources and dev set without the utterances the model cannot learn from (each one reported
     in rejected.tsv, with the counts in the log)."""
     rejections = Rejections()
-    sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, check_duration=True))
+    sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, training=True))
                for name, weight, utts in sources]
     train_utts = [u for _, _, utts in sources for u in utts]
-    dev_utts = screen_utterances(dev_utts, "dev", vocab, model, cfg, rejections, check_duration=False)
+    dev_utts = screen_utterances(dev_utts, "dev", vocab, model, cfg, rejections, training=False)
     if group.main:
         rejections.write(exp / "rejected.tsv")
     log.info(f"data: {len(train_utts)} train utterances ({sum(u.duration for u in train_utts) / 3600:.2f} h), "
@@ -508,7 +510,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     t = cfg.train
     exp = _start(cfg, group)
     sources = train_sources(cfg.data)
-    dev_utts = read_manifest(cfg.data.dev_manifest)
+    dev_utts = read_manifest(cfg.data.dev_manifest, scoring=True)
     vocab = _vocabulary(cfg, [u for _, _, utts in sources for u in utts], dev_utts)
     if group.main:
         vocab.save(exp / "vocab.json")

