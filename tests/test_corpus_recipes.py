@@ -224,6 +224,24 @@ def test_synthetic_en_plan_holds_out_voices_and_sentences(size, engines):
     assert len(variants["train"]) == (69 if size == "large" else 20)  # synth.more_variants in large only
 
 
+def test_synthetic_en_medium_shares_the_default_data():
+    """size=medium trains another model on the default's data: its data stages are the default's, stamp for stamp,
+    so a run after the default synthesises and prepares nothing again; only the model and training differ."""
+    from asr.recipe import load_recipe, recipe_config, stage_stamp
+
+    module = load_recipe(ROOT / "recipes" / "synthetic_en")
+    default, medium = (recipe_config(ROOT / "recipes" / "synthetic_en", [f"size={size}"])
+                       for size in ("default", "medium"))
+    stages = {size: {st.name: st for st in module.stages(cfg)} for size, cfg in (("default", default),
+                                                                                 ("medium", medium))}
+    for name in ("synthesize", "prepare", "vocabulary", "lm"):
+        assert stage_stamp(stages["medium"][name]) == stage_stamp(stages["default"][name]), name
+        assert stages["medium"][name].outputs == stages["default"][name].outputs, name
+    assert stage_stamp(stages["medium"]["train"]) != stage_stamp(stages["default"]["train"])
+    assert medium.exp_dir != default.exp_dir and medium.data_dir == default.data_dir
+    assert medium.model.rnn_hidden > default.model.rnn_hidden
+
+
 def test_synthetic_en_test_real_reads_pocketsphinx_testdata_layout(tmp_path):
     """test_real comes from recordings in pocketsphinx-testdata's layout; without them the set is left out, said once."""
     import numpy as np
