@@ -160,7 +160,7 @@ def _lm_tune(args: argparse.Namespace) -> int:
 
 def _pseudo_label(args: argparse.Namespace) -> int:
     from .manifest import read_manifest, write_manifest
-    from .pseudo_label import pseudo_label
+    from .pseudo_label import pseudo_label, write_rejected
 
     opts = PseudoLabelOptions(teachers=tuple(t for t in args.teachers.split(",") if t),
                               max_disagreement=args.max_disagreement, min_logprob=args.min_logprob,
@@ -168,7 +168,7 @@ def _pseudo_label(args: argparse.Namespace) -> int:
     kept, rejected = pseudo_label(read_manifest(args.manifest), opts)
     write_manifest(args.out, kept)
     rejected_path = Path(args.rejected or Path(args.out).with_suffix(".rejected.tsv"))
-    write_text_atomic(rejected_path, "id\treason\n" + "".join(f"{i}\t{why}\n" for i, why in rejected))
+    write_rejected(rejected_path, rejected)
     print(f"{len(kept)} pseudo-labelled -> {args.out}; {len(rejected)} rejected -> {rejected_path}")
     return 0
 

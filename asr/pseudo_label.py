@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, write_text_atomic
 from .audio import load_utterances
 from .manifest import Utterance
 from .metrics import word_errors
@@ -156,3 +156,8 @@ def pseudo_label(utts: list[Utterance], opts: PseudoLabelOptions = PseudoLabelOp
     log.info(f"pseudo-labels: {len(kept)} of {len(utts)} clips kept, {len(rejected)} rejected "
              f"(teachers {', '.join(opts.teachers)})")
     return kept, rejected
+
+
+def write_rejected(path: str | Path, rejected: list[tuple[str, str]]) -> None:
+    """id<TAB>reason of every clip `pseudo_label` did not keep."""
+    write_text_atomic(path, "id\treason\n" + "".join(f"{i}\t{why}\n" for i, why in rejected))

@@ -25,7 +25,7 @@ from asr.data import pad_with_silence
 from asr.english_text import english_sentences
 from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
 from asr.metrics import score
-from asr.pseudo_label import PseudoLabelOptions, pseudo_label
+from asr.pseudo_label import PseudoLabelOptions, pseudo_label, write_rejected
 from asr.recipe import Stage, insert_before
 from asr.recipe_stages import DECODERS, RecipeConfig, corpus_stages
 from asr.synthesis import KOKORO_LANGS, SynthesisError, Voice, engine_available, kokoro_voice, synthesize_corpus
@@ -312,8 +312,7 @@ def teach_stage(cfg: SyntheticEnConfig) -> None:
                               min_logprob=p.min_logprob)
     kept, rejected = pseudo_label(read_manifest(cfg.paths.manifest("sky_untranscribed")), opts)
     write_manifest(cfg.paths.manifest("pseudo_train"), kept, relative_to_manifest=True)
-    write_text_atomic(Path(cfg.data_dir) / "rejected" / "pseudo_train.tsv",
-                      "id\treason\n" + "".join(f"{i}\t{why}\n" for i, why in rejected))
+    write_rejected(Path(cfg.data_dir) / "rejected" / "pseudo_train.tsv", rejected)
 
 
 def with_pseudo_source(cfg: SyntheticEnConfig) -> SyntheticEnConfig:
