@@ -317,6 +317,20 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What differs between two `to_dict` configs, by dotted key: "train.lr: 0.003 -> 0.002", "pseudo: new"."""
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        name = prefix + key
+        if key not in old or key not in new:
+            changes.append(f"{name}: {'new' if key not in old else 'gone'}")
+        elif isinstance(old[key], dict) and isinstance(new[key], dict):
+            changes += config_changes(old[key], new[key], name + ".")
+        elif old[key] != new[key]:
+            changes.append(f"{name}: {old[key]!r} -> {new[key]!r}")
+    return changes
+
+
 def from_dict(data: dict, schema: type[C] = Config) -> C:
     """Rebuild a typed config from `to_dict` output, ignoring keys the schema no longer has."""
     names = {f.name: f for f in dataclasses.fields(schema)}

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .atomic import write_text_atomic
-from .config import Config, DataConfig, to_dict
+from .config import Config, DataConfig, config_changes, to_dict
 from .evaluate import format_result, model_outputs, score_outputs
 from .inference import DECODING_FILE, Recognizer
 from .lm_build import build_lm
@@ -89,9 +89,14 @@ def lm_stage(cfg: RecipeConfig) -> None:
 def train_stage(cfg: RecipeConfig) -> None:
     """Train; resume an interrupted run of the same config, start afresh when the config changed."""
     exp = Path(cfg.exp_dir)
-    stamp = json.dumps(to_dict(cfg), sort_keys=True)
-    same = (exp / ".train_config.json").exists() and (exp / ".train_config.json").read_text() == stamp
+    stamp, stamp_file = json.dumps(to_dict(cfg), sort_keys=True), exp / ".train_config.json"
+    same = stamp_file.exists() and stamp_file.read_text() == stamp
     if not same:
+        if stamp_file.exists() and (exp / "last.pt").exists():
+            changes = config_changes(json.loads(stamp_file.read_text()), json.loads(stamp))
+            log.warning(f"training config changed since {exp / 'last.pt'} ({'; '.join(changes[:8])}"
+                        f"{'; ...' if len(changes) > 8 else ''}): training starts afresh (the earlier run's "
+                        f"checkpoints stay in {exp / 'checkpoints'})")
         for name in ("last.pt", "best.pt", "metrics.csv"):
             (exp / name).unlink(missing_ok=True)
     exp.mkdir(parents=True, exist_ok=True)

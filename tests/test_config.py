@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asr.config import Config, ConfigError, FeatureConfig, ModelConfig, from_dict, load_config, save_config, to_dict
+from asr.config import (Config, ConfigError, FeatureConfig, ModelConfig, config_changes, from_dict, load_config,
+                        save_config, to_dict)
 from asr.model import DeepSpeech2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +95,17 @@ def test_train_sources_are_typed_and_survive_a_checkpoint_round_trip():
     assert (src.manifest, src.weight, src.name, cfg.data.train_weight) == ("people.jsonl", 2.5, "people", 0.5)
     again = from_dict(to_dict(cfg))
     assert again.data.train_sources == cfg.data.train_sources and again.data.bandlimit_rates == [8000, 11025]
+
+
+def test_config_changes_name_each_differing_key_by_its_dotted_path():
+    """What a recipe's train stage logs before it starts afresh on a changed config."""
+    old = to_dict(load_config(None, REQ + ["train.lr=3e-3", "model.rnn_layers=3"]))
+    new = to_dict(load_config(None, REQ + ["train.lr=2e-3", "model.rnn_layers=4"]))
+    assert config_changes(old, old) == []
+    assert config_changes(old, new) == ["model.rnn_layers: 3 -> 4", "train.lr: 0.003 -> 0.002"]
+    new["pseudo"] = {"teachers": []}
+    del new["train"]["epochs"]
+    assert config_changes(old, new)[-3:] == ["pseudo: new", "train.epochs: gone", "train.lr: 0.003 -> 0.002"]
 
 
 def test_a_yaml_base_is_merged_under_the_file_and_bad_bases_are_named(tmp_path):

@@ -60,6 +60,12 @@ def test_librispeech_recipe_end_to_end(corpus, tmp_path):
     assert {"dev", "test-clean", "test-other", "provenance"} == set(results)
     assert results["test-other"]["utterances"] == 4 and results["test-other"]["with_lm"]["decoder"] == "beam4+lm"
     assert "test-clean" in proc.stdout and "WER %" in proc.stdout
+    # another learning rate: training starts afresh, saying which keys changed and where the old checkpoints are
+    again = run_cli(*args, "train.lr=0.00123", "--stage", "train", "--stop-stage", "train")
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = again.stdout + again.stderr
+    assert "training config changed" in said and "train.lr: " in said and "-> 0.00123" in said
+    assert "resumed from" not in said
 
 
 def test_librispeech_missing_subset_is_a_clear_error(tmp_path):
