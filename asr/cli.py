@@ -153,7 +153,7 @@ def _lm_tune(args: argparse.Namespace) -> int:
     alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else ALPHAS
     betas = [float(b) for b in args.betas.split(",")] if args.betas else BETAS
     result = tune(args.model, args.manifest, args.lm, alphas, betas, args.beam, args.device, args.processes,
-                  write=not args.dry_run)
+                  write=not args.dry_run, search=args.search)
     print(format_tuning(result))
     return 0
 
@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--alphas", help="comma-separated grid (default 0,0.25,0.5,0.75,1,1.5,2)")
     lt.add_argument("--betas", help="comma-separated grid (default -1,0,1,2,3)")
     lt.add_argument("--beam", type=int, default=32)
+    lt.add_argument("--search", choices=("local", "grid"), default="local",
+                    help="local: walk from the grid's centre to a point no neighbour beats (about a third of the "
+                         "default grid's points); grid: decode every point")
     lt.add_argument("--processes", type=int, help="decoding processes (default: all cores for large sets)")
     lt.add_argument("--device", default="auto")
     lt.add_argument("--dry-run", action="store_true", help="print the grid, write nothing")

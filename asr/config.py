@@ -157,6 +157,7 @@ _CHOICES = {
     "train.cpu_gru": ("asr", "torch"),
     "data.tokenizer": ("char", "bpe", "unigram"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
+    "lm.search": ("local", "grid"),  # asr.lm_tune.SEARCHES
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "features.sample_rate", "model.rnn_hidden",
              "model.rnn_layers", "model.conv_channels", "features.window_ms", "features.hop_ms",

@@ -6,6 +6,7 @@ reuse the FLAC an earlier run decoded at this rate), and write the manifests wit
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,10 @@ import numpy as np
 import soundfile as sf
 
 from .atomic import atomic_write
+from .fork_pool import fork_map
 from .prepare import Item, prepare_split
+
+DECODE_PROCESSES = min(2, os.cpu_count() or 1)  # MP3 decoding, resampling and FLAC encoding: 1.9x on 2 cores
 
 
 @dataclass(frozen=True)
@@ -47,28 +51,43 @@ def write_splits(clips: Sequence[Clip], data: Path, audio_dir: Path, sample_rate
     """Manifests `names[split]` of the clips (the first `limit` of each split; 0: all): their report (with each
     manifest's characters) and the clips' inventory rows (see clip_status). Clips that will not decode are
     rejected rows naming the clip; training clips past `max_duration` are rejected too, dev and test keep all."""
-    items: dict[str, list[Item]] = {split: [] for split in names}
-    failed: dict[str, list[tuple[str, str, str]]] = {split: [] for split in names}
+    chosen: dict[str, list[Clip]] = {split: [] for split in names}
     for clip in clips:
         split = split_of(clip.speaker, dev_speakers, test_speakers)
-        if limit and len(items[split]) + len(failed[split]) >= limit:
-            continue
-        path = audio_dir / str(sample_rate) / f"{clip.file}.flac"
-        if not path.exists():  # decoded by an earlier run at this rate
-            try:
-                wave = clip.decode(sample_rate)
-            except error as e:
-                failed[split].append((clip.id, f"unreadable audio: {e}", clip.source))
-                continue
-            with atomic_write(path, "wb") as f:
-                sf.write(f, wave, sample_rate, format="FLAC", subtype="PCM_16")
-        items[split].append(Item(clip.id, path, clip.text, speaker=clip.speaker))
+        if not limit or len(chosen[split]) < limit:
+            chosen[split].append(clip)
+    todo = [clip for split in names for clip in chosen[split]]
+    paths = [audio_dir / str(sample_rate) / f"{clip.file}.flac" for clip in todo]
+    errors = fork_map(_decode_to_flac, (todo, paths, sample_rate, error), range(len(todo)), DECODE_PROCESSES,
+                      chunksize=64)
+    items: dict[str, list[Item]] = {split: [] for split in names}
+    failed: dict[str, list[tuple[str, str, str]]] = {split: [] for split in names}
+    for clip, path, err in zip(todo, paths, errors):
+        split = split_of(clip.speaker, dev_speakers, test_speakers)
+        if err:
+            failed[split].append((clip.id, f"unreadable audio: {err}", clip.source))
+        else:
+            items[split].append(Item(clip.id, path, clip.text, speaker=clip.speaker))
     report = {split: prepare_split(items[split], data, name, max_duration=max_duration if split == "train"
                                    else float("inf"), extra_rejected=failed[split])
               for split, name in names.items()}
     report["speakers"] = speakers_by_split((clip.speaker for clip in clips), names, dev_speakers, test_speakers)
     used = {it.id for split in items for it in items[split]}
     return report, clip_status(clips, data, names, dev_speakers, test_speakers, used, limit)
+
+
+def _decode_to_flac(shared: tuple, i: int) -> str | None:
+    """Clip i decoded and written as FLAC at the model rate (kept if an earlier run wrote it); its error, if any."""
+    clips, paths, sample_rate, error = shared
+    if paths[i].exists():
+        return None
+    try:
+        wave = clips[i].decode(sample_rate)
+    except error as e:
+        return str(e)
+    with atomic_write(paths[i], "wb") as f:
+        sf.write(f, wave, sample_rate, format="FLAC", subtype="PCM_16")
+    return None
 
 
 def speakers_by_split(speakers: Iterable[str], names: dict[str, str], dev_speakers: Sequence[str],

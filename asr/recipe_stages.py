@@ -39,6 +39,7 @@ class LMConfig:
     beam: int = 100
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
     betas: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0, 2.0, 3.0])
+    search: str = "local"  # asr.lm_tune.SEARCHES: walk the grid from its centre, or "grid": decode every point
 
 
 @dataclass
@@ -106,7 +107,7 @@ def train_stage(cfg: RecipeConfig) -> None:
 
 def tune_stage(cfg: RecipeConfig) -> None:
     result = tune(cfg.paths.model, cfg.data.dev_manifest, cfg.paths.lm, cfg.lm.alphas, cfg.lm.betas,
-                  cfg.lm.beam, cfg.train.device)
+                  cfg.lm.beam, cfg.train.device, search=cfg.lm.search)
     log.info(format_tuning(result))
 
 
