@@ -137,7 +137,7 @@ def _point_wer(shared: tuple, point: tuple[float, float]) -> float:
 
 def _grid_wers(decoder: CTCBeamDecoder, arrays: list, refs: list[str], points: list[tuple[float, float]],
                processes: int | None) -> list[float]:
-    """Dev WER at each (alpha, beta). Workers are forked once for the whole grid and each keeps its LM
+    """Dev WER at each (alpha, beta). Workers are forked once per batch of points and each keeps its LM
     cache warm over its points (forking per point cost seconds each after training had grown the process)."""
     if not points:
         return []
