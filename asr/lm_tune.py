@@ -139,8 +139,6 @@ def _grid_wers(decoder: CTCBeamDecoder, arrays: list, refs: list[str], points: l
                processes: int | None) -> list[float]:
     """Dev WER at each (alpha, beta). Workers are forked once per batch of points and each keeps its LM
     cache warm over its points (forking per point cost seconds each after training had grown the process)."""
-    if not points:
-        return []
     if processes is None:
         processes = min(os.cpu_count() or 1, len(points))
     return fork_map(_point_wer, (decoder, arrays, refs), points, processes)

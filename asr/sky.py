@@ -214,8 +214,8 @@ def _crc16(data: np.ndarray, table: np.ndarray) -> int:
     return crc
 
 
-def crc16(data: bytes) -> int:
-    """RncDecoder::crcBlock (CRC-16, polynomial 0xA001 reflected)."""
+def crc16(data: bytes | np.ndarray) -> int:
+    """RncDecoder::crcBlock (CRC-16, polynomial 0xA001 reflected) of bytes or a uint8 array."""
     return int(_crc16(np.frombuffer(data, np.uint8), _CRC))
 
 
@@ -353,7 +353,7 @@ def rnc_unpack(data: bytes, where: str) -> bytes | None:
     status, n_out = _unpack_m1(archive, 18 + packed_size, data[17], out)
     if status:
         raise SkyDataError(f"{where}: {_RNC_ERRORS[status]}")
-    if n_out != unpacked_size or _crc16(out[:n_out], _CRC) != crc_unpacked:
+    if n_out != unpacked_size or crc16(out[:n_out]) != crc_unpacked:
         raise SkyDataError(f"{where}: RNC data unpacks to {n_out}{'+' if n_out > unpacked_size else ''} bytes, "
                            f"not the {unpacked_size} its header says, or fails its CRC")
     return out[:n_out].tobytes()
