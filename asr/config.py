@@ -98,9 +98,6 @@ class ModelConfig:
     bidirectional: bool = True
     rnn_batch_norm: bool = True  # sequence-wise BatchNorm before each RNN but the first
     lookahead: int = 0  # future frames seen by a unidirectional model (row convolution)
-    # output frames per RNN frame: the head emits this many CTC frames for each RNN step, so the convs may
-    # stride further (and the RNNs run on fewer frames) at the same CTC frame rate
-    upsample: int = 1
     dropout: float = 0.0
 
 
@@ -231,9 +228,6 @@ def validate(cfg: Any) -> None:
         if model.conv_time_kernel < 1 or model.conv_time_kernel % 2 == 0:
             raise ConfigError(f"config key 'model.conv_time_kernel' = {model.conv_time_kernel}: must be a positive "
                               "odd number (the layer keeps its input's frame count)")
-        if not 1 <= model.upsample <= model.conv_time_stride or model.conv_time_stride % model.upsample:
-            raise ConfigError(f"config key 'model.upsample' = {model.upsample}: must divide "
-                              f"model.conv_time_stride ({model.conv_time_stride})")
         if model.lookahead and model.bidirectional:
             raise ConfigError("config key 'model.lookahead' needs model.bidirectional=false")
 

@@ -120,7 +120,7 @@ class _OneUtterance(torch.nn.Module):
         if m.lookahead is not None:
             y = m.lookahead(y)
         y = y.permute(1, 0, 2).reshape(n * t, -1)
-        return F.log_softmax(m.head(y).reshape(n, t * m.cfg.upsample, m.num_classes), dim=-1)
+        return F.log_softmax(m.head(y).reshape(n, t, -1), dim=-1)
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path) -> dict:

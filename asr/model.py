@@ -155,7 +155,7 @@ class DeepSpeech2(nn.Module):
             ))
         self.lookahead = Lookahead(model_cfg.rnn_hidden, model_cfg.lookahead) if model_cfg.lookahead else None
         self.dropout = nn.Dropout(model_cfg.dropout)
-        self.head = nn.Sequential(nn.BatchNorm1d(model_cfg.rnn_hidden), nn.Linear(model_cfg.rnn_hidden, num_classes * model_cfg.upsample, bias=False))
+        self.head = nn.Sequential(nn.BatchNorm1d(model_cfg.rnn_hidden), nn.Linear(model_cfg.rnn_hidden, num_classes, bias=False))
 
     # ---------------------------------------------------------------- geometry in time: everyone asks here
     @property
@@ -164,14 +164,9 @@ class DeepSpeech2(nn.Module):
         return [time_geometry(layer) for layer in self.conv.layers if isinstance(layer, nn.Conv2d)]
 
     @property
-    def rnn_stride(self) -> int:
-        """Feature frames per RNN frame: the conv layers' time strides."""
-        return math.prod(s for _, s, _ in self.conv_time_geometry)
-
-    @property
     def time_stride(self) -> int:
-        """Feature frames per output frame (the head emits `model.upsample` output frames per RNN frame)."""
-        return self.rnn_stride // self.cfg.upsample
+        """Feature frames per output frame."""
+        return math.prod(s for _, s, _ in self.conv_time_geometry)
 
     @property
     def frame_seconds(self) -> float:
@@ -179,11 +174,11 @@ class DeepSpeech2(nn.Module):
         return self.frontend.hop_length * self.time_stride / self.frontend.cfg.sample_rate
 
     def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """Output frames after the conv strides (and the head's upsampling), for input feature frames."""
+        """Output frames after the conv strides, for input feature frames."""
         lengths = frame_lengths
         for k, s, p in self.conv_time_geometry:
             lengths = conv_output_frames(lengths, k, s, p)
-        return lengths * self.cfg.upsample
+        return lengths
 
     def forward_features(self, feats: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (N, F, T) -> log-probs (N, T', C) and output lengths."""
@@ -200,11 +195,9 @@ class DeepSpeech2(nn.Module):
         x = x.permute(1, 0, 2)  # (N, T, H)
         valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None].to(x.device)
         h = x[valid]
-        k = self.cfg.upsample
-        logits = torch.zeros(n, t, k * self.num_classes, device=x.device, dtype=h.dtype)
+        logits = torch.zeros(n, t, self.num_classes, device=x.device, dtype=h.dtype)
         logits[valid] = self.head(h).to(logits.dtype)
-        logits = logits.reshape(n, t * k, self.num_classes)
-        return F.log_softmax(logits.float(), dim=-1), (lengths * k).to(x.device)
+        return F.log_softmax(logits.float(), dim=-1), lengths.to(x.device)
 
     def use_channels_last(self, enabled: bool) -> None:
         """Run the conv stack channels-last (weights and activations). oneDNN's NHWC kernels make a float32

@@ -48,8 +48,7 @@ class Stream:
         self.hop, self.n_fft, self.half = fe.hop_length, fe.n_fft, fe.n_fft // 2
         self.device = fe.window.device
         self._convs = model.conv_time_geometry
-        self._stride = model.rnn_stride  # feature frames per conv-stack (RNN) frame
-        self._upsample = model.cfg.upsample  # output frames per RNN frame
+        self._stride = model.time_stride
         self.reset()
 
     def reset(self) -> None:
@@ -59,7 +58,7 @@ class Stream:
         self._samples = 0
         self._feats = torch.zeros(self.model.frontend.num_features, 0, device=self.device)
         self._feat_start = self._feat_end = 0  # feature frames kept: [start, end)
-        self._out_next = 0  # next conv-stack output (RNN) frame
+        self._out_next = 0  # next conv-stack output frame
         self._states: list = [None] * len(self.model.rnns)
         self._held = torch.zeros(0, 1, self.model.cfg.rnn_hidden, device=self.device)  # awaiting lookahead
         self._ids: list[int] = []
@@ -140,7 +139,7 @@ class Stream:
             drop = end * self.hop - self._audio_start
             self._audio, self._audio_start = self._audio[drop:], end * self.hop
         if final:
-            out_end = int(self.model.output_lengths(torch.tensor([self._feat_end]))) // self._upsample
+            out_end = int(self.model.output_lengths(torch.tensor([self._feat_end])))
         else:
             last = self._field(0)[1]
             out_end = max(0, (self._feat_end - 1 - last) // self._stride + 1)
@@ -170,9 +169,8 @@ class Stream:
                 self._held = self._held[len(self._held) - la.context:]
             else:
                 x = self._held[:0]
-        logits = self.model.head(x[:, 0]).reshape(len(x) * self._upsample, self.model.num_classes) if len(x) else \
-            torch.zeros(0, self.model.num_classes, device=self.device)
-        lp = F.log_softmax(logits.float(), dim=-1)
+        lp = F.log_softmax(self.model.head(x[:, 0]).float(), dim=-1) if len(x) else torch.zeros(
+            0, self.model.num_classes, device=self.device)
         lp = lp.cpu()
         if self._search is not None:
             if len(lp):

@@ -448,9 +448,8 @@ def _screen(cfg: Config, exp: Path, group: Group, vocab: Vocabulary, model: Deep
 def _describe_model(cfg: Config, model: DeepSpeech2, n_outputs: int, group: Group, device: torch.device) -> str:
     m = cfg.model
     direction = "bi" if m.bidirectional else "uni"
-    rates = f"time stride {model.rnn_stride}" + (f", {m.upsample} output frames per RNN frame" if m.upsample > 1 else "")
     return (f"model: DeepSpeech2 {m.conv_layers} {m.conv_kind} conv + {m.rnn_layers} x {direction}"
-            f"{m.rnn_type.upper()}({m.rnn_hidden}), {n_outputs} outputs ({rates}), {model.num_parameters():,} parameters; "
+            f"{m.rnn_type.upper()}({m.rnn_hidden}), {n_outputs} outputs, {model.num_parameters():,} parameters; "
             f"device {device}" + (f"; data parallel over {group.world} processes" if group.enabled else ""))
 
 

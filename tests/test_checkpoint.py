@@ -139,7 +139,6 @@ def test_export_torchscript_parity_and_averaging(tmp_path):
     ("features.f_max=5500",),  # bidirectional GRU, log spectrogram up to 5.5 kHz
     ("model.bidirectional=false", "model.lookahead=3", "model.rnn_type=lstm", "model.rnn_layers=2",
      "features.kind=logmel", "features.n_mels=32"),  # streaming variant
-    ("model.conv_kind=subsample", "model.conv_time_stride=4", "model.upsample=2"),  # 2 output frames per RNN frame
 ])
 def test_export_onnx_parity_with_onnxruntime(tmp_path, overrides):
     import json as _json
