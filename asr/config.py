@@ -81,6 +81,7 @@ class SpecAugmentConfig:
     freq_width: int = 20  # bins
     time_masks: int = 2
     time_width: float = 0.05  # fraction of the utterance per mask
+    from_epoch: int = 1  # the first epoch that is masked (later ones let CTC leave its blank plateau unmasked)
 
 
 @dataclass
@@ -216,6 +217,10 @@ def validate(cfg: Any) -> None:
     for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob", "bandlimit_mp3"):
         if data is not None and not 0.0 <= getattr(data, key) <= 1.0:
             raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)}: must be in [0, 1]")
+    specaugment = getattr(cfg, "specaugment", None)
+    if specaugment is not None and specaugment.from_epoch < 1:
+        raise ConfigError(f"config key 'specaugment.from_epoch' = {specaugment.from_epoch}: must be 1 or more "
+                          "(epochs count from 1)")
     train = getattr(cfg, "train", None)
     if train is not None and train.init_from and not Path(train.init_from).is_file():
         raise ConfigError(f"config key 'train.init_from' = {train.init_from!r}: no such checkpoint")

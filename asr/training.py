@@ -255,13 +255,15 @@ class TrainStep(torch.nn.Module):
     def __init__(self, model: DeepSpeech2, specaugment, generator: torch.Generator, vtlp: float = 0.0):
         super().__init__()
         self.model, self.specaugment, self.generator, self.vtlp = model, specaugment, generator, vtlp
+        self.masking = True  # SpecAugment on (the training loop turns it off before specaugment.from_epoch)
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         warp = None
         if self.vtlp:
             warp = 1.0 + (2 * torch.rand(waves.shape[0], generator=self.generator) - 1) * self.vtlp
         feats, frames = self.model.frontend(waves, lengths, warp)
-        feats = spec_augment(feats, frames, self.specaugment, self.generator)
+        if self.masking:
+            feats = spec_augment(feats, frames, self.specaugment, self.generator)
         return self.model.forward_features(feats, frames)
 
 
@@ -533,7 +535,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = get_ctc_loss(t.loss)
     specaug_gen = torch.Generator().manual_seed(t.seed + group.rank)
-    step_model = TrainStep(model, cfg.specaugment, specaug_gen, cfg.data.vtlp)
+    step_model = train_step = TrainStep(model, cfg.specaugment, specaug_gen, cfg.data.vtlp)
     if group.enabled:
         step_model = torch.nn.parallel.DistributedDataParallel(
             step_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -547,6 +549,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         if t.max_steps and state.step >= t.max_steps:
             break
         progress, state.progress = state.progress or EpochProgress(), None
+        train_step.masking = epoch + 1 >= cfg.specaugment.from_epoch
         train_one_epoch(run, state, epoch, progress)
         dev = evaluate_loss_and_wer(model, dev_loader, vocab, loss_fn, device, group)
         if group.main:

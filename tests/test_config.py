@@ -29,6 +29,7 @@ def test_overrides_are_typed():
     (["data.bandlimit_rates=[8000,22050]", "data.bandlimit_prob=0.5"], "data.bandlimit_rates"),
     ("data.train_sources=[{manifest: a.jsonl, weight: -1}]", "data.train_sources[0].weight"),
     ("data.train_sources=[{weight: 2}]", "data.train_sources"),
+    ("specaugment.from_epoch=0", "specaugment.from_epoch"),
 ])
 def test_bad_keys_are_named(override, key):
     with pytest.raises(ConfigError) as e:

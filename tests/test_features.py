@@ -98,6 +98,29 @@ def test_spec_augment_masks():
     assert torch.equal(spec_augment(feats, lengths, SpecAugmentConfig(enabled=False)), feats)
 
 
+def test_spec_augment_starts_at_its_epoch(corpus, tmp_path):
+    """`specaugment.from_epoch=2` trains epoch 1 exactly as without SpecAugment, and masks epoch 2."""
+    import csv
+
+    from asr.config import load_config
+    from asr.training import train
+    from conftest import ROOT, TINY
+
+    def losses(name, *overrides):
+        cfg = load_config(ROOT / "conf" / "ds2_tiny.yaml", [
+            f"exp_dir={tmp_path / name}", f"data.train_manifest={corpus['train']}",
+            f"data.dev_manifest={corpus['dev']}", "train.epochs=2", *TINY, *overrides])
+        train(cfg)
+        with open(tmp_path / name / "metrics.csv") as f:
+            return [float(row["train_loss"]) for row in csv.DictReader(f)]
+
+    off = losses("off", "specaugment.enabled=false")
+    later = losses("later", "specaugment.enabled=true", "specaugment.from_epoch=2")
+    always = losses("always", "specaugment.enabled=true", "specaugment.from_epoch=1")
+    assert later[0] == off[0] and later[1] != off[1]
+    assert always[0] != off[0]
+
+
 def test_vtlp_moves_formants_and_keeps_the_band():
     f = 201
     mag = torch.zeros(3, f, 4)
