@@ -217,11 +217,12 @@ def validate(cfg: Any) -> None:
     for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob", "bandlimit_mp3"):
         if data is not None and not 0.0 <= getattr(data, key) <= 1.0:
             raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)}: must be in [0, 1]")
-    specaugment = getattr(cfg, "specaugment", None)
-    if specaugment is not None and specaugment.from_epoch < 1:
-        raise ConfigError(f"config key 'specaugment.from_epoch' = {specaugment.from_epoch}: must be 1 or more "
-                          "(epochs count from 1)")
-    train = getattr(cfg, "train", None)
+    specaugment, train = getattr(cfg, "specaugment", None), getattr(cfg, "train", None)
+    if specaugment is not None:
+        last = train.epochs if train is not None and specaugment.enabled else None  # masks that never start
+        if specaugment.from_epoch < 1 or (last is not None and specaugment.from_epoch > last):
+            raise ConfigError(f"config key 'specaugment.from_epoch' = {specaugment.from_epoch}: must be 1 or more"
+                              + (f" and at most train.epochs ({last})" if last is not None else ""))
     if train is not None and train.init_from and not Path(train.init_from).is_file():
         raise ConfigError(f"config key 'train.init_from' = {train.init_from!r}: no such checkpoint")
     model = getattr(cfg, "model", None)

@@ -30,6 +30,7 @@ def test_overrides_are_typed():
     ("data.train_sources=[{manifest: a.jsonl, weight: -1}]", "data.train_sources[0].weight"),
     ("data.train_sources=[{weight: 2}]", "data.train_sources"),
     ("specaugment.from_epoch=0", "specaugment.from_epoch"),
+    (["train.epochs=2", "specaugment.from_epoch=3"], "specaugment.from_epoch"),  # masks that would never start
 ])
 def test_bad_keys_are_named(override, key):
     with pytest.raises(ConfigError) as e:
