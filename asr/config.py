@@ -27,6 +27,8 @@ class SourceConfig:
     manifest: str = MISSING
     weight: float = 1.0  # times each of its utterances is seen per epoch (0.5: a new half each epoch)
     name: str = ""  # for the log (default: the manifest's file name)
+    # the most of its draws an epoch one speaker may take (asr.data.speaker_capped_weights); 1.0: no cap
+    speaker_share_max: float = 1.0
 
 
 @dataclass
@@ -210,6 +212,10 @@ def validate(cfg: Any) -> None:
             if not 0.0 < w <= 100.0:
                 key = "data.train_weight" if i == 0 else f"data.train_sources[{i - 1}].weight"
                 raise ConfigError(f"config key {key!r} = {w}: must be in (0, 100]")
+        for i, src in enumerate(data.train_sources):
+            if not 0.0 < src.speaker_share_max <= 1.0:
+                raise ConfigError(f"config key 'data.train_sources[{i}].speaker_share_max' = "
+                                  f"{src.speaker_share_max}: must be in (0, 1]")
         rates_ok = data.bandlimit_rates and all(0 < r < cfg.features.sample_rate for r in data.bandlimit_rates)
         if data.bandlimit_prob and not rates_ok:
             raise ConfigError(f"config key 'data.bandlimit_rates' = {list(data.bandlimit_rates)}: each must be "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,6 +329,27 @@ def weighted_indices(sources: Sequence[int], weights: Sequence[float], rng: rand
         whole, part = divmod(float(weights[s]), 1.0)
         out += idx * int(whole) + sorted(rng.sample(idx, int(round(part * len(idx)))))
     return sorted(out)
+
+
+def speaker_capped_weights(speakers: Sequence[str], weight: float, max_share: float) -> dict[str, float]:
+    """Per-clip weights by speaker for a source of weight `weight` in which no speaker may take more than
+    `max_share` of the epoch's draws (`weight` x clips). A capped speaker's clips are drawn less often, and the
+    draws it gives up go to the other speakers' clips alike, so the source's audio an epoch stays the same.
+
+    Two game heroes speak over half of their games' clips: uncapped, an epoch is mostly two voices."""
+    counts = Counter(speakers)
+    if max_share * len(counts) < 1.0:
+        raise ValueError(f"{len(counts)} speakers cannot each stay under {max_share:g} of the draws")
+    draws = weight * len(speakers)
+    capped: set[str] = set()
+    while True:
+        free = [s for s in counts if s not in capped]
+        rate = (draws - max_share * draws * len(capped)) / sum(counts[s] for s in free)
+        over = {s for s in free if rate * counts[s] > max_share * draws}
+        if not over:
+            break
+        capped |= over
+    return {s: max_share * draws / counts[s] if s in capped else rate for s in counts}
 
 
 class BucketBatchSampler(Sampler[list[Item]]):

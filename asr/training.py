@@ -14,6 +14,8 @@ import os
 import random
 import sys
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,8 @@ from . import allocator
 from .atomic import atomic_write
 from .checkpoint import FORMAT_VERSION, inference_view, keep_best, load_checkpoint, save_checkpoint, save_last
 from .config import Config, DataConfig, save_config, to_dict
-from .data import BandLimit, Batch, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, make_batches
+from .data import (BandLimit, Batch, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, make_batches,
+                   speaker_capped_weights)
 from .decoding import greedy_decode
 from .distributed import Group, any_rank, barrier, gather, join, leave
 from .features import num_frames, spec_augment
@@ -120,6 +123,36 @@ def describe_sources(sources: list[tuple[str, float, list[Utterance]]]) -> str:
     parts = [f"{name} {len(utts)} utterances x {weight:g} = {h:.2f} h ({100 * h / max(sum(hours), 1e-9):.0f}%)"
              for (name, weight, utts), h in zip(sources, hours)]
     return f"training sources per epoch: {'; '.join(parts)}"
+
+
+def sampling_groups(sources: list[tuple[str, float, list[Utterance]]], caps: Sequence[float]) -> tuple[list[int], list[float]]:
+    """The sampler's group of each training utterance and each group's per-clip weight: a source is one group,
+    or one per speaker where its speaker cap (`caps[k]` < 1, SourceConfig.speaker_share_max) applies."""
+    group_of: list[int] = []
+    weights: list[float] = []
+    for (name, weight, utts), cap in zip(sources, caps):
+        if cap >= 1.0:
+            group_of += [len(weights)] * len(utts)
+            weights.append(weight)
+            continue
+        missing = sum(u.speaker is None for u in utts)
+        if missing:
+            raise ValueError(f"training source {name!r}: {missing} of {len(utts)} utterances name no speaker, so "
+                             f"its speaker_share_max = {cap:g} cannot apply")
+        try:
+            per_clip = speaker_capped_weights([u.speaker for u in utts], weight, cap)
+        except ValueError as e:
+            raise ValueError(f"training source {name!r}: {e} (speaker_share_max)") from None
+        index = {spk: len(weights) + i for i, spk in enumerate(per_clip)}
+        group_of += [index[u.speaker] for u in utts]
+        weights += list(per_clip.values())
+        counts = Counter(u.speaker for u in utts)
+        capped = sorted((s for s in per_clip if per_clip[s] < weight), key=lambda s: -counts[s])
+        hours = sum(per_clip[u.speaker] * u.duration for u in utts) / 3600
+        log.info(f"{name}: speakers capped at {cap:.0%} of its draws: "
+                 + ", ".join(f"{s} {counts[s] / len(utts):.0%} of its clips, each x{per_clip[s]:.2f}" for s in capped)
+                 + f"; the others' clips x{max(per_clip.values()):.2f}; {hours:.2f} h an epoch")
+    return group_of, weights
 
 
 def _lr_lambda(cfg: Config, total_steps: int):
@@ -378,12 +411,12 @@ def _loaders(cfg: Config, vocab: Vocabulary, sources: list[tuple[str, float, lis
                            cfg.data.bandlimit_mp3)
                  if cfg.data.bandlimit_prob else None)
     train_utts = [u for _, _, utts in sources for u in utts]
-    source_of = [k for k, (_, _, utts) in enumerate(sources) for _ in utts]
+    group_of, group_weights = sampling_groups(sources, [1.0] + [src.speaker_share_max for src in cfg.data.train_sources])
     train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
                                  cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb, bandlimit)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
                                  t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob,
-                                 source_of, [weight for _, weight, _ in sources])
+                                 group_of, group_weights)
     if cfg.data.concat_prob:
         per_epoch = sum(round(weight * len(utts)) for _, weight, utts in sources)
         log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(per_epoch * cfg.data.concat_prob) // 2} pairs "

@@ -29,6 +29,7 @@ def test_overrides_are_typed():
     (["data.bandlimit_rates=[8000,22050]", "data.bandlimit_prob=0.5"], "data.bandlimit_rates"),
     ("data.train_sources=[{manifest: a.jsonl, weight: -1}]", "data.train_sources[0].weight"),
     ("data.train_sources=[{weight: 2}]", "data.train_sources"),
+    ("data.train_sources=[{manifest: a.jsonl, speaker_share_max: 0}]", "data.train_sources[0].speaker_share_max"),
     ("specaugment.from_epoch=0", "specaugment.from_epoch"),
     (["train.epochs=2", "specaugment.from_epoch=3"], "specaugment.from_epoch"),  # masks that would never start
 ])

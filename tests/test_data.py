@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from asr.audio import AudioError
 from asr.data import (BandLimit, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, join_pairs,
-                      pad_with_silence, weighted_indices)
+                      pad_with_silence, speaker_capped_weights, weighted_indices)
 from asr.manifest import read_manifest
 from asr.text import CharVocabulary
 
@@ -206,6 +206,55 @@ def test_mixed_sampler_shares_change_each_epoch_and_resume_exactly():
     assert list(again) == list(s)[3:]
     with pytest.raises(ValueError, match="source"):
         BucketBatchSampler(durations, 8, sources=[0, 1], weights=[1.0])
+
+
+@given(st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=80), st.floats(0.1, 1.0), st.floats(0.1, 3.0))
+@settings(max_examples=80, deadline=None)
+def test_speaker_cap_keeps_the_draws_and_holds_every_speaker_under_it(speakers, cap, weight):
+    """The source's draws stay weight x clips; no speaker takes more than the cap of them; a speaker's clips are
+    drawn less often only when it is capped, and all uncapped speakers' clips alike."""
+    counts = {s: speakers.count(s) for s in set(speakers)}
+    if cap * len(counts) < 1.0:
+        with pytest.raises(ValueError, match="speakers cannot each stay under"):
+            speaker_capped_weights(speakers, weight, cap)
+        return
+    per_clip = speaker_capped_weights(speakers, weight, cap)
+    draws = weight * len(speakers)
+    assert sum(per_clip[s] * n for s, n in counts.items()) == pytest.approx(draws)
+    assert all(per_clip[s] * n <= cap * draws * (1 + 1e-9) for s, n in counts.items())
+    rate = max(per_clip.values())
+    assert all(w == pytest.approx(rate) or counts[s] * w == pytest.approx(cap * draws) for s, w in per_clip.items())
+    if cap == 1.0:
+        assert all(w == pytest.approx(weight) for w in per_clip.values())
+
+
+def test_a_capped_source_in_the_sampler_gives_its_hero_a_fifth_of_each_epoch(tmp_path):
+    """A game whose hero speaks 60 of 100 clips, capped at 20%: every epoch the hero gets 20 of the 100 draws
+    (a new 20 each epoch) and the four others' 40 clips come twice each (the 80 left); a source without speakers
+    is refused by name."""
+    from asr.manifest import Utterance
+    from asr.training import sampling_groups
+
+    def utt(i, speaker):
+        return Utterance(audio_filepath=f"{i}.wav", duration=1.0 + i % 7, text="a", speaker=speaker)
+
+    game = [utt(i, "hero" if i < 60 else f"s{i % 4}") for i in range(100)]
+    synthetic = [utt(i, None) for i in range(100, 150)]
+    group_of, weights = sampling_groups([("train", 1.0, synthetic), ("game", 1.0, game)], [1.0, 0.2])
+    sampler = BucketBatchSampler([u.duration for u in synthetic + game], 8, seed=1, sources=group_of, weights=weights)
+    heroes = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        flat = [i for b in sampler for i in b]
+        assert sorted(i for i in flat if i < 50) == list(range(50))
+        assert sum(50 <= i < 110 for i in flat) == 20 and sum(i >= 110 for i in flat) == 80
+        assert all(flat.count(i) == 2 for i in range(110, 150))
+        heroes.append({i for i in flat if 50 <= i < 110})
+    assert heroes[0] != heroes[1]
+    with pytest.raises(ValueError, match="'train': 50 of 50 utterances name no speaker"):
+        sampling_groups([("train", 1.0, synthetic)], [0.5])
+    with pytest.raises(ValueError, match="'game': 5 speakers cannot each stay under 0.1"):
+        sampling_groups([("game", 1.0, game)], [0.1])
 
 
 def test_bandlimit_removes_energy_above_half_the_rate_and_keeps_length():
