@@ -345,7 +345,7 @@ def speaker_capped_weights(speakers: Sequence[str], weight: float, max_share: fl
     while True:
         free = [s for s in counts if s not in capped]
         rate = (draws - max_share * draws * len(capped)) / sum(counts[s] for s in free)
-        over = {s for s in free if rate * counts[s] > max_share * draws}
+        over = {s for s in free if rate * counts[s] > max_share * draws * (1 + 1e-9)}  # the last one may equal it
         if not over:
             break
         capped |= over

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from asr.audio import AudioError
@@ -209,6 +209,8 @@ def test_mixed_sampler_shares_change_each_epoch_and_resume_exactly():
 
 
 @given(st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=80), st.floats(0.1, 1.0), st.floats(0.1, 3.0))
+@example(list("abc" * 3 + "a" * 20), 1 / 3, 1.0)  # a cap of exactly 1/speakers: every speaker ends at it
+@example(list("abcdefg" * 2 + "a" * 9), 1 / 7, 0.7)
 @settings(max_examples=80, deadline=None)
 def test_speaker_cap_keeps_the_draws_and_holds_every_speaker_under_it(speakers, cap, weight):
     """The source's draws stay weight x clips; no speaker takes more than the cap of them; a speaker's clips are
