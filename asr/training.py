@@ -239,9 +239,11 @@ def describe_compute(device: torch.device, dtype: torch.dtype) -> str:
     precision = str(dtype).replace("torch.", "") + (" autocast" if dtype != torch.float32 else "")
     if device.type != "cpu":
         return f"compute: {device.type} ({torch.cuda.get_device_name(device)}), {precision}"
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    # ATen's, oneDNN's and MKL's kernels each pick their ISA: an AVX2 host is emulated only when all three are limited
+    limits = "".join(f", {lib} limited to {os.environ[var]}" for lib, var in
+                     (("oneDNN", "ONEDNN_MAX_CPU_ISA"), ("MKL", "MKL_ENABLE_INSTRUCTIONS")) if os.environ.get(var))
     return (f"compute: cpu, {torch.get_num_threads()} threads, torch kernels {torch.backends.cpu.get_cpu_capability()}"
-            f"{f', oneDNN limited to {onednn}' if onednn else ''}, oneDNN bf16 kernels "
+            f"{limits}, oneDNN bf16 kernels "
             f"{'yes' if cpu_has_bf16_kernels() else 'no'}; {precision}; conv stack "
             f"{'channels-last' if dtype == torch.float32 else 'contiguous'}")
 

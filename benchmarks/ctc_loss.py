@@ -1,7 +1,8 @@
 """CTC loss speed and memory: ours (asr.ctc) against torch.nn.functional.ctc_loss, same inputs, same run.
 
     python benchmarks/ctc_loss.py [--device cpu|cuda] [--repeats 5]
-    NUMBA_CPU_NAME=haswell ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/ctc_loss.py  # an AVX2 CPU
+    NUMBA_CPU_NAME=haswell ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/ctc_loss.py  # an AVX2 CPU
 
 Times forward+backward (median of --repeats after a warm-up) at four shapes (character and BPE-sized
 vocabularies, short and long utterances) and reports the extra peak memory of each (peak resident set above the inputs on CPU, Linux only; allocator peak on CUDA), measured in a fresh
@@ -92,7 +93,8 @@ def main() -> None:
     if args.child:
         peak_memory_child(args.child[0], tuple(int(x) for x in args.child[1].split(",")), args.device)
         return
-    isa = {k: os.environ[k] for k in ("NUMBA_CPU_NAME", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    isa = {k: os.environ[k] for k in ("NUMBA_CPU_NAME", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                      "MKL_ENABLE_INSTRUCTIONS") if k in os.environ}
     print(f"CTC loss forward+backward, device {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}, "
           f"torch's CPU kernels {torch.backends.cpu.get_cpu_capability()}{', ' + str(isa) if isa else ''}")

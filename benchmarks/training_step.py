@@ -13,7 +13,8 @@ It runs under tcmalloc where installed, as the `asr` command does (benchmarks/al
 Roofline: the step's matmul and convolution FLOPs (forward and backward, counted by torch's FlopCounterMode)
 over its time, against the machine's measured matmul peak (a large float32 or bf16 GEMM on all threads):
 how far from the hardware's limit each row is. An AVX2 CPU is emulated on any host with
-`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 NUMBA_CPU_NAME=haswell` (float32 rows only).
+`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 NUMBA_CPU_NAME=haswell` (float32
+rows only; without the MKL variable an Intel host's GEMMs keep their AVX-512 code: peak 360 against 231 GFLOP/s).
 """
 from __future__ import annotations
 
