@@ -131,7 +131,7 @@ def sampling_groups(sources: list[tuple[str, float, list[Utterance]]], caps: Seq
     group_of: list[int] = []
     weights: list[float] = []
     for (name, weight, utts), cap in zip(sources, caps):
-        if cap >= 1.0:
+        if cap >= 1.0 or not utts:  # an empty source (a game not installed) has no speaker to cap
             group_of += [len(weights)] * len(utts)
             weights.append(weight)
             continue

@@ -233,7 +233,7 @@ def test_speaker_cap_keeps_the_draws_and_holds_every_speaker_under_it(speakers, 
 def test_a_capped_source_in_the_sampler_gives_its_hero_a_fifth_of_each_epoch(tmp_path):
     """A game whose hero speaks 60 of 100 clips, capped at 20%: every epoch the hero gets 20 of the 100 draws
     (a new 20 each epoch) and the four others' 40 clips come twice each (the 80 left); a source without speakers
-    is refused by name."""
+    is refused by name, an empty one (a game not installed) is not."""
     from asr.manifest import Utterance
     from asr.training import sampling_groups
 
@@ -257,6 +257,7 @@ def test_a_capped_source_in_the_sampler_gives_its_hero_a_fifth_of_each_epoch(tmp
         sampling_groups([("train", 1.0, synthetic)], [0.5])
     with pytest.raises(ValueError, match="'game': 5 speakers cannot each stay under 0.1"):
         sampling_groups([("game", 1.0, game)], [0.1])
+    assert sampling_groups([("train", 1.0, synthetic[:2]), ("game", 0.75, [])], [1.0, 0.2]) == ([0, 0], [1.0, 0.75])
 
 
 def test_bandlimit_removes_energy_above_half_the_rate_and_keeps_length():
