@@ -2,19 +2,38 @@
 
 `torch.nn.GRU` on a CPU runs one small cell per time step and lets autograd differentiate each of
 them: every step adds its own weight gradient into the running sum, which is most of the time of a
-DeepSpeech2 training step. Here only the recurrence itself is sequential. The forward keeps the
-hidden states; the backward recomputes every gate at once from them, walks back through time with
-one matrix product per step, and forms the weight gradients with one matrix product over all steps.
+DeepSpeech2 training step. Here only the recurrence itself is sequential: each time step is one
+matrix product (PyTorch) and one pass of C over the gates (asr/gru_kernel.c). The forward saves the
+gates; the backward walks back through time with one product and one pass a step, summing the bias
+gradients as it goes, and forms the weight gradients with one matrix product over all steps.
 
 Same parameters, gate order (r, z, n) and results as `nn.GRU` (to float tolerance), so models move
 freely between the two: `DeepSpeech2` uses this for CPU training and `nn.GRU` everywhere else.
-Under autocast the matrix products run in the autocast dtype and the gates and states in float32.
+Under autocast the matrix products run in the autocast dtype (bf16) and the gates and states in float32.
+The C kernels are built on first use with the system C compiler (`cc`, or $CC) into ~/.cache/asr/;
+`kernels_ready()` says whether that worked, and training falls back to `nn.GRU` when it did not.
 """
 from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+
+KERNEL_SOURCE = Path(__file__).with_name("gru_kernel.c")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr"
+# the kernels' vector ISA follows the one PyTorch's own kernels use (ATEN_CPU_CAPABILITY emulates an AVX2 CPU)
+ISA_FLAGS = {"AVX2": ["-mavx2", "-mfma"], "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma"]}
+# (state dtype, product dtype) -> kernel name in gru_kernel.c
+KERNEL_NAMES = {(torch.float32, torch.float32): "f32", (torch.float32, torch.bfloat16): "bf16",
+                (torch.float64, torch.float64): "f64"}
 
 
 def gru_packed(rnn: nn.GRU, x: PackedSequence, sum_directions: bool = False) -> PackedSequence:
@@ -24,6 +43,9 @@ def gru_packed(rnn: nn.GRU, x: PackedSequence, sum_directions: bool = False) -> 
         raise ValueError("gru_packed supports single-layer GRUs with biases")
     sd = torch.promote_types(rnn.weight_hh_l0.dtype, torch.float32)
     cd = torch.get_autocast_dtype(x.data.device.type) if torch.is_autocast_enabled(x.data.device.type) else sd
+    if (sd, cd) not in KERNEL_NAMES or x.data.device.type != "cpu":
+        raise ValueError(f"gru_packed runs on the CPU with float32, float64 or bf16 autocast, not {sd} with "
+                         f"{cd} products on {x.data.device.type}")
     steps = x.batch_sizes.tolist()
     outs = []
     for suffix in (["", "_reverse"] if rnn.bidirectional else [""]):
@@ -32,6 +54,50 @@ def gru_packed(rnn: nn.GRU, x: PackedSequence, sum_directions: bool = False) -> 
     if len(outs) == 1:
         return x._replace(data=outs[0])
     return x._replace(data=outs[0] + outs[1] if sum_directions else torch.cat(outs, dim=1))
+
+
+@functools.cache
+def kernels() -> ctypes.CDLL:
+    """The gate kernels, compiled for this CPU on first use (cached by source and flags; about 0.3 s)."""
+    isa = torch.backends.cpu.get_cpu_capability()
+    flags = ["-O3", "-ffast-math", "-fopenmp-simd", "-fPIC", "-shared", *ISA_FLAGS.get(isa, [])]
+    compiler = os.environ.get("CC", "cc")
+    source = KERNEL_SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
+    lib = CACHE / f"gru_kernel-{isa.lower()}-{key}.so"
+    if not lib.exists():
+        try:
+            CACHE.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=CACHE, suffix=".so")
+            os.close(fd)
+        except OSError as err:
+            raise RuntimeError(f"cannot write the compiled kernels into {CACHE}: {err}") from err
+        try:
+            done = subprocess.run([compiler, *flags, str(KERNEL_SOURCE), "-o", tmp, "-lm"], capture_output=True,
+                                  text=True)
+            if done.returncode:
+                raise RuntimeError(f"building {KERNEL_SOURCE.name} with {compiler} failed: {done.stderr.strip()}")
+            os.replace(tmp, lib)
+        except OSError as err:  # no compiler at all
+            raise RuntimeError(f"building {KERNEL_SOURCE.name} needs a C compiler ({compiler}): {err}") from err
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    dll = ctypes.CDLL(str(lib))
+    ptr, n = ctypes.c_void_p, ctypes.c_long
+    for name in KERNEL_NAMES.values():
+        getattr(dll, f"{name}_forward").argtypes = [n, n, n] + [ptr] * 8
+        getattr(dll, f"{name}_backward").argtypes = [n, n, n] + [ptr] * 7
+        getattr(dll, f"{name}_forward").restype = getattr(dll, f"{name}_backward").restype = None
+    return dll
+
+
+def kernels_ready() -> str | None:
+    """None when the gate kernels build and load here, else why not (training then uses nn.GRU)."""
+    try:
+        kernels()
+    except RuntimeError as err:
+        return str(err)
+    return None
 
 
 def _chunks(steps: list[int], reverse: bool) -> list[tuple[int, int]]:
@@ -43,17 +109,15 @@ def _chunks(steps: list[int], reverse: bool) -> list[tuple[int, int]]:
     return chunks[::-1] if reverse else chunks
 
 
-def _previous_rows(steps: list[int], reverse: bool) -> torch.Tensor:
-    """For each packed row, the row holding its previous hidden state (len(rows) for a zero state)."""
-    sizes = torch.tensor(steps)
-    total = int(sizes.sum())
-    offsets = torch.cumsum(sizes, 0) - sizes
-    t = torch.repeat_interleave(torch.arange(len(steps)), sizes)
-    i = torch.arange(total) - offsets[t]
-    if not reverse:
-        return torch.where(t > 0, offsets[(t - 1).clamp(min=0)] + i, total)
-    nxt = (t + 1).clamp(max=len(steps) - 1)
-    return torch.where((t + 1 < len(steps)) & (i < sizes[nxt]), offsets[nxt] + i, total)
+class _Rows:
+    """Addresses of row `i` of a contiguous 2-D tensor, for the kernels (None stays NULL)."""
+
+    def __init__(self, t: torch.Tensor | None):
+        self.base = t.data_ptr() if t is not None else None
+        self.stride = t.stride(0) * t.element_size() if t is not None else 0
+
+    def __getitem__(self, i: int) -> int | None:
+        return None if self.base is None else self.base + i * self.stride
 
 
 class _GRUDirection(torch.autograd.Function):
@@ -62,64 +126,55 @@ class _GRUDirection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, steps, reverse, cd, sd, w_ih, w_hh, b_ih, b_hh):
         hidden = w_hh.shape[1]
-        w_hh_t, b_hh_c = w_hh.to(cd).t().contiguous(), b_hh.to(cd)
-        gi = torch.addmm(b_ih.to(cd), x.to(cd), w_ih.to(cd).t()).to(sd)
+        step = getattr(kernels(), f"{KERNEL_NAMES[(sd, cd)]}_forward")
+        w_hh_t, b_hh_c = w_hh.to(cd).t().contiguous(), b_hh.to(cd).contiguous()
+        gi = torch.addmm(b_ih.to(cd), x.to(cd), w_ih.to(cd).t()).to(sd).contiguous()
         out = x.new_empty(x.shape[0], hidden, dtype=sd)
-        # forwards, sequences only end, so a step's state is the head of the previous step's output rows;
-        # backwards they also begin, from zero rows of `state`
-        state = h = out.new_zeros(max(steps), hidden)
+        out_c = out if cd == sd else torch.empty_like(out, dtype=cd)  # the states in the products' dtype
+        h_prev_c = torch.empty_like(out_c)  # each row's previous state, for the weight gradient
+        saved = out.new_empty(x.shape[0], 5 * hidden)  # r, z, n, W_hn h + b_hn, h_prev - n
+        gh = out_c.new_empty(max(steps), 3 * hidden)
+        rows = [_Rows(t) for t in (gi, out, out_c, h_prev_c, saved)]
+        gi_r, out_r, out_c_r, h_prev_c_r, saved_r = rows
+        prev, n_prev = 0, 0
         for start, n in _chunks(steps, reverse):
-            h = state[:n] if reverse else h[:n]
-            gh = torch.addmm(b_hh_c, h.to(cd), w_hh_t)
-            g = gi[start:start + n]
-            rz = torch.sigmoid_(g[:, : 2 * hidden] + gh[:, : 2 * hidden])
-            n_gate = torch.tanh_(torch.addcmul(g[:, 2 * hidden:], rz[:, :hidden], gh[:, 2 * hidden:]))
-            if reverse:
-                torch.lerp(n_gate, h, rz[:, hidden:], out=h)
-                out[start:start + n] = h
-            else:
-                h = torch.lerp(n_gate, h, rz[:, hidden:], out=out[start:start + n])
-        ctx.save_for_backward(x, out, gi, w_ih, w_hh, b_hh)
+            m = min(n, n_prev)  # rows whose previous state is not zero (backwards, sequences begin)
+            if m:
+                torch.addmm(b_hh_c, out_c[prev:prev + m], w_hh_t, out=gh[:m])
+            step(n, n_prev, hidden, gi_r[start], gh.data_ptr(), b_hh_c.data_ptr(), out_r[prev], out_r[start],
+                 out_c_r[start], h_prev_c_r[start], saved_r[start])
+            prev, n_prev = start, n
+        ctx.save_for_backward(x, saved, h_prev_c, w_ih, w_hh)
         ctx.steps, ctx.reverse, ctx.cd, ctx.sd = steps, reverse, cd, sd
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, out, gi, w_ih, w_hh, b_hh = ctx.saved_tensors
+        x, saved, h_prev_c, w_ih, w_hh = ctx.saved_tensors
         steps, reverse, cd, sd = ctx.steps, ctx.reverse, ctx.cd, ctx.sd
         hidden = w_hh.shape[1]
         two = 2 * hidden
-        grad_out = grad_out.to(sd)
-        prev = _previous_rows(steps, reverse).to(x.device)
-        h_prev = torch.cat([out, out.new_zeros(1, hidden)])[prev]
-        gh = torch.addmm(b_hh.to(cd), h_prev.to(cd), w_hh.to(cd).t()).to(sd)
-        rz = torch.sigmoid(gi[:, :two] + gh[:, :two])
-        r, z = rz[:, :hidden], rz[:, hidden:]
-        n_gate = torch.tanh(torch.addcmul(gi[:, two:], r, gh[:, two:]))
-        # d(pre-activation)/d(new state) of the r and z gates and of the n third of W_hh h, all steps at once
-        k_n = (1 - z) * (1 - n_gate * n_gate)
-        k_rz = torch.stack([gh[:, two:] * r * (1 - r) * k_n, (h_prev - n_gate) * z * (1 - z)], dim=1)
-        k_hn = k_n * r
-        d_gh = torch.empty_like(gh)  # d loss / d(W_hh h + b_hh); its r and z thirds are also d loss / d gi's
-        d_h = torch.empty_like(out)  # d loss / d(new state)
-        w_hh_c = w_hh.to(cd)
-        # d loss / d(state) passed back from the later step; rows of sequences that end later stay zero
+        step = getattr(kernels(), f"{KERNEL_NAMES[(sd, cd)]}_backward")
+        grad_out = grad_out.to(sd).contiguous()
+        d_gh = x.new_empty(x.shape[0], 3 * hidden, dtype=cd)  # d loss / d(W_hh h + b_hh): r, z thirds = d gi's
+        d_n = x.new_empty(x.shape[0], hidden, dtype=cd)  # the n third of d loss / d gi
+        grad_b = x.new_zeros(4 * hidden, dtype=sd)  # d b_hh, then d b_ih's n third
+        # d loss / d(state) from the later step outside its product; rows of sequences that end later stay zero
         carry = grad_out.new_zeros(max(steps), hidden)
+        w_hh_c = w_hh.to(cd)
+        go_r, saved_r, d_gh_r, d_n_r = (_Rows(t) for t in (grad_out, saved, d_gh, d_n))
+        later, n_later = 0, 0
         for start, n in _chunks(steps, reverse)[::-1]:
-            rows = slice(start, start + n)
-            dh = torch.add(carry[:n], grad_out[rows], out=d_h[rows])
-            dg = d_gh[rows]
-            torch.mul(dh[:, None], k_rz[rows], out=dg[:, :two].unflatten(1, (2, hidden)))
-            torch.mul(dh, k_hn[rows], out=dg[:, two:])
-            torch.addcmul(torch.mm(dg.to(cd), w_hh_c), dh, z[rows], out=carry[:n])
-        d_n = d_h * k_n  # the n third of d loss / d gi
-        d_rz, d_n_c = d_gh[:, :two].to(cd), d_n.to(cd)
-        w_ih_c = w_ih.to(cd)
+            m = min(n, n_later)
+            mm = torch.mm(d_gh[later:later + m], w_hh_c) if m else None
+            step(n, m, hidden, None if mm is None else mm.data_ptr(), go_r[start], saved_r[start], carry.data_ptr(),
+                 d_gh_r[start], d_n_r[start], grad_b.data_ptr())
+            later, n_later = start, n
+        w_ih_c, x_c = w_ih.to(cd), x.to(cd)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.addmm(d_rz @ w_ih_c[:two], d_n_c, w_ih_c[two:]).to(x.dtype)
-        x_c = x.to(cd)
-        grad_w_ih = torch.cat([d_rz.t() @ x_c, d_n_c.t() @ x_c]).to(w_ih.dtype)
-        grad_w_hh = (d_gh.to(cd).t() @ h_prev.to(cd)).to(w_hh.dtype)
-        grad_b_ih = torch.cat([d_gh[:, :two].sum(0), d_n.sum(0)]).to(w_ih.dtype)
-        return grad_x, None, None, None, None, grad_w_ih, grad_w_hh, grad_b_ih, d_gh.sum(0).to(w_hh.dtype)
+            grad_x = torch.addmm(d_gh[:, :two] @ w_ih_c[:two], d_n, w_ih_c[two:]).to(x.dtype)
+        grad_w_ih = torch.cat([d_gh[:, :two].t() @ x_c, d_n.t() @ x_c]).to(w_ih.dtype)
+        grad_w_hh = (d_gh.t() @ h_prev_c).to(w_hh.dtype)
+        grad_b_ih = torch.cat([grad_b[:two], grad_b[3 * hidden:]]).to(w_ih.dtype)
+        return grad_x, None, None, None, None, grad_w_ih, grad_w_hh, grad_b_ih, grad_b[:3 * hidden].to(w_hh.dtype)

@@ -32,6 +32,7 @@ from .data import (BandLimit, Batch, BucketBatchSampler, NoiseMixer, Reverb, Utt
 from .decoding import greedy_decode
 from .distributed import Group, any_rank, barrier, gather, join, leave
 from .features import num_frames, spec_augment
+from .gru import kernels_ready as gru_kernels_ready
 from .inference import resolve_device
 from .losses import get_ctc_loss
 from .manifest import Utterance, read_manifest
@@ -498,7 +499,11 @@ def _place_model(cfg: Config, model: DeepSpeech2, train_set: UtteranceDataset, s
                                                               for idx in sampler.batches[::max(1, len(sampler) // 20)]))
         model.frontend.fit_global_stats(stats_batches)
     model.to(device)
-    model.use_own_cpu_gru(cfg.train.cpu_gru == "asr")
+    own_gru = cfg.train.cpu_gru == "asr" and device.type == "cpu" and cfg.model.rnn_type == "gru"
+    why_not = gru_kernels_ready() if own_gru else None
+    if why_not:
+        log.warning(f"asr.gru's C kernels are unavailable, so the GRUs train as nn.GRU (~3x slower): {why_not}")
+    model.use_own_cpu_gru(own_gru and not why_not)
     if cfg.train.compile:
         model.compile_features_and_conv()
         log.info("torch.compile: front-end and conv stack (the first batches of each new shape compile)")

