@@ -47,7 +47,7 @@ class Stepper:
         self.model = DeepSpeech2(cfg.model, cfg.features, NUM_CLASSES).to(device).train()
         self.model.use_own_cpu_gru(own_gru)
         self.model.use_channels_last(device.type == "cpu" and dtype is None)  # as training chooses
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)  # as training chooses
         self.loss_fn = get_ctc_loss(cfg.train.loss)
         self.sr, self.device, self.dtype = cfg.features.sample_rate, device, dtype
 
