@@ -91,7 +91,23 @@ class _MaskedConv(nn.Module):
                 lengths = conv_output_frames(lengths, *time_geometry(layer))
             mask = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None].to(x.device)
             x = x * mask[:, None, None, :]
+        if self.channels_last and x.requires_grad:
+            x = _ChannelsLastGrad.apply(x)
         return x, lengths
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose gradient goes back channels-last. The reshape after the convs hands back a contiguous
+    gradient, and BatchNorm's backward over a channels-last input and a contiguous gradient took 5x longer
+    (28 against 5.6 ms for the default's last conv layer with AVX2 kernels)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
 
 
 class _BatchRNN(nn.Module):
