@@ -60,7 +60,7 @@ def gru_packed(rnn: nn.GRU, x: PackedSequence, sum_directions: bool = False) -> 
 def kernels() -> ctypes.CDLL:
     """The gate kernels, compiled for this CPU on first use (cached by source and flags; about 0.3 s)."""
     isa = torch.backends.cpu.get_cpu_capability()
-    flags = ["-O3", "-ffast-math", "-fopenmp-simd", "-fPIC", "-shared", *ISA_FLAGS.get(isa, [])]
+    flags = ["-O3", "-ffast-math", "-fopenmp-simd", "-fPIC", *ISA_FLAGS.get(isa, [])]
     compiler = os.environ.get("CC", "cc")
     source = KERNEL_SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
@@ -73,15 +73,18 @@ def kernels() -> ctypes.CDLL:
         except OSError as err:
             raise RuntimeError(f"cannot write the compiled kernels into {CACHE}: {err}") from err
         try:
-            done = subprocess.run([compiler, *flags, str(KERNEL_SOURCE), "-o", tmp, "-lm"], capture_output=True,
-                                  text=True)
-            if done.returncode:
-                raise RuntimeError(f"building {KERNEL_SOURCE.name} with {compiler} failed: {done.stderr.strip()}")
+            # compile and link apart: linking with -ffast-math adds crtfastmath.o, which would flush subnormals
+            # to zero in the whole process as soon as the library loads
+            for args in ([*flags, "-c", str(KERNEL_SOURCE), "-o", f"{tmp}.o"], ["-shared", f"{tmp}.o", "-o", tmp, "-lm"]):
+                done = subprocess.run([compiler, *args], capture_output=True, text=True)
+                if done.returncode:
+                    raise RuntimeError(f"building {KERNEL_SOURCE.name} with {compiler} failed: {done.stderr.strip()}")
             os.replace(tmp, lib)
         except OSError as err:  # no compiler at all
             raise RuntimeError(f"building {KERNEL_SOURCE.name} needs a C compiler ({compiler}): {err}") from err
         finally:
             Path(tmp).unlink(missing_ok=True)
+            Path(f"{tmp}.o").unlink(missing_ok=True)
     dll = ctypes.CDLL(str(lib))
     ptr, n = ctypes.c_void_p, ctypes.c_long
     for name in KERNEL_NAMES.values():

@@ -136,3 +136,13 @@ def _graph_has(fn, name: str) -> bool:
 def test_cpu_gru_choice_is_validated():
     with pytest.raises(ConfigError, match="train.cpu_gru"):
         load_config(None, ["exp_dir=x", "data.train_manifest=a", "data.dev_manifest=b", "train.cpu_gru=fast"])
+
+
+def test_loading_the_kernels_keeps_subnormal_floats():
+    """The kernels are compiled with -ffast-math but linked without it: linking with it adds crtfastmath.o,
+    which sets flush-to-zero for the whole process as soon as the library loads."""
+    from asr.gru import kernels
+
+    kernels()
+    assert 5e-324 * 1.0 > 0  # the smallest subnormal double survives arithmetic
+    assert (torch.tensor(1e-40) * 1.0).item() > 0  # and a float32 one
