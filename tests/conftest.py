@@ -43,6 +43,18 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
             "dev": make_corpus(root, [TEST_VOICE], SENTENCES[:6], "dev")}
 
 
+def training_pass(model, waves, lengths, loss) -> tuple:
+    """A model's log-probs and parameter gradients from one training pass of `loss(log_probs)`, seeded alike
+    (dropout), for tests that train one model two ways."""
+    import torch
+
+    model.zero_grad()
+    torch.manual_seed(1)
+    log_probs, _ = model(waves, lengths)
+    loss(log_probs).backward()
+    return log_probs, [p.grad.clone() for p in model.parameters()]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the real `asr` command line in a subprocess."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
