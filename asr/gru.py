@@ -113,14 +113,13 @@ def _chunks(steps: list[int], reverse: bool) -> list[tuple[int, int]]:
 
 
 class _Rows:
-    """Addresses of row `i` of a contiguous 2-D tensor, for the kernels (None stays NULL)."""
+    """The address of row `i` of a contiguous 2-D tensor, for the kernels."""
 
-    def __init__(self, t: torch.Tensor | None):
-        self.base = t.data_ptr() if t is not None else None
-        self.stride = t.stride(0) * t.element_size() if t is not None else 0
+    def __init__(self, t: torch.Tensor):
+        self.base, self.stride = t.data_ptr(), t.stride(0) * t.element_size()
 
-    def __getitem__(self, i: int) -> int | None:
-        return None if self.base is None else self.base + i * self.stride
+    def __getitem__(self, i: int) -> int:
+        return self.base + i * self.stride
 
 
 class _GRUDirection(torch.autograd.Function):
