@@ -71,20 +71,21 @@ def test_float32_kernels_match_torch_gru(lengths, hidden, seed):
 
 
 def test_kernel_build_errors_name_the_compiler(tmp_path):
-    """Without a working C compiler the kernels report why (training then uses nn.GRU)."""
+    """Without a working C compiler the kernels report why (training then uses nn.GRU); with one they land in
+    the cache. One fresh process, so nothing built earlier is reused."""
     import os
     import subprocess
     import sys
 
-    code = "from asr.gru import kernels_ready; print(kernels_ready())"
-    for cc, expected in (("false", "building gru_kernel.c with false failed"),
-                         ("/no/such/cc", "building gru_kernel.c needs a C compiler (/no/such/cc)")):
-        env = {**os.environ, "CC": cc, "XDG_CACHE_HOME": str(tmp_path / cc.replace("/", "_"))}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-        assert expected in out
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "ok")}
+    code = ("import os; from asr.gru import kernels_ready\n"
+            "for cc in ('false', '/no/such/cc', 'cc'):\n"
+            "    os.environ['CC'] = cc; print(kernels_ready())")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "None" and list((tmp_path / "ok" / "asr").glob("gru_kernel-*.so"))
+    failed, missing, built = out.strip().split("\n")[-3:]
+    assert "building gru_kernel.c with false failed" in failed
+    assert "building gru_kernel.c needs a C compiler (/no/such/cc)" in missing
+    assert built == "None" and len(list((tmp_path / "asr").glob("gru_kernel-*.so"))) == 1
 
 
 def test_sum_directions_and_rejections():
