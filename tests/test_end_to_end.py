@@ -32,7 +32,6 @@ def test_train_writes_experiment_folder(trained):
     assert "; float32; conv stack channels-last" in proc.stderr
 
 
-
 def test_the_compute_line_names_each_kernel_library_held_to_avx2():
     """An AVX2 host is emulated only when ATen's, oneDNN's and MKL's kernels are all held to AVX2 (MKL's GEMMs
     ignore the other two: on an AMX Xeon its float32 peak fell from 360 to 231 GFLOP/s only with its own
@@ -50,6 +49,7 @@ def test_the_compute_line_names_each_kernel_library_held_to_avx2():
     env["MKL_ENABLE_INSTRUCTIONS"] = "AVX2"
     line = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert "torch kernels AVX2, oneDNN limited to AVX2, MKL limited to AVX2, oneDNN bf16 kernels" in line
+
 
 def test_resume_continues(trained, tmp_path):
     import shutil
