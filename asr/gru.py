@@ -9,7 +9,8 @@ gradients as it goes, and forms the weight gradients with one matrix product ove
 
 Same parameters, gate order (r, z, n) and results as `nn.GRU` (to float tolerance), so models move
 freely between the two: `DeepSpeech2` uses this for CPU training and `nn.GRU` everywhere else.
-Under autocast the matrix products run in the autocast dtype (bf16) and the gates and states in float32.
+Under autocast the matrix products run in the autocast dtype (bf16), over rows padded to shapes oneDNN has
+built (asr.row_padding), and the gates and states in float32.
 The C kernels are built on first use with the system C compiler (`cc`, or $CC) into ~/.cache/asr/;
 `kernels_ready()` says whether that worked, and training falls back to `nn.GRU` when it did not.
 """
@@ -26,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+
+from .row_padding import pad_rows
 
 KERNEL_SOURCE = Path(__file__).with_name("gru_kernel.c")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr"
@@ -47,10 +50,11 @@ def gru_packed(rnn: nn.GRU, x: PackedSequence, sum_directions: bool = False) -> 
         raise ValueError(f"gru_packed runs on the CPU with float32, float64 or bf16 autocast, not {sd} with "
                          f"{cd} products on {x.data.device.type}")
     steps = x.batch_sizes.tolist()
+    rows = pad_rows(x.data.to(cd), cd)
     outs = []
     for suffix in (["", "_reverse"] if rnn.bidirectional else [""]):
         weights = [getattr(rnn, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        outs.append(_GRUDirection.apply(x.data, steps, bool(suffix), cd, sd, *weights))
+        outs.append(_GRUDirection.apply(rows, steps, bool(suffix), cd, sd, *weights))
     if len(outs) == 1:
         return x._replace(data=outs[0])
     return x._replace(data=outs[0] + outs[1] if sum_directions else torch.cat(outs, dim=1))
@@ -127,14 +131,16 @@ class _GRUDirection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, steps, reverse, cd, sd, w_ih, w_hh, b_ih, b_hh):
-        hidden = w_hh.shape[1]
+        """`x`: the packed rows in the products' dtype, perhaps followed by zero rows (gru_packed)."""
+        hidden, n_rows = w_hh.shape[1], sum(steps)
         step = getattr(kernels(), f"{KERNEL_NAMES[(sd, cd)]}_forward")
         w_hh_t, b_hh_c = w_hh.to(cd).t().contiguous(), b_hh.to(cd).contiguous()
-        gi = torch.addmm(b_ih.to(cd), x.to(cd), w_ih.to(cd).t()).to(sd).contiguous()
-        out = x.new_empty(x.shape[0], hidden, dtype=sd)
-        out_c = out if cd == sd else torch.empty_like(out, dtype=cd)  # the states in the products' dtype
-        h_prev_c = torch.empty_like(out_c)  # each row's previous state, for the weight gradient
-        saved = out.new_empty(x.shape[0], 5 * hidden)  # r, z, n, W_hn h + b_hn, h_prev - n
+        gi = torch.addmm(b_ih.to(cd), x, w_ih.to(cd).t()).to(sd).contiguous()
+        out = x.new_empty(n_rows, hidden, dtype=sd)
+        out_c = out if cd == sd else torch.empty(n_rows, hidden, dtype=cd)  # the states in the products' dtype
+        h_prev_c = x.new_empty(x.shape[0], hidden)  # each row's previous state, for the weight gradient
+        h_prev_c[n_rows:] = 0  # gru_packed's padding rows, zero as in d_gh (backward)
+        saved = out.new_empty(n_rows, 5 * hidden)  # r, z, n, W_hn h + b_hn, h_prev - n
         gh = out_c.new_empty(max(steps), 3 * hidden)
         rows = [_Rows(t) for t in (gi, out, out_c, h_prev_c, saved)]
         gi_r, out_r, out_c_r, h_prev_c_r, saved_r = rows
@@ -154,12 +160,13 @@ class _GRUDirection(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, saved, h_prev_c, w_ih, w_hh = ctx.saved_tensors
         steps, reverse, cd, sd = ctx.steps, ctx.reverse, ctx.cd, ctx.sd
-        hidden = w_hh.shape[1]
+        hidden, n_rows = w_hh.shape[1], sum(steps)
         two = 2 * hidden
         step = getattr(kernels(), f"{KERNEL_NAMES[(sd, cd)]}_backward")
         grad_out = grad_out.to(sd).contiguous()
-        d_gh = x.new_empty(x.shape[0], 3 * hidden, dtype=cd)  # d loss / d(W_hh h + b_hh): r, z thirds = d gi's
-        d_n = x.new_empty(x.shape[0], hidden, dtype=cd)  # the n third of d loss / d gi
+        d_gh = x.new_empty(x.shape[0], 3 * hidden)  # d loss / d(W_hh h + b_hh): r, z thirds = d gi's
+        d_n = x.new_empty(x.shape[0], hidden)  # the n third of d loss / d gi
+        d_gh[n_rows:], d_n[n_rows:] = 0, 0  # gru_packed's padding rows: garbage (NaN) would reach the weights
         grad_b = x.new_zeros(4 * hidden, dtype=sd)  # d b_hh, then d b_ih's n third
         # d loss / d(state) from the later step outside its product; rows of sequences that end later stay zero
         carry = grad_out.new_zeros(max(steps), hidden)
@@ -172,11 +179,11 @@ class _GRUDirection(torch.autograd.Function):
             step(n, m, hidden, None if mm is None else mm.data_ptr(), go_r[start], saved_r[start], carry.data_ptr(),
                  d_gh_r[start], d_n_r[start], grad_b.data_ptr())
             later, n_later = start, n
-        w_ih_c, x_c = w_ih.to(cd), x.to(cd)
+        w_ih_c = w_ih.to(cd)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.addmm(d_gh[:, :two] @ w_ih_c[:two], d_n, w_ih_c[two:]).to(x.dtype)
-        grad_w_ih = torch.cat([d_gh[:, :two].t() @ x_c, d_n.t() @ x_c]).to(w_ih.dtype)
+            grad_x = torch.addmm(d_gh[:, :two] @ w_ih_c[:two], d_n, w_ih_c[two:])
+        grad_w_ih = torch.cat([d_gh[:, :two].t() @ x, d_n.t() @ x]).to(w_ih.dtype)
         grad_w_hh = (d_gh.t() @ h_prev_c).to(w_hh.dtype)
         grad_b_ih = torch.cat([grad_b[:two], grad_b[3 * hidden:]]).to(w_ih.dtype)
         return grad_x, None, None, None, None, grad_w_ih, grad_w_hh, grad_b_ih, grad_b[:3 * hidden].to(w_hh.dtype)

@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from .config import CONV_LAYERS_MOST, FeatureConfig, ModelConfig, check_feature_bins
 from .features import FeatureExtractor
 from .gru import gru_packed
+from .row_padding import linear_rows
 
 # (kernel freq, kernel time, stride freq, stride time) of the paper's conv layers
 _CONV = [(41, 11, 2, 2), (21, 11, 2, 1), (21, 11, 2, 1)]
@@ -212,7 +213,7 @@ class DeepSpeech2(nn.Module):
         valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None].to(x.device)
         h = x[valid]
         logits = torch.zeros(n, t, self.num_classes, device=x.device, dtype=h.dtype)
-        logits[valid] = self.head(h).to(logits.dtype)
+        logits[valid] = linear_rows(self.head[1], self.head[0](h)).to(logits.dtype)
         return F.log_softmax(logits.float(), dim=-1), lengths.to(x.device)
 
     def use_channels_last(self, enabled: bool) -> None:

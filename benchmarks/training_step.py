@@ -1,7 +1,7 @@
 """Training step speed: our CPU GRU (asr.gru) against nn.GRU, bf16 autocast against float32, same run.
 
     python benchmarks/training_step.py [--recipe recipes/synthetic_en] [key=value ...] [--device cpu|cuda]
-        [--batch 32] [--seconds 5] [--repeats 5] [--bf16]
+        [--batch 32] [--seconds 5] [--repeats 5] [--bf16] [--compare key=value,key=value]
 
 Times one full DeepSpeech2 training step (features, forward, CTC loss, backward, AdamW) on a batch of
 random waveforms with the model and features of the recipe's config (size=large etc. as overrides),
@@ -9,6 +9,8 @@ median of --repeats after two warm-up steps, and prints milliseconds per step, a
 and the speed-ups of asr.gru over nn.GRU and of bf16 over float32 (on CUDA both rows use nn.GRU/cuDNN).
 On a CPU bf16 pays only where oneDNN has bf16 kernels (AVX-512 or newer); the script says which.
 It runs under tcmalloc where installed, as the `asr` command does (benchmarks/allocator.py compares).
+--compare times a second config (the recipe's with those overrides) against the first, their steps interleaved in
+one process (asr.gru, each precision): a host whose speed drifts between runs cannot bias the ratio.
 
 Roofline: the step's matmul and convolution FLOPs (forward and backward, counted by torch's FlopCounterMode)
 over its time, against the machine's measured matmul peak (a large float32 or bf16 GEMM on all threads):
@@ -108,6 +110,19 @@ def step_times(cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bo
     return [step(*data) for _ in range(repeats + 2)][2:]
 
 
+def compare(cfg, other, device: torch.device, dtype: torch.dtype | None, batch: int, seconds: float,
+            repeats: int) -> tuple[float, float]:
+    """Median step seconds of `cfg` and `other` (asr.gru), their steps interleaved after two warm-ups each."""
+    steppers = [Stepper(c, device, dtype, True) for c in (cfg, other)]
+    sr = cfg.features.sample_rate
+    data = steppers[0].batch(torch.linspace(0.6 * seconds * sr, seconds * sr, batch).long())
+    times: list[list[float]] = [[], []]
+    for _ in range(repeats + 2):
+        for stepper, t in zip(steppers, times):
+            t.append(stepper(*data))
+    return statistics.median(times[0][2:]), statistics.median(times[1][2:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default=str(Path(__file__).resolve().parents[1] / "recipes/synthetic_en"))
@@ -117,6 +132,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="longest utterance; the batch spans 60-100%% of it")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bf16", action="store_true", help="time bf16 autocast even on a CPU without bf16 kernels")
+    ap.add_argument("--compare", help="overrides of a second config, comma-separated: its steps interleaved with ours")
     args = ap.parse_args()
     cfg = recipe_config(args.recipe, args.overrides)
     device = torch.device(args.device)
@@ -129,6 +145,13 @@ def main() -> None:
     if device.type == "cpu" and not cpu_has_bf16_kernels() and not args.bf16:
         print("bf16 rows left out: without oneDNN bf16 kernels a bf16 step is ~27x slower (--bf16 runs them anyway)")
         precisions = precisions[1:]
+    if args.compare:
+        other = recipe_config(args.recipe, args.overrides + args.compare.split(","))
+        for precision, dtype in precisions:
+            ours, theirs = compare(cfg, other, device, dtype, args.batch, args.seconds, args.repeats)
+            print(f"{precision}: {ours * 1000:.1f} ms/step, with {args.compare} {theirs * 1000:.1f}: "
+                  f"ours {theirs / ours:.2f}x as fast")
+        return
     results = {}
     flops = step_flops(cfg, device, args.batch, args.seconds) if device.type == "cpu" else None
     peaks = {name: matmul_peak(dtype or torch.float32) for name, dtype in precisions} if flops else {}
