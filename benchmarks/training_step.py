@@ -1,7 +1,7 @@
 """Training step speed: our CPU GRU (asr.gru) against nn.GRU, bf16 autocast against float32, same run.
 
     python benchmarks/training_step.py [--recipe recipes/synthetic_en] [key=value ...] [--device cpu|cuda]
-        [--batch 32] [--seconds 5] [--repeats 5] [--bf16] [--compare key=value,key=value]
+        [--batch 32] [--seconds 5] [--repeats 5] [--bf16] [--compare key=value,key=value] [--vary]
 
 Times one full DeepSpeech2 training step (features, forward, CTC loss, backward, AdamW) on a batch of
 random waveforms with the model and features of the recipe's config (size=large etc. as overrides),
@@ -11,6 +11,8 @@ On a CPU bf16 pays only where oneDNN has bf16 kernels (AVX-512 or newer); the sc
 It runs under tcmalloc where installed, as the `asr` command does (benchmarks/allocator.py compares).
 --compare times a second config (the recipe's with those overrides) against the first, their steps interleaved in
 one process (asr.gru, each precision): a host whose speed drifts between runs cannot bias the ratio.
+--vary times one fixed batch against batches whose lengths change every step, as in training (seeded, 80-120% of
+--seconds), interleaved: what shapes met for the first time cost (oneDNN builds a kernel for each new bf16 shape).
 
 Roofline: the step's matmul and convolution FLOPs (forward and backward, counted by torch's FlopCounterMode)
 over its time, against the machine's measured matmul peak (a large float32 or bf16 GEMM on all threads):
@@ -21,6 +23,7 @@ rows only; without the MKL variable an Intel host's GEMMs keep their AVX-512 cod
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -123,6 +126,26 @@ def compare(cfg, other, device: torch.device, dtype: torch.dtype | None, batch: 
     return statistics.median(times[0][2:]), statistics.median(times[1][2:])
 
 
+def vary(cfg, device: torch.device, dtype: torch.dtype | None, batch: int, seconds: float,
+         repeats: int) -> tuple[float, float]:
+    """Median audio-s/s of the asr.gru step on one fixed batch and on a batch of new lengths every step."""
+    step = Stepper(cfg, device, dtype, True)
+    sr = cfg.features.sample_rate
+    rng = random.Random(0)
+
+    def timed(longest: float) -> float:
+        data = step.batch(torch.linspace(0.6 * longest * sr, longest * sr, batch).long())
+        return batch * 0.8 * longest / step(*data)
+
+    for _ in range(2):  # warm-up
+        timed(seconds)
+    fixed, varied = [], []
+    for _ in range(repeats):
+        fixed.append(timed(seconds))
+        varied.append(timed(seconds * rng.uniform(0.8, 1.2)))
+    return statistics.median(fixed), statistics.median(varied)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default=str(Path(__file__).resolve().parents[1] / "recipes/synthetic_en"))
@@ -133,6 +156,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bf16", action="store_true", help="time bf16 autocast even on a CPU without bf16 kernels")
     ap.add_argument("--compare", help="overrides of a second config, comma-separated: its steps interleaved with ours")
+    ap.add_argument("--vary", action="store_true", help="one fixed batch against new lengths every step")
     args = ap.parse_args()
     cfg = recipe_config(args.recipe, args.overrides)
     device = torch.device(args.device)
@@ -151,6 +175,12 @@ def main() -> None:
             ours, theirs = compare(cfg, other, device, dtype, args.batch, args.seconds, args.repeats)
             print(f"{precision}: {ours * 1000:.1f} ms/step, with {args.compare} {theirs * 1000:.1f}: "
                   f"ours {theirs / ours:.2f}x as fast")
+        return
+    if args.vary:
+        for precision, dtype in precisions:
+            fixed, varied = vary(cfg, device, dtype, args.batch, args.seconds, args.repeats)
+            print(f"{precision}: {fixed:.1f} audio-s/s on one batch, {varied:.1f} on new lengths every step "
+                  f"({fixed / varied:.2f}x slower)")
         return
     results = {}
     flops = step_flops(cfg, device, args.batch, args.seconds) if device.type == "cpu" else None
