@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .row_padding import pad_rows
+from .row_padding import pad_rows, product_dtype
 
 KERNEL_SOURCE = Path(__file__).with_name("gru_kernel.c")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr"
@@ -45,7 +45,7 @@ def gru_packed(rnn: nn.GRU, x: PackedSequence, sum_directions: bool = False) -> 
     if rnn.num_layers != 1 or not rnn.bias:
         raise ValueError("gru_packed supports single-layer GRUs with biases")
     sd = torch.promote_types(rnn.weight_hh_l0.dtype, torch.float32)
-    cd = torch.get_autocast_dtype(x.data.device.type) if torch.is_autocast_enabled(x.data.device.type) else sd
+    cd = product_dtype(x.data, sd)
     if (sd, cd) not in KERNEL_NAMES or x.data.device.type != "cpu":
         raise ValueError(f"gru_packed runs on the CPU with float32, float64 or bf16 autocast, not {sd} with "
                          f"{cd} products on {x.data.device.type}")

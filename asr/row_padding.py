@@ -20,7 +20,12 @@ def pad_rows(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, -x.shape[0] % ROWS))
 
 
+def product_dtype(x: torch.Tensor, default: torch.dtype) -> torch.dtype:
+    """The dtype products with `x` run in: autocast's where it is on for `x`'s device, else `default`."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else default
+
+
 def linear_rows(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`linear(x)` for rows `x` (N, D), its product over padded rows under bf16 autocast."""
-    dtype = torch.get_autocast_dtype("cpu") if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") else x.dtype
-    return linear(pad_rows(x, dtype))[:x.shape[0]]
+    return linear(pad_rows(x, product_dtype(x, x.dtype)))[:x.shape[0]]
