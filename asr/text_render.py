@@ -12,7 +12,7 @@ import functools
 import io
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,18 @@ def installed_fonts(dirs: Iterable[Path] = FONT_DIRS, charset: frozenset[str] = 
                 continue
             if all(ord(c) in cmap for c in charset):
                 families.setdefault(family, []).append(Font(str(path), family, style))
-    return families
+    return _merge_spellings(families)
+
+
+def _merge_spellings(families: dict[str, list[Font]]) -> dict[str, list[Font]]:
+    """One family for names that differ only in spaces ("CabinSketch" is Cabin Sketch's bold file), under the
+    spelling with the most spaces."""
+    merged: dict[str, list[Font]] = {}
+    by_key: dict[str, str] = {}
+    for name in sorted(families, key=lambda n: (-n.count(" "), n)):
+        canonical = by_key.setdefault(name.replace(" ", "").casefold(), name)
+        merged.setdefault(canonical, []).extend(replace(f, family=canonical) for f in families[name])
+    return {name: merged[name] for name in sorted(merged)}
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,11 @@ class Look:
     noise: float = 12.0  # standard deviation of pixel noise (of 255), at most
     jpeg_prob: float = 0.5  # share stored as JPEG (quality 30-90) before being saved
     low_res_prob: float = 0.25  # share scaled down to 50-80% and back (a low-resolution scan)
+    glyph_prob: float = 0.0  # share drawn glyph by glyph, each with its own size, tilt, height and spacing
+    glyph_scale: float = 0.12  # each glyph's size within +-12% of the line's
+    glyph_rotate: float = 5.0  # degrees either way
+    glyph_shift: float = 0.05  # baseline shift, of the font size, either way
+    glyph_spacing: float = 0.12  # advance within +-12% of the font's
 
 
 def render_line(text: str, font: Font, rng: random.Random, look: Look = Look()):
@@ -78,9 +94,12 @@ def render_line(text: str, font: Font, rng: random.Random, look: Look = Look()):
     ascent, descent = face.getmetrics()
     mx, my = rng.randint(*look.margin), rng.randint(*look.margin) // 2 + 1
     width, height = right - left + 2 * mx, max(ascent + descent, bottom - top) + 2 * my + 2 * stroke
-    mask = Image.new("L", (width, height), 0)
-    ImageDraw.Draw(mask).text((mx - left, my + stroke), text, fill=255, font=face, stroke_width=stroke,
-                              stroke_fill=255)
+    if look.glyph_prob and rng.random() < look.glyph_prob:
+        mask = _glyph_by_glyph(text, font, size, stroke, (mx, my), rng, look)
+    else:
+        mask = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(mask).text((mx - left, my + stroke), text, fill=255, font=face, stroke_width=stroke,
+                                  stroke_fill=255)
     np_rng = np.random.default_rng(rng.getrandbits(64))
     mask = _geometry(mask, rng, np_rng, look)
     ink = rng.uniform(*look.ink)
@@ -100,6 +119,45 @@ def render_line(text: str, font: Font, rng: random.Random, look: Look = Look()):
         img.save(buf, format="JPEG", quality=rng.randint(30, 90))
         img = Image.open(io.BytesIO(buf.getvalue())).convert("L")
     return img
+
+
+def _glyph_by_glyph(text: str, font: Font, size: int, stroke: int, margin: tuple[int, int], rng: random.Random,
+                    look: Look):
+    """The ink mask of `text` drawn one glyph at a time, each at its own size, tilt, baseline and spacing: a face
+    the font's designer never drew, so that a model learns letters' shapes rather than a few fonts' renderings."""
+    from PIL import Image, ImageChops, ImageDraw
+
+    pieces, x = [], 0.0
+    for ch in text:
+        face = _face(font.path, max(8, round(size * rng.uniform(1 - look.glyph_scale, 1 + look.glyph_scale))))
+        advance = face.getlength(ch) * rng.uniform(1 - look.glyph_spacing, 1 + look.glyph_spacing)
+        if not ch.isspace():
+            ascent, descent = face.getmetrics()
+            pad = stroke + size // 4
+            glyph = Image.new("L", (int(face.getlength(ch)) + 2 * pad + size // 2, ascent + descent + 2 * pad), 0)
+            ImageDraw.Draw(glyph).text((pad, pad), ch, fill=255, font=face, stroke_width=stroke, stroke_fill=255)
+            tilted = glyph.rotate(rng.uniform(-look.glyph_rotate, look.glyph_rotate), resample=Image.Resampling.BILINEAR,
+                                  expand=True)
+            centre = (x - pad + glyph.width / 2, -ascent - pad + glyph.height / 2
+                      + size * rng.uniform(-look.glyph_shift, look.glyph_shift))  # baseline at y = 0
+            pieces.append((tilted, centre[0] - tilted.width / 2, centre[1] - tilted.height / 2))
+        x += advance
+    ascent, descent = _face(font.path, size).getmetrics()
+    if not pieces:
+        return Image.new("L", (2 * margin[0] + 1, ascent + descent + 2 * margin[1]), 0)
+    x0 = int(min(left for _, left, _ in pieces))
+    y0 = int(min(top for _, _, top in pieces))
+    mask = Image.new("L", (int(max(left + g.width for g, left, _ in pieces)) - x0 + 1,
+                           int(max(top + g.height for g, _, top in pieces)) - y0 + 1), 0)
+    for g, left, top in pieces:
+        at = (int(round(left)) - x0, int(round(top)) - y0)
+        mask.paste(ImageChops.lighter(mask.crop((*at, at[0] + g.width, at[1] + g.height)), g), at)
+    left, top, right, bottom = mask.getbbox() or (0, 0, 1, 1)
+    top, bottom = min(top, -ascent - y0), max(bottom, descent - y0)  # the font's line height, as drawn in one go
+    mx, my = margin
+    out = Image.new("L", (right - left + 2 * mx, bottom - top + 2 * my + 2 * stroke), 0)
+    out.paste(mask.crop((left, max(top, 0), right, bottom)), (mx, my + stroke + max(top, 0) - top))
+    return out
 
 
 @functools.lru_cache(maxsize=256)

@@ -25,7 +25,9 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   # English text for the LMs (asr.english_text) and for text_lines to render in Debian's fonts, held-out families
   pkgs="$pkgs fortunes wordnet-base fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-liberation2
     fonts-freefont-ttf fonts-urw-base35 fonts-crosextra-carlito fonts-crosextra-caladea fonts-linuxlibertine
-    fonts-cantarell fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript fonts-kaushanscript"
+    fonts-cantarell fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript fonts-kaushanscript
+    fonts-comic-neue fonts-dancingscript fonts-isabella fonts-kristi fonts-leckerli-one fonts-lobstertwo fonts-klee
+    fonts-cabinsketch"
   # older English for the LMs (asr.english_text "kjv", "gcide"): the recipes may ask for it, the tests read it
   [ -n "$dev" ] && pkgs="$pkgs bible-kjv dict-gcide"
   # the line recogniser we compare with (benchmarks/text_lines.py)

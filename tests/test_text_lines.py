@@ -2,6 +2,7 @@
 import io
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,12 @@ from PIL import Image
 
 from conftest import run_cli
 
-from asr import images
+from asr import images, text_render
 from asr.audio import AudioError, load_audio
 from asr.config import Config, ConfigError, FeatureConfig, ModelConfig, load_config
 from asr.model import DeepSpeech2
 from asr.text import CharVocabulary, verbatim_text, vocabulary_from_dict
-from asr.text_render import Look, installed_fonts, render_line
+from asr.text_render import Font, Look, installed_fonts, render_line
 
 FONTS = installed_fonts()
 needs_fonts = pytest.mark.skipif(not {"DejaVu Sans", "DejaVu Serif"} <= set(FONTS),
@@ -46,6 +47,39 @@ def test_rendered_text_reads_left_to_right_in_columns():
     assert long.shape[1] > 2 * short.shape[1] and short.shape[0] == 32
     ink_columns = (long > 0.5).any(axis=0)
     assert ink_columns[: long.shape[1] // 4].any() and ink_columns[-long.shape[1] // 4:].any()
+
+
+@needs_fonts
+def test_glyph_by_glyph_lines_are_seeded_and_keep_the_line():
+    """A line drawn glyph by glyph is another face of the same text: seeded, as wide and as high as the font's own
+    rendering within a fifth, ink from end to end; and a look without it draws exactly what it drew before."""
+    font = FONTS["DejaVu Serif"][0]
+    clean = Look(rotate=0, shear=0, elastic=0, blur=0, noise=0, jpeg_prob=0, low_res_prob=0, margin=(4, 4),
+                 size=(32, 32))
+    text = "Jumbled glyphs, (still) one line: 42!"
+    plain = np.asarray(render_line(text, font, random.Random(5), clean))
+    jittered = [np.asarray(render_line(text, font, random.Random(5), replace(clean, glyph_prob=1.0))) for _ in range(2)]
+    other = np.asarray(render_line(text, font, random.Random(6), replace(clean, glyph_prob=1.0)))
+    assert np.array_equal(*jittered) and (other.shape != jittered[0].shape or not np.array_equal(other, jittered[0]))
+    assert not (plain.shape == jittered[0].shape and np.array_equal(plain, jittered[0]))
+    for axis in (0, 1):
+        assert abs(jittered[0].shape[axis] - plain.shape[axis]) <= plain.shape[axis] / 5
+    ink_columns = (jittered[0] < 128).any(axis=0)
+    assert ink_columns[:12].any() and ink_columns[-12:].any() and ink_columns.mean() > 0.5
+    unused = np.asarray(render_line(text, font, random.Random(5), replace(clean, glyph_prob=0.0)))
+    assert np.array_equal(unused, plain)
+
+
+def test_family_names_that_differ_in_spaces_are_one_family():
+    """Cabin Sketch's bold file names its family "CabinSketch": one family, so it is not drawn twice as often."""
+    fonts = {"CabinSketch": [Font("/f/CabinSketch-Bold.ttf", "CabinSketch", "Bold")],
+             "Cabin Sketch": [Font("/f/CabinSketch-Regular.ttf", "Cabin Sketch", "Regular")],
+             "DejaVu Sans": [Font("/f/DejaVuSans.ttf", "DejaVu Sans", "Book")]}
+    merged = text_render._merge_spellings(fonts)
+    assert list(merged) == ["Cabin Sketch", "DejaVu Sans"]
+    assert [(f.path, f.family) for f in merged["Cabin Sketch"]] == [("/f/CabinSketch-Regular.ttf", "Cabin Sketch"),
+                                                                   ("/f/CabinSketch-Bold.ttf", "Cabin Sketch")]
+    assert merged["DejaVu Sans"] == fonts["DejaVu Sans"]
 
 
 def _png(img: Image.Image) -> bytes:

@@ -37,6 +37,8 @@ TRAIN_FAMILIES = (
     "Linux Libertine O", "Linux Biolinum O",  # fonts-linuxlibertine
     "Cantarell",  # fonts-cantarell
     "DkgHandwriting", "Kaushan Script", "femkeklaver",  # fonts-dkg-handwriting, -kaushanscript, -femkeklaver
+    "Comic Neue", "Dancing Script", "Isabella", "Kristi",  # fonts-comic-neue, -dancingscript, -isabella, -kristi
+    "Leckerli One", "Lobster Two", "Klee One", "Cabin Sketch",  # fonts-leckerli-one, -lobstertwo, -klee, -cabinsketch
 )
 DEV_FAMILIES = ("C059", "Caladea", "Breip")  # fonts-urw-base35, fonts-crosextra-caladea, fonts-breip
 TEST_FAMILIES = ("P052", "URW Bookman", "Carlito", "Rufscript")  # fonts-urw-base35, -crosextra-carlito, -rufscript
@@ -53,6 +55,7 @@ class TextLinesConfig(RecipeConfig):
     min_chars: int = 8
     seed: int = 0
     processes: int = 2  # rendering workers
+    glyph_prob: float = 0.0  # share of training lines drawn glyph by glyph, each glyph jittered (text_render.Look)
     families: dict = field(default_factory=lambda: {"train": list(TRAIN_FAMILIES), "dev": list(DEV_FAMILIES),
                                                     "test": list(TEST_FAMILIES)})
 
@@ -97,15 +100,15 @@ def split_lines(cfg: TextLinesConfig) -> tuple[dict[str, list[str]], list[str]]:
     return lines, sentences[held_out_end:]
 
 
-def _render(fonts: dict[str, dict[str, list[Font]]], job: tuple[int, str, int, str, str]) -> dict:
+def _render(fonts: dict[str, dict[str, list[Font]]], job: tuple[int, str, int, str, str, Look]) -> dict:
     """One line's image, every choice drawn from (seed, split, line number)."""
-    seed, split, index, text, folder = job
+    seed, split, index, text, folder, look = job
     rng = random.Random(f"{seed}:{split}:{index}")
     family = rng.choice(sorted(fonts[split]))
     font = rng.choice(fonts[split][family])
     utt_id = f"{split}-{index:06d}"
     path = Path(folder) / split / f"{utt_id}.png"
-    img = render_line(text, font, rng, Look())
+    img = render_line(text, font, rng, look)
     with atomic_write(path, "wb") as f:
         img.save(f, format="PNG")
     return {"id": utt_id, "image": str(path), "text": text, "family": family, "font": Path(font.path).name,
@@ -128,8 +131,9 @@ def render_stage(cfg: TextLinesConfig) -> None:
     lines, rest = split_lines(cfg)
     out = Path(cfg.data_dir) / "render"
     for s in SPLITS:
-        rows = fork_map(_render, fonts, [(cfg.seed, s, i, t, str(out)) for i, t in enumerate(lines[s])], cfg.processes,
-                        chunksize=64)
+        look = Look(glyph_prob=cfg.glyph_prob if s == "train" else 0.0)
+        rows = fork_map(_render, fonts, [(cfg.seed, s, i, t, str(out), look) for i, t in enumerate(lines[s])],
+                        cfg.processes, chunksize=64)
         write_text_atomic(out / f"{s}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         log.info(f"rendered {s}: {len(rows)} lines in {len({r['family'] for r in rows})} font families")
     write_text_atomic(out / "lm_sentences.txt", "\n".join(rest) + "\n")
