@@ -136,8 +136,8 @@ def _glyph_by_glyph(text: str, font: Font, size: int, stroke: int, margin: tuple
             pad = stroke + size // 4
             glyph = Image.new("L", (int(face.getlength(ch)) + 2 * pad + size // 2, ascent + descent + 2 * pad), 0)
             ImageDraw.Draw(glyph).text((pad, pad), ch, fill=255, font=face, stroke_width=stroke, stroke_fill=255)
-            tilted = glyph.rotate(rng.uniform(-look.glyph_rotate, look.glyph_rotate), resample=Image.Resampling.BILINEAR,
-                                  expand=True)
+            tilted = glyph.rotate(rng.uniform(-look.glyph_rotate, look.glyph_rotate),
+                                  resample=Image.Resampling.BILINEAR, expand=True)
             centre = (x - pad + glyph.width / 2, -ascent - pad + glyph.height / 2
                       + size * rng.uniform(-look.glyph_shift, look.glyph_shift))  # baseline at y = 0
             pieces.append((tilted, centre[0] - tilted.width / 2, centre[1] - tilted.height / 2))

@@ -27,7 +27,9 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     fonts-freefont-ttf fonts-urw-base35 fonts-crosextra-carlito fonts-crosextra-caladea fonts-linuxlibertine
     fonts-cantarell fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript fonts-kaushanscript
     fonts-comic-neue fonts-dancingscript fonts-isabella fonts-kristi fonts-leckerli-one fonts-lobstertwo fonts-klee
-    fonts-cabinsketch"
+    fonts-cabinsketch fonts-ebgaramond fonts-sil-gentium fonts-sil-charis fonts-oldstandard fonts-adf-accanthis
+    fonts-adf-baskervald fonts-junicode fonts-lato fonts-open-sans fonts-cabin fonts-sil-andika fonts-comfortaa
+    fonts-yanone-kaffeesatz"
   # older English for the LMs (asr.english_text "kjv", "gcide"): the recipes may ask for it, the tests read it
   [ -n "$dev" ] && pkgs="$pkgs bible-kjv dict-gcide"
   # the line recogniser we compare with (benchmarks/text_lines.py)

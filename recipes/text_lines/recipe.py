@@ -36,6 +36,11 @@ TRAIN_FAMILIES = (
     "Nimbus Sans", "Nimbus Sans Narrow", "Nimbus Roman", "Nimbus Mono PS", "URW Gothic", "Z003",  # fonts-urw-base35
     "Linux Libertine O", "Linux Biolinum O",  # fonts-linuxlibertine
     "Cantarell",  # fonts-cantarell
+    "EB Garamond", "Gentium", "Charis SIL",  # fonts-ebgaramond, fonts-sil-gentium, fonts-sil-charis
+    "Old Standard TT", "Junicode Two Beta",  # fonts-oldstandard, fonts-junicode
+    "Accanthis ADF Std", "Baskervald ADF Std",  # fonts-adf-accanthis, fonts-adf-baskervald
+    "Lato", "Open Sans", "Cabin",  # fonts-lato, fonts-open-sans, fonts-cabin
+    "Andika", "Comfortaa", "Yanone Kaffeesatz",  # fonts-sil-andika, fonts-comfortaa, fonts-yanone-kaffeesatz
     "DkgHandwriting", "Kaushan Script", "femkeklaver",  # fonts-dkg-handwriting, -kaushanscript, -femkeklaver
     "Comic Neue", "Dancing Script", "Isabella", "Kristi",  # fonts-comic-neue, -dancingscript, -isabella, -kristi
     "Leckerli One", "Lobster Two", "Klee One", "Cabin Sketch",  # fonts-leckerli-one, -lobstertwo, -klee, -cabinsketch
