@@ -52,7 +52,7 @@ def test_rendered_text_reads_left_to_right_in_columns():
 @needs_fonts
 def test_glyph_by_glyph_lines_are_seeded_and_keep_the_line():
     """A line drawn glyph by glyph is another face of the same text: seeded, as wide and as high as the font's own
-    rendering within a fifth, ink from end to end; and a look without it draws exactly what it drew before."""
+    rendering within a fifth, ink from end to end."""
     font = FONTS["DejaVu Serif"][0]
     clean = Look(rotate=0, shear=0, elastic=0, blur=0, noise=0, jpeg_prob=0, low_res_prob=0, margin=(4, 4),
                  size=(32, 32))
@@ -66,8 +66,6 @@ def test_glyph_by_glyph_lines_are_seeded_and_keep_the_line():
         assert abs(jittered[0].shape[axis] - plain.shape[axis]) <= plain.shape[axis] / 5
     ink_columns = (jittered[0] < 128).any(axis=0)
     assert ink_columns[:12].any() and ink_columns[-12:].any() and ink_columns.mean() > 0.5
-    unused = np.asarray(render_line(text, font, random.Random(5), replace(clean, glyph_prob=0.0)))
-    assert np.array_equal(unused, plain)
 
 
 def test_family_names_that_differ_in_spaces_are_one_family():
