@@ -130,11 +130,12 @@ def _glyph_by_glyph(text: str, font: Font, size: int, stroke: int, margin: tuple
     pieces, x = [], 0.0
     for ch in text:
         face = _face(font.path, max(8, round(size * rng.uniform(1 - look.glyph_scale, 1 + look.glyph_scale))))
-        advance = face.getlength(ch) * rng.uniform(1 - look.glyph_spacing, 1 + look.glyph_spacing)
+        length = face.getlength(ch)
+        advance = length * rng.uniform(1 - look.glyph_spacing, 1 + look.glyph_spacing)
         if not ch.isspace():
             ascent, descent = face.getmetrics()
             pad = stroke + size // 4
-            glyph = Image.new("L", (int(face.getlength(ch)) + 2 * pad + size // 2, ascent + descent + 2 * pad), 0)
+            glyph = Image.new("L", (int(length) + 2 * pad + size // 2, ascent + descent + 2 * pad), 0)
             ImageDraw.Draw(glyph).text((pad, pad), ch, fill=255, font=face, stroke_width=stroke, stroke_fill=255)
             tilted = glyph.rotate(rng.uniform(-look.glyph_rotate, look.glyph_rotate),
                                   resample=Image.Resampling.BILINEAR, expand=True)

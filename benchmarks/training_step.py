@@ -63,6 +63,10 @@ class Stepper:
         targets = torch.randint(1, NUM_CLASSES, (int(label_len.sum()),))
         return waves, lengths.to(self.device), targets.to(self.device), label_len.to(self.device)
 
+    def spread(self, batch: int, seconds: float) -> tuple:
+        """The benchmark's batch: `batch` waveforms whose lengths span 60-100% of `seconds`."""
+        return self.batch(torch.linspace(0.6 * seconds * self.sr, seconds * self.sr, batch).long())
+
     def __call__(self, waves, lengths, targets, label_len) -> float:
         """Seconds the step took."""
         if self.device.type == "cuda":
@@ -84,8 +88,7 @@ def step_flops(cfg, device: torch.device, batch: int, seconds: float) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     step = Stepper(cfg, device, None, False)  # nn.GRU: the counter sees its matmuls (the same FLOPs as asr.gru's)
-    sr = cfg.features.sample_rate
-    data = step.batch(torch.linspace(0.6 * seconds * sr, seconds * sr, batch).long())
+    data = step.spread(batch, seconds)
     with FlopCounterMode(display=False) as counter:
         step(*data)
     return float(counter.get_total_flops())
@@ -108,8 +111,7 @@ def _timed(fn) -> float:
 def step_times(cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool, batch: int, seconds: float,
                repeats: int) -> list[float]:
     step = Stepper(cfg, device, dtype, own_gru)
-    sr = cfg.features.sample_rate
-    data = step.batch(torch.linspace(0.6 * seconds * sr, seconds * sr, batch).long())
+    data = step.spread(batch, seconds)
     return [step(*data) for _ in range(repeats + 2)][2:]
 
 
@@ -117,8 +119,7 @@ def compare(cfg, other, device: torch.device, dtype: torch.dtype | None, batch: 
             repeats: int) -> tuple[float, float]:
     """Median step seconds of `cfg` and `other` (asr.gru), their steps interleaved after two warm-ups each."""
     steppers = [Stepper(c, device, dtype, True) for c in (cfg, other)]
-    sr = cfg.features.sample_rate
-    data = steppers[0].batch(torch.linspace(0.6 * seconds * sr, seconds * sr, batch).long())
+    data = steppers[0].spread(batch, seconds)
     times: list[list[float]] = [[], []]
     for _ in range(repeats + 2):
         for stepper, t in zip(steppers, times):
@@ -130,11 +131,10 @@ def vary(cfg, device: torch.device, dtype: torch.dtype | None, batch: int, secon
          repeats: int) -> tuple[float, float]:
     """Median audio-s/s of the asr.gru step on one fixed batch and on a batch of new lengths every step."""
     step = Stepper(cfg, device, dtype, True)
-    sr = cfg.features.sample_rate
     rng = random.Random(0)
 
     def timed(longest: float) -> float:
-        data = step.batch(torch.linspace(0.6 * longest * sr, longest * sr, batch).long())
+        data = step.spread(batch, longest)
         return batch * 0.8 * longest / step(*data)
 
     for _ in range(2):  # warm-up
