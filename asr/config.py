@@ -133,6 +133,10 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints/step-*.pt kept besides last.pt and best.pt
     keep_best: int = 3  # checkpoints/epoch-*.pt kept for the epochs with the lowest dev WER (asr average --best)
     dev_batch_size: int = 64
+    # CTC's blank plateau: a dev CER above plateau_dev_cer after the first epoch means the model has not begun to
+    # read; train again from scratch with the next seed, at most plateau_restarts times (0: never)
+    plateau_restarts: int = 0
+    plateau_dev_cer: float = 0.5
     # start from this checkpoint's weights (fine-tuning: same model config and vocabulary); a resumed run's last.pt wins
     init_from: Optional[str] = None
 
@@ -229,6 +233,10 @@ def validate(cfg: Any) -> None:
         if specaugment.from_epoch < 1 or (last is not None and specaugment.from_epoch > last):
             raise ConfigError(f"config key 'specaugment.from_epoch' = {specaugment.from_epoch}: must be 1 or more"
                               + (f" and at most train.epochs ({last})" if last is not None else ""))
+    if train is not None and train.plateau_restarts < 0:
+        raise ConfigError(f"config key 'train.plateau_restarts' = {train.plateau_restarts}: must be 0 or more")
+    if train is not None and not 0.0 < train.plateau_dev_cer <= 1.0:
+        raise ConfigError(f"config key 'train.plateau_dev_cer' = {train.plateau_dev_cer}: must be in (0, 1]")
     if train is not None and train.init_from and not Path(train.init_from).is_file():
         raise ConfigError(f"config key 'train.init_from' = {train.init_from!r}: no such checkpoint")
     model = getattr(cfg, "model", None)

@@ -12,11 +12,12 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -303,13 +304,43 @@ class TrainStep(torch.nn.Module):
         return self.model.forward_features(feats, frames)
 
 
+class Plateau(Exception):
+    """The first epoch ended with the model still on CTC's blank plateau (train.plateau_dev_cer)."""
+
+
 def train(cfg: Config, resume: bool = False) -> Path:
-    """Train per `cfg` (data parallel under torchrun); returns the path of the best checkpoint."""
+    """Train per `cfg` (data parallel under torchrun); returns the path of the best checkpoint.
+
+    A run whose first epoch leaves it on CTC's blank plateau starts again from scratch with the next seed, up to
+    `train.plateau_restarts` times; the stuck attempt's checkpoints and metrics move to plateau-<seed>/ and the
+    config saved with the checkpoints names the seed that trained them."""
     group, device = join(resolve_device(cfg.train.device))
     try:
-        return _train(cfg, resume, group, device)
+        for restart in range(cfg.train.plateau_restarts + 1):
+            try:
+                return _train(cfg, resume, group, device, may_restart=restart < cfg.train.plateau_restarts)
+            except Plateau as stuck:
+                log.warning(f"{stuck}: training again from scratch with train.seed={cfg.train.seed + 1} "
+                            f"(restart {restart + 1} of at most {cfg.train.plateau_restarts})")
+                if group.main:
+                    _set_aside(Path(cfg.exp_dir), f"plateau-seed{cfg.train.seed}")
+                barrier(group)
+                cfg = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + 1))
+                resume = False
+        raise AssertionError("unreachable: the last attempt never raises Plateau")
     finally:
         leave(group)
+
+
+def _set_aside(exp: Path, name: str) -> None:
+    """Move a stuck attempt's checkpoints, metrics and TensorBoard events into exp/name (train.log goes on),
+    replacing an earlier stuck attempt of the same name."""
+    folder = exp / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for item in ("checkpoints", "last.pt", "best.pt", "metrics.csv", "curves.png", "tensorboard"):
+        if (exp / item).exists():
+            os.replace(exp / item, folder / item)
 
 
 def init_weights(model: DeepSpeech2, vocab: Vocabulary, path: str | Path) -> None:
@@ -548,7 +579,7 @@ def _open_outputs(run: _Run, state: TrainState) -> None:
             csv.writer(f).writerow(METRICS)
 
 
-def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Path:
+def _train(cfg: Config, resume: bool, group: Group, device: torch.device, may_restart: bool = False) -> Path:
     t = cfg.train
     exp = _start(cfg, group)
     sources = train_sources(cfg.data)
@@ -597,6 +628,10 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device) -> Pat
         if group.main:
             end_epoch(run, state, epoch, progress, dev)
         barrier(group)  # the other ranks wait for rank 0's checkpoint
+        if may_restart and epoch == 0 and dev["cer"] > t.plateau_dev_cer:
+            run.writer.close()
+            raise Plateau(f"dev CER {100 * dev['cer']:.1f}% after epoch 1 (train.plateau_dev_cer "
+                          f"{100 * t.plateau_dev_cer:.0f}%): CTC's blank plateau")
     run.writer.close()
     if group.main and not (exp / "best.pt").exists():
         raise TrainingError(f"training finished without a checkpoint in {exp}")

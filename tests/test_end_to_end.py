@@ -170,6 +170,27 @@ def test_config_error_is_clear(corpus, tmp_path):
     assert proc.returncode == 2 and "train.lrr" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_run_stuck_on_the_blank_plateau_starts_again_with_the_next_seed(corpus, tmp_path):
+    """A dev CER above train.plateau_dev_cer after epoch 1 (here any error at all) sets the attempt aside and
+    trains again from scratch with seed + 1; the last allowed attempt runs to its end whatever its CER."""
+    import torch
+
+    exp = tmp_path / "exp"
+    proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
+                   f"data.dev_manifest={corpus['dev']}", "train.epochs=1", "train.seed=7", "train.plateau_restarts=1",
+                   "train.plateau_dev_cer=0.0001", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CTC's blank plateau: training again from scratch with train.seed=8 (restart 1 of at most 1)" in proc.stderr
+    stuck = list(csv.DictReader((exp / "plateau-seed7" / "metrics.csv").open()))
+    assert len(stuck) == 1 and float(stuck[0]["dev_cer"]) > 0.0001 and (exp / "plateau-seed7" / "best.pt").exists()
+    assert len(list(csv.DictReader((exp / "metrics.csv").open()))) == 1
+    assert torch.load(exp / "best.pt", weights_only=True)["config"]["train"]["seed"] == 8
+    assert "seed: 8" in (exp / "config.yaml").read_text()
+    bad = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={tmp_path}", f"data.train_manifest={corpus['train']}",
+                  f"data.dev_manifest={corpus['dev']}", "train.plateau_restarts=-1")
+    assert bad.returncode == 2 and "train.plateau_restarts" in bad.stderr
+
+
 def test_synthetic_recipe_end_to_end(tmp_path):
     """The default recipe's stages on a few dozen utterances: synthesize, prepare, vocabulary, lm, train, tune,
     decode, voices, score."""

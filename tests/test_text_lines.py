@@ -196,8 +196,8 @@ def test_text_lines_recipe_through_the_cli(tmp_path):
                    "dev_lines=6", "test_lines=6", "processes=1", f"families.train={train_families}",
                    "families.dev=[DejaVu Serif]", "families.test=[DejaVu Serif]", "model.conv_channels=8",
                    "model.rnn_layers=1", "model.rnn_hidden=32", "train.epochs=1", "train.batch_size=16",
-                   "train.warmup_steps=2", "train.amp=off", "lm.order=2", "lm.beam=4", "lm.alphas=[0.3]",
-                   "lm.betas=[0.0]")
+                   "train.warmup_steps=2", "train.amp=off", "train.plateau_restarts=0", "lm.order=2", "lm.beam=4",
+                   "lm.alphas=[0.3]", "lm.betas=[0.0]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {s: [json.loads(x) for x in (data / "manifests" / f"{s}.jsonl").read_text().splitlines()]
             for s in ("train", "dev", "test")}

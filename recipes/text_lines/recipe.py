@@ -39,11 +39,14 @@ TRAIN_FAMILIES = (
     "EB Garamond", "Gentium", "Charis SIL",  # fonts-ebgaramond, fonts-sil-gentium, fonts-sil-charis
     "Old Standard TT", "Junicode Two Beta",  # fonts-oldstandard, fonts-junicode
     "Accanthis ADF Std", "Baskervald ADF Std",  # fonts-adf-accanthis, fonts-adf-baskervald
-    "Lato", "Open Sans", "Cabin",  # fonts-lato, fonts-open-sans, fonts-cabin
+    "Open Sans", "Cabin", "Jura", "Mekanus ADF Std",  # fonts-open-sans, fonts-cabin, fonts-jura, fonts-adf-mekanus
+    "Averia Sans GWF", "Averia Serif GWF", "Fantasque Sans Mono",  # fonts-averia-(sans|serif)-gwf, -fantasque-sans
     "Andika", "Comfortaa", "Yanone Kaffeesatz",  # fonts-sil-andika, fonts-comfortaa, fonts-yanone-kaffeesatz
     "DkgHandwriting", "Kaushan Script", "femkeklaver",  # fonts-dkg-handwriting, -kaushanscript, -femkeklaver
     "Comic Neue", "Dancing Script", "Isabella", "Kristi",  # fonts-comic-neue, -dancingscript, -isabella, -kristi
     "Leckerli One", "Lobster Two", "Klee One", "Cabin Sketch",  # fonts-leckerli-one, -lobstertwo, -klee, -cabinsketch
+    "Nanum Brush Script", "Nanum Pen Script", "Purisa", "SetoFont", "StayPuft",  # fonts-nanum-extra, -tlwg-purisa-ttf,
+    # -seto, -staypuft
 )
 DEV_FAMILIES = ("C059", "Caladea", "Breip")  # fonts-urw-base35, fonts-crosextra-caladea, fonts-breip
 TEST_FAMILIES = ("P052", "URW Bookman", "Carlito", "Rufscript")  # fonts-urw-base35, -crosextra-carlito, -rufscript
