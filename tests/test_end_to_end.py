@@ -176,9 +176,9 @@ def test_a_run_stuck_on_the_blank_plateau_starts_again_with_the_next_seed(corpus
     import torch
 
     exp = tmp_path / "exp"
-    proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
-                   f"data.dev_manifest={corpus['dev']}", "train.epochs=1", "train.seed=7", "train.plateau_restarts=1",
-                   "train.plateau_dev_cer=0.0001", *TINY)
+    data = [f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}"]
+    proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={exp}", *data, "train.epochs=1",
+                   "train.seed=7", "train.plateau_restarts=1", "train.plateau_dev_cer=0.0001", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "CTC's blank plateau: training again from scratch with train.seed=8 (restart 1 of at most 1)" in proc.stderr
     stuck = list(csv.DictReader((exp / "plateau-seed7" / "metrics.csv").open()))
@@ -186,9 +186,6 @@ def test_a_run_stuck_on_the_blank_plateau_starts_again_with_the_next_seed(corpus
     assert len(list(csv.DictReader((exp / "metrics.csv").open()))) == 1
     assert torch.load(exp / "best.pt", weights_only=True)["config"]["train"]["seed"] == 8
     assert "seed: 8" in (exp / "config.yaml").read_text()
-    bad = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={tmp_path}", f"data.train_manifest={corpus['train']}",
-                  f"data.dev_manifest={corpus['dev']}", "train.plateau_restarts=-1")
-    assert bad.returncode == 2 and "train.plateau_restarts" in bad.stderr
 
 
 def test_synthetic_recipe_end_to_end(tmp_path):
