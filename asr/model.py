@@ -29,7 +29,8 @@ def conv_shapes(cfg: ModelConfig) -> list[tuple[int, int, int, int, int]]:
     the first layer at full height, each later one halving it, channels doubling up to 4x `conv_channels`.
     "subsample": 3x3 kernels halving the frequency rows at every layer, `conv_channels` each, as in the
     convolutional subsampling of WeNet and ESPnet (a first layer of time stride s > 2 is 2s - 1 frames wide, so
-    its windows overlap): a thirteenth of the "ds2" pair's multiply-adds on 64 mel bins.
+    its windows overlap): a thirteenth of the "ds2" pair's multiply-adds on 64 mel bins. A "vgg" first layer of
+    time stride s > 3 is s frames wide, so its windows tile the line.
     Every kind's first layer takes `conv_time_stride` in time; later "ds2" layers are `conv_time_kernel` wide.
     """
     most = CONV_LAYERS_MOST[cfg.conv_kind]
@@ -44,7 +45,8 @@ def conv_shapes(cfg: ModelConfig) -> list[tuple[int, int, int, int, int]]:
             st = cfg.conv_time_stride if i == 0 else 1
             kf, kt, sf, channels = 3, 3 if st <= 2 else 2 * st - 1, 2, cfg.conv_channels
         else:
-            kf, kt, sf = 3, 3, 1 if i == 0 else 2
+            st = cfg.conv_time_stride if i == 0 else 1
+            kf, kt, sf = 3, max(3, st), 1 if i == 0 else 2
             channels = cfg.conv_channels * 2 ** min(i, 2)
         shapes.append((channels, kf, kt, sf, cfg.conv_time_stride if i == 0 else 1))
     return shapes

@@ -81,6 +81,7 @@ class Look:
     glyph_rotate: float = 5.0  # degrees either way
     glyph_shift: float = 0.05  # baseline shift, of the font size, either way
     glyph_spacing: float = 0.12  # advance within +-12% of the font's
+    glyph_warp: float = 0.0  # each glyph's strokes bent by a smooth random field of at most this share of the size
 
 
 def render_line(text: str, font: Font, rng: random.Random, look: Look = Look()):
@@ -124,11 +125,12 @@ def render_line(text: str, font: Font, rng: random.Random, look: Look = Look()):
 def _glyph_by_glyph(text: str, font: Font, size: int, stroke: int, margin: tuple[int, int], rng: random.Random,
                     look: Look):
     """The ink mask of `text` drawn one glyph at a time, each at its own size, tilt, baseline and spacing: a face
-    the font's designer never drew, so that a model learns letters' shapes rather than a few fonts' renderings."""
+    the font's designer never drew, so that a model learns letters' shapes rather than a few fonts' renderings.
+    The font's ligatures stay one glyph, as a line drawn in one go has them."""
     from PIL import Image, ImageChops, ImageDraw
 
     pieces, x = [], 0.0
-    for ch in text:
+    for ch in _glyphs(text, _ligatures(font.path)):
         face = _face(font.path, max(8, round(size * rng.uniform(1 - look.glyph_scale, 1 + look.glyph_scale))))
         length = face.getlength(ch)
         advance = length * rng.uniform(1 - look.glyph_spacing, 1 + look.glyph_spacing)
@@ -137,6 +139,9 @@ def _glyph_by_glyph(text: str, font: Font, size: int, stroke: int, margin: tuple
             pad = stroke + size // 4
             glyph = Image.new("L", (int(length) + 2 * pad + size // 2, ascent + descent + 2 * pad), 0)
             ImageDraw.Draw(glyph).text((pad, pad), ch, fill=255, font=face, stroke_width=stroke, stroke_fill=255)
+            if look.glyph_warp:
+                glyph = _warp(glyph, rng.uniform(0, look.glyph_warp * size), size * rng.uniform(0.06, 0.12),
+                              np.random.default_rng(rng.getrandbits(64)))
             tilted = glyph.rotate(rng.uniform(-look.glyph_rotate, look.glyph_rotate),
                                   resample=Image.Resampling.BILINEAR, expand=True)
             centre = (x - pad + glyph.width / 2, -ascent - pad + glyph.height / 2
@@ -161,6 +166,41 @@ def _glyph_by_glyph(text: str, font: Font, size: int, stroke: int, margin: tuple
     return out
 
 
+def _glyphs(text: str, ligatures: tuple[str, ...]) -> list[str]:
+    """`text` cut into the pieces a font draws as one glyph: its characters, but a ligature's as one piece."""
+    pieces, i = [], 0
+    while i < len(text):
+        pieces.append(next((lig for lig in ligatures if text.startswith(lig, i)), text[i]))
+        i += len(pieces[-1])
+    return pieces
+
+
+@functools.lru_cache(maxsize=256)
+def _ligatures(path: str) -> tuple[str, ...]:
+    """What the font at `path` draws as one glyph by default (its GSUB "liga" and "clig" ligatures of printable
+    ASCII: fi, fl, ffi, ...), longest first."""
+    from fontTools.ttLib import TTFont
+
+    found = set()
+    with TTFont(path, lazy=True) as tt:
+        gsub = tt["GSUB"].table if "GSUB" in tt else None
+        if gsub is None or gsub.FeatureList is None:
+            return ()
+        chars = {glyph: chr(code) for code, glyph in (tt.getBestCmap() or {}).items() if chr(code) in CHARSET}
+        lookups = {i for r in gsub.FeatureList.FeatureRecord if r.FeatureTag in ("liga", "clig")
+                   for i in r.Feature.LookupListIndex}
+        for i in sorted(lookups):
+            lookup = gsub.LookupList.Lookup[i]
+            for table in lookup.SubTable:
+                table = table.ExtSubTable if lookup.LookupType == 7 else table
+                for first, ligatures in (table.ligatures.items() if table.LookupType == 4 else ()):
+                    for lig in ligatures:
+                        glyphs = [first, *lig.Component]
+                        if all(g in chars for g in glyphs):
+                            found.add("".join(chars[g] for g in glyphs))
+    return tuple(sorted(found, key=lambda s: (-len(s), s)))
+
+
 @functools.lru_cache(maxsize=256)
 def _face(path: str, size: int):
     from PIL import ImageFont
@@ -171,7 +211,6 @@ def _face(path: str, size: int):
 def _geometry(mask, rng: random.Random, np_rng: np.random.Generator, look: Look):
     """The ink mask rotated, sheared and elastically distorted (the canvas grows to keep every pixel)."""
     from PIL import Image
-    from scipy.ndimage import gaussian_filter, map_coordinates
 
     shear = rng.uniform(-look.shear, look.shear)
     w, h = mask.size
@@ -180,15 +219,21 @@ def _geometry(mask, rng: random.Random, np_rng: np.random.Generator, look: Look)
                           resample=Image.Resampling.BILINEAR)
     mask = mask.rotate(rng.uniform(-look.rotate, look.rotate), resample=Image.Resampling.BILINEAR, expand=True)
     amount = rng.uniform(0, look.elastic)
-    if amount > 0.2:
-        a = np.asarray(mask, dtype=np.float32)
-        sigma = rng.uniform(4, 8)
-        dy, dx = (gaussian_filter(np_rng.uniform(-1, 1, a.shape), sigma) for _ in range(2))
-        scale = amount / max(float(np.abs(dx).max()), float(np.abs(dy).max()), 1e-6)
-        yy, xx = np.meshgrid(np.arange(a.shape[0]), np.arange(a.shape[1]), indexing="ij")
-        a = map_coordinates(a, [yy + dy * scale, xx + dx * scale], order=1, mode="constant")
-        mask = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-    return mask
+    return _warp(mask, amount, rng.uniform(4, 8), np_rng) if amount > 0.2 else mask
+
+
+def _warp(mask, amount: float, sigma: float, np_rng: np.random.Generator):
+    """`mask` displaced by a smooth random field (Gaussian-filtered noise of width `sigma` pixels) whose largest
+    shift is `amount` pixels: an elastic distortion (Simard et al., 2003)."""
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    a = np.asarray(mask, dtype=np.float32)
+    dy, dx = (gaussian_filter(np_rng.uniform(-1, 1, a.shape), sigma) for _ in range(2))
+    scale = amount / max(float(np.abs(dx).max()), float(np.abs(dy).max()), 1e-6)
+    yy, xx = np.meshgrid(np.arange(a.shape[0]), np.arange(a.shape[1]), indexing="ij")
+    a = map_coordinates(a, [yy + dy * scale, xx + dx * scale], order=1, mode="constant")
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 
 def _paper(size: tuple[int, int], rng: random.Random, np_rng: np.random.Generator) -> np.ndarray:

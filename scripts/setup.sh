@@ -30,7 +30,8 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     fonts-cabinsketch fonts-ebgaramond fonts-sil-gentium fonts-sil-charis fonts-oldstandard fonts-adf-accanthis
     fonts-adf-baskervald fonts-junicode fonts-open-sans fonts-cabin fonts-sil-andika fonts-comfortaa
     fonts-yanone-kaffeesatz fonts-jura fonts-adf-mekanus fonts-averia-sans-gwf fonts-averia-serif-gwf
-    fonts-fantasque-sans fonts-nanum-extra fonts-tlwg-purisa-ttf fonts-seto fonts-staypuft"
+    fonts-fantasque-sans fonts-nanum-extra fonts-tlwg-purisa-ttf fonts-seto fonts-staypuft fonts-sjfonts
+    fonts-yusei-magic fonts-kiloji fonts-opendyslexic"
   # older English for the LMs (asr.english_text "kjv", "gcide"): the recipes may ask for it, the tests read it
   [ -n "$dev" ] && pkgs="$pkgs bible-kjv dict-gcide"
   # the line recogniser we compare with (benchmarks/text_lines.py)

@@ -17,7 +17,7 @@ from conftest import run_cli
 from asr import images, text_render
 from asr.audio import AudioError, load_audio
 from asr.config import Config, ConfigError, FeatureConfig, ModelConfig, load_config
-from asr.model import DeepSpeech2
+from asr.model import DeepSpeech2, conv_shapes
 from asr.text import CharVocabulary, verbatim_text, vocabulary_from_dict
 from asr.text_render import Font, Look, installed_fonts, render_line
 
@@ -66,6 +66,36 @@ def test_glyph_by_glyph_lines_are_seeded_and_keep_the_line():
         assert abs(jittered[0].shape[axis] - plain.shape[axis]) <= plain.shape[axis] / 5
     ink_columns = (jittered[0] < 128).any(axis=0)
     assert ink_columns[:12].any() and ink_columns[-12:].any() and ink_columns.mean() > 0.5
+
+
+@needs_fonts
+def test_warped_glyphs_are_seeded_and_bend_the_strokes():
+    """glyph_warp bends each glyph (a face no font has) without losing the line: seeded, another image than the
+    unwarped one, about as much ink, ink from end to end."""
+    font = FONTS["DejaVu Sans"][0]
+    drawn = Look(rotate=0, shear=0, elastic=0, blur=0, noise=0, jpeg_prob=0, low_res_prob=0, margin=(4, 4),
+                 size=(32, 32), glyph_prob=1.0)
+    text = "wugy nun, Trouble 42!"
+    plain = np.asarray(render_line(text, font, random.Random(5), drawn))
+    warped = [np.asarray(render_line(text, font, random.Random(5), replace(drawn, glyph_warp=0.15))) for _ in range(2)]
+    assert np.array_equal(*warped)
+    assert not (plain.shape == warped[0].shape and np.array_equal(plain, warped[0]))
+    for axis in (0, 1):
+        assert abs(warped[0].shape[axis] - plain.shape[axis]) <= plain.shape[axis] / 5
+    assert 0.7 < (warped[0] < 128).sum() / (plain < 128).sum() < 1.3
+    ink_columns = (warped[0] < 128).any(axis=0)
+    assert ink_columns[:12].any() and ink_columns[-12:].any()
+
+
+@needs_fonts
+def test_glyph_by_glyph_lines_keep_the_fonts_ligatures():
+    """A held-out line drawn in one go has the font's fi, fl, ffi ligatures, so a line drawn glyph by glyph draws
+    them as one glyph too; a font without ligatures is cut into characters."""
+    ligatures = text_render._ligatures(FONTS["P052"][0].path)
+    assert {"fi", "fl", "ff", "ffi", "ffl"} <= set(ligatures) and len(ligatures[0]) >= len(ligatures[-1])
+    assert text_render._glyphs("official fluff", ligatures) == ["o", "ffi", "c", "i", "a", "l", " ", "fl", "u", "ff"]
+    assert text_render._ligatures(FONTS["DejaVu Sans Mono"][0].path) == ()
+    assert text_render._glyphs("office", ()) == list("office")
 
 
 def test_family_names_that_differ_in_spaces_are_one_family():
@@ -133,6 +163,14 @@ def test_image_frames_match_model_output_lengths(widths, stride, kind_layers):
     assert out.tolist() == model.output_lengths(frames).tolist()
     assert log_probs.shape[1] == int(model.output_lengths(torch.tensor([max(widths)]))[0])
     assert model.frame_seconds == pytest.approx(stride / images.COLUMNS_PER_SECOND)
+
+
+@pytest.mark.parametrize("kind", ["ds2", "vgg", "subsample"])
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, 6])
+def test_the_first_conv_reads_every_column(kind, stride):
+    """A first conv layer at least as wide as its time stride: no column falls between two windows."""
+    channels, kf, kt, sf, st = conv_shapes(ModelConfig(conv_kind=kind, conv_layers=2, conv_time_stride=stride))[0]
+    assert st == stride and kt >= stride
 
 
 def test_image_config_follows_height_and_refuses_waveform_augmentation():

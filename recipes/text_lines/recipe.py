@@ -47,6 +47,8 @@ TRAIN_FAMILIES = (
     "Leckerli One", "Lobster Two", "Klee One", "Cabin Sketch",  # fonts-leckerli-one, -lobstertwo, -klee, -cabinsketch
     "Nanum Brush Script", "Nanum Pen Script", "Purisa", "SetoFont", "StayPuft",  # fonts-nanum-extra, -tlwg-purisa-ttf,
     # -seto, -staypuft
+    "Delphine", "Steve", "Yusei Magic", "kiloji", "kiloji - P", "OpenDyslexic",  # fonts-sjfonts, -yusei-magic,
+    # -kiloji, -opendyslexic
 )
 DEV_FAMILIES = ("C059", "Caladea", "Breip")  # fonts-urw-base35, fonts-crosextra-caladea, fonts-breip
 TEST_FAMILIES = ("P052", "URW Bookman", "Carlito", "Rufscript")  # fonts-urw-base35, -crosextra-carlito, -rufscript
@@ -64,6 +66,7 @@ class TextLinesConfig(RecipeConfig):
     seed: int = 0
     processes: int = 2  # rendering workers
     glyph_prob: float = 0.0  # share of training lines drawn glyph by glyph, each glyph jittered (text_render.Look)
+    glyph_warp: float = 0.0  # each such glyph bent by a smooth random field of at most this share of the size
     families: dict = field(default_factory=lambda: {"train": list(TRAIN_FAMILIES), "dev": list(DEV_FAMILIES),
                                                     "test": list(TEST_FAMILIES)})
 
@@ -139,7 +142,7 @@ def render_stage(cfg: TextLinesConfig) -> None:
     lines, rest = split_lines(cfg)
     out = Path(cfg.data_dir) / "render"
     for s in SPLITS:
-        look = Look(glyph_prob=cfg.glyph_prob if s == "train" else 0.0)
+        look = Look(glyph_prob=cfg.glyph_prob, glyph_warp=cfg.glyph_warp) if s == "train" else Look()
         rows = fork_map(_render, fonts, [(cfg.seed, s, i, t, str(out), look) for i, t in enumerate(lines[s])],
                         cfg.processes, chunksize=64)
         write_text_atomic(out / f"{s}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -188,7 +191,7 @@ def prepare_stage(cfg: TextLinesConfig) -> None:
 def stages(cfg: TextLinesConfig) -> list[Stage]:
     data = Path(cfg.data_dir)
     render_config = {k: getattr(cfg, k) for k in ("train_lines", "dev_lines", "test_lines", "max_chars", "min_chars",
-                                                 "seed", "families")}
+                                                 "seed", "families", "glyph_prob", "glyph_warp")}
     render_config["look"] = hashlib.sha256(repr(Look()).encode()).hexdigest()[:12]
     render = Stage("render", lambda: render_stage(cfg), inputs=[],
                    outputs=[data / "render" / f"{s}.jsonl" for s in SPLITS] + [data / "render" / "lm_sentences.txt"],
