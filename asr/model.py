@@ -38,17 +38,16 @@ def conv_shapes(cfg: ModelConfig) -> list[tuple[int, int, int, int, int]]:
         raise ValueError(f"model.conv_layers = {cfg.conv_layers}: must be 1 to {most} with model.conv_kind={cfg.conv_kind}")
     shapes = []
     for i in range(cfg.conv_layers):
+        st = cfg.conv_time_stride if i == 0 else 1
         if cfg.conv_kind == "ds2":
             kf, kt, sf, _ = _CONV[i]
             channels, kt = cfg.conv_channels, kt if i == 0 else cfg.conv_time_kernel
         elif cfg.conv_kind == "subsample":
-            st = cfg.conv_time_stride if i == 0 else 1
             kf, kt, sf, channels = 3, 3 if st <= 2 else 2 * st - 1, 2, cfg.conv_channels
         else:
-            st = cfg.conv_time_stride if i == 0 else 1
             kf, kt, sf = 3, max(3, st), 1 if i == 0 else 2
             channels = cfg.conv_channels * 2 ** min(i, 2)
-        shapes.append((channels, kf, kt, sf, cfg.conv_time_stride if i == 0 else 1))
+        shapes.append((channels, kf, kt, sf, st))
     return shapes
 
 
