@@ -98,6 +98,14 @@ def test_glyph_by_glyph_lines_keep_the_fonts_ligatures():
     assert text_render._glyphs("office", ()) == list("office")
 
 
+@pytest.mark.parametrize("override, message", [("glyph_warp=0.9", "'glyph_warp' = 0.9: must be in [0, 0.5]"),
+                                               ("glyph_prob=-0.1", "'glyph_prob' = -0.1: must be in [0, 1]")])
+def test_text_lines_refuses_bad_look_keys_before_rendering(tmp_path, override, message):
+    proc = run_cli("recipe", "run", "recipes/text_lines", override, f"data_dir={tmp_path / 'data'}",
+                   f"exp_dir={tmp_path / 'exp'}")
+    assert proc.returncode != 0 and message in proc.stderr and not (tmp_path / "data").exists()
+
+
 def test_family_names_that_differ_in_spaces_are_one_family():
     """Cabin Sketch's bold file names its family "CabinSketch": one family, so it is not drawn twice as often."""
     fonts = {"CabinSketch": [Font("/f/CabinSketch-Bold.ttf", "CabinSketch", "Bold")],

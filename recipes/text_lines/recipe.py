@@ -18,6 +18,7 @@ from pathlib import Path
 
 from asr import english_text, images
 from asr.atomic import atomic_write, write_text_atomic
+from asr.config import ConfigError
 from asr.fork_pool import fork_map
 from asr.manifest import Utterance, read_manifest, write_manifest
 from asr.recipe import Stage
@@ -69,6 +70,13 @@ class TextLinesConfig(RecipeConfig):
     glyph_warp: float = 0.0  # each such glyph bent by a smooth random field of at most this share of the size
     families: dict = field(default_factory=lambda: {"train": list(TRAIN_FAMILIES), "dev": list(DEV_FAMILIES),
                                                     "test": list(TEST_FAMILIES)})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.glyph_prob <= 1:
+            raise ConfigError(f"config key 'glyph_prob' = {self.glyph_prob}: must be in [0, 1]")
+        if not 0 <= self.glyph_warp <= 0.5:
+            raise ConfigError(f"config key 'glyph_warp' = {self.glyph_warp}: must be in [0, 0.5] (of the font size)")
 
 
 SCHEMA = TextLinesConfig
