@@ -1,5 +1,7 @@
 """Staged recipe runs: each stage declares its inputs, outputs and config, and is skipped when
 its outputs exist and were made from the same inputs and config (a stamp file records both).
+A stage whose outputs all lie in the data dir keeps its stamp there (<data_dir>/.stages), so every experiment
+on that data shares it; the others keep theirs in the experiment's (<exp_dir>/.stages).
 
 A recipe is a folder with `recipe.py` defining `SCHEMA` (its config dataclass) and
 `stages(cfg) -> list[Stage]`, and `conf/<size>.yaml` configs.
@@ -100,13 +102,21 @@ def _select(stages: list[Stage], which: str | None, default: int) -> int:
     raise ConfigError(f"unknown stage {which!r}; stages: {', '.join(f'{i + 1}:{n}' for i, n in enumerate(names))}")
 
 
+def _stamp_dir(stage: Stage, state_dir: Path, data_dir: Path | None) -> Path:
+    """Where a stage's stamp lives: with its data when every output is in `data_dir`, else in `state_dir`."""
+    if data_dir is not None and stage.outputs and all(Path(o).resolve().is_relative_to(data_dir.resolve())
+                                                      for o in stage.outputs):
+        return data_dir / ".stages"
+    return state_dir
+
+
 def run_stages(stages: list[Stage], state_dir: Path, stage: str | None = None, stop_stage: str | None = None,
-               force: bool = False) -> None:
-    """Run the selected stages in order, skipping those already up to date."""
+               force: bool = False, data_dir: Path | None = None) -> None:
+    """Run the selected stages in order, skipping those already up to date. Stamps live in `state_dir`, or in
+    `data_dir`/.stages for a stage that writes only there (another experiment on the same data skips it)."""
     first, last = _select(stages, stage, 0), _select(stages, stop_stage, len(stages) - 1)
-    state_dir.mkdir(parents=True, exist_ok=True)
     for i, st in enumerate(stages[first: last + 1], first + 1):
-        stamp_file = state_dir / f"{st.name}.stamp"
+        stamp_file = _stamp_dir(st, state_dir, data_dir) / f"{st.name}.stamp"
         stamp = stage_stamp(st)
         up_to_date = (not force and stamp_file.exists() and stamp_file.read_text() == stamp
                       and all(Path(o).exists() for o in st.outputs))
@@ -130,5 +140,5 @@ def run_recipe(recipe_dir: str | Path, overrides: list[str], stage: str | None =
     module = load_recipe(recipe_dir)
     cfg = recipe_config(recipe_dir, overrides)
     stages = module.stages(cfg)
-    run_stages(stages, Path(cfg.exp_dir) / ".stages", stage, stop_stage, force)
+    run_stages(stages, Path(cfg.exp_dir) / ".stages", stage, stop_stage, force, data_dir=Path(cfg.data_dir))
     return cfg

@@ -97,3 +97,33 @@ def test_vocabulary_stage_takes_a_recipe_s_extra_characters(tmp_path):
     assert load_vocabulary(paths.vocabulary).labels == ["<blank>", " ", "a", "b", "c"]
     vocabulary_stage(cfg, charset_text=lambda: ["zebra'"])
     assert load_vocabulary(paths.vocabulary).labels == ["<blank>", " ", "'", "a", "b", "c", "e", "r", "z"]
+
+
+def test_data_stages_stamp_the_data_dir_so_experiments_share_them(tmp_path):
+    """A stage writing only into the data dir keeps its stamp there: a second experiment on the same data skips
+    it, and an experiment that changes that stage's config makes the others' next run remake it too."""
+    data, calls = tmp_path / "data", []
+    data.mkdir()
+
+    def stages(suffix: str, exp: str) -> list[Stage]:
+        def prepare():
+            calls.append(("prepare", exp))
+            (data / "manifest.txt").write_text(suffix)
+
+        def train():
+            calls.append(("train", exp))
+            (tmp_path / exp / "model.txt").write_text((data / "manifest.txt").read_text())
+
+        return [Stage("prepare", prepare, [], [data / "manifest.txt"], config={"suffix": suffix}),
+                Stage("train", train, [data / "manifest.txt"], [tmp_path / exp / "model.txt"])]
+
+    for exp in ("a", "b"):
+        (tmp_path / exp).mkdir()
+        run_stages(stages("!", exp), tmp_path / exp / ".stages", data_dir=data)
+    assert calls == [("prepare", "a"), ("train", "a"), ("train", "b")]
+    assert (data / ".stages" / "prepare.stamp").exists() and (tmp_path / "b" / ".stages" / "train.stamp").exists()
+    run_stages(stages("?", "b"), tmp_path / "b" / ".stages", data_dir=data)  # b changes the data
+    run_stages(stages("!", "a"), tmp_path / "a" / ".stages", data_dir=data)  # a's data must be made again
+    # a's model was made from data with the same content as now: it stands
+    assert calls[3:] == [("prepare", "b"), ("train", "b"), ("prepare", "a")]
+    assert (data / "manifest.txt").read_text() == (tmp_path / "a" / "model.txt").read_text() == "!"
