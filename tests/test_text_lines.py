@@ -106,6 +106,14 @@ def test_text_lines_refuses_bad_look_keys_before_rendering(tmp_path, override, m
     assert proc.returncode != 0 and message in proc.stderr and not (tmp_path / "data").exists()
 
 
+def test_text_lines_refuses_a_family_not_installed_before_rendering(tmp_path):
+    """A listed family missing from the machine is an error naming it, not a training set quietly without it."""
+    proc = run_cli("recipe", "run", "recipes/text_lines", "families.train=[DejaVu Sans,No Such Face]",
+                   f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}")
+    assert proc.returncode != 0 and not (tmp_path / "data").exists()
+    assert "config key 'families.train': ['No Such Face'] not installed" in proc.stderr
+
+
 def test_family_names_that_differ_in_spaces_are_one_family():
     """Cabin Sketch's bold file names its family "CabinSketch": one family, so it is not drawn twice as often."""
     fonts = {"CabinSketch": [Font("/f/CabinSketch-Bold.ttf", "CabinSketch", "Bold")],

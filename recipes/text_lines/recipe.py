@@ -138,12 +138,13 @@ def render_stage(cfg: TextLinesConfig) -> None:
     """Every split's lines rendered to <data_dir>/render/<split>/*.png, listed in render/<split>.jsonl."""
     installed = installed_fonts()
     fonts = {s: {f: installed[f] for f in cfg.families[s] if f in installed} for s in SPLITS}
-    for s in SPLITS:
+    for s in SPLITS:  # a missing family would change the split's mix of faces: refused, not skipped
         missing = sorted(set(cfg.families[s]) - set(fonts[s]))
         if missing:
-            log.warning(f"{s} font families not installed (bash scripts/setup.sh installs them): {missing}")
+            raise ConfigError(f"config key 'families.{s}': {missing} not installed (bash scripts/setup.sh installs "
+                              f"them), or not drawing every character of printable ASCII")
         if not fonts[s]:
-            raise RuntimeError(f"no {s} font family is installed: {cfg.families[s]}")
+            raise ConfigError(f"config key 'families.{s}' is empty")
     overlap = set(cfg.families["train"]) & (set(cfg.families["dev"]) | set(cfg.families["test"]))
     if overlap:
         raise ValueError(f"config key 'families': {sorted(overlap)} both in training and held out")
