@@ -106,6 +106,7 @@ def test_text_lines_refuses_bad_look_keys_before_rendering(tmp_path, override, m
     assert proc.returncode != 0 and message in proc.stderr and not (tmp_path / "data").exists()
 
 
+@needs_fonts
 def test_text_lines_refuses_a_family_not_installed_before_rendering(tmp_path):
     """A listed family missing from the machine is an error naming it, not a training set quietly without it."""
     proc = run_cli("recipe", "run", "recipes/text_lines", "families.train=[DejaVu Sans,No Such Face]",
