@@ -99,7 +99,9 @@ def test_glyph_by_glyph_lines_keep_the_fonts_ligatures():
 
 
 @pytest.mark.parametrize("override, message", [("glyph_warp=0.9", "'glyph_warp' = 0.9: must be in [0, 0.5]"),
-                                               ("glyph_prob=-0.1", "'glyph_prob' = -0.1: must be in [0, 1]")])
+                                               ("glyph_prob=-0.1", "'glyph_prob' = -0.1: must be in [0, 1]"),
+                                               ("families.test=[DejaVu Sans]",
+                                                "'families': ['DejaVu Sans'] both in training and held out")])
 def test_text_lines_refuses_bad_look_keys_before_rendering(tmp_path, override, message):
     proc = run_cli("recipe", "run", "recipes/text_lines", override, f"data_dir={tmp_path / 'data'}",
                    f"exp_dir={tmp_path / 'exp'}")
