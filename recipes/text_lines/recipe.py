@@ -77,6 +77,9 @@ class TextLinesConfig(RecipeConfig):
             raise ConfigError(f"config key 'glyph_prob' = {self.glyph_prob}: must be in [0, 1]")
         if not 0 <= self.glyph_warp <= 0.5:
             raise ConfigError(f"config key 'glyph_warp' = {self.glyph_warp}: must be in [0, 0.5] (of the font size)")
+        for s in SPLITS:
+            if not self.families.get(s):
+                raise ConfigError(f"config key 'families.{s}' is empty")
         overlap = set(self.families["train"]) & (set(self.families["dev"]) | set(self.families["test"]))
         if overlap:
             raise ConfigError(f"config key 'families': {sorted(overlap)} both in training and held out")
@@ -146,8 +149,6 @@ def render_stage(cfg: TextLinesConfig) -> None:
         if missing:
             raise ConfigError(f"config key 'families.{s}': {missing} not installed (bash scripts/setup.sh installs "
                               f"them), or not drawing every character of printable ASCII")
-        if not fonts[s]:
-            raise ConfigError(f"config key 'families.{s}' is empty")
     lines, rest = split_lines(cfg)
     out = Path(cfg.data_dir) / "render"
     for s in SPLITS:
