@@ -102,6 +102,8 @@ class ModelConfig:
     rnn_batch_norm: bool = True  # sequence-wise BatchNorm before each RNN but the first
     lookahead: int = 0  # future frames seen by a unidirectional model (row convolution)
     dropout: float = 0.0
+    # a bias per output in the CTC head, started at the training labels' prior (blank share and label frequencies)
+    head_bias: bool = False
 
 
 CONV_LAYERS_MOST = {"ds2": 3, "vgg": 5, "subsample": 3}  # the paper's three wide layers; a CRNN's five halvings

@@ -173,7 +173,8 @@ class DeepSpeech2(nn.Module):
             ))
         self.lookahead = Lookahead(model_cfg.rnn_hidden, model_cfg.lookahead) if model_cfg.lookahead else None
         self.dropout = nn.Dropout(model_cfg.dropout)
-        self.head = nn.Sequential(nn.BatchNorm1d(model_cfg.rnn_hidden), nn.Linear(model_cfg.rnn_hidden, num_classes, bias=False))
+        self.head = nn.Sequential(nn.BatchNorm1d(model_cfg.rnn_hidden),
+                                  nn.Linear(model_cfg.rnn_hidden, num_classes, bias=model_cfg.head_bias))
 
     # ---------------------------------------------------------------- geometry in time: everyone asks here
     @property

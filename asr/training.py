@@ -356,6 +356,21 @@ def init_weights(model: DeepSpeech2, vocab: Vocabulary, path: str | Path) -> Non
     log.info(f"weights from {path} (train.init_from)")
 
 
+def init_head_prior(model: DeepSpeech2, vocab: Vocabulary, utts: list[Utterance], cfg: Config) -> None:
+    """Start the CTC head's bias at the log prior of each output over the training frames: the blank's share is
+    the frames no label takes. A head that starts there need not first learn the blank's share with large
+    gradients through the whole network, the phase in which training can settle on CTC's blank plateau."""
+    counts = torch.ones(len(vocab), dtype=torch.float64)  # add-one: every output keeps a finite prior
+    for u in utts:
+        counts += torch.bincount(torch.tensor(vocab.encode(u.text, u.id)), minlength=len(vocab))
+    frames = model.output_lengths(torch.tensor([num_frames(u.duration, cfg.features) for u in utts])).sum().item()
+    counts[vocab.blank] += max(frames - counts.sum().item(), 0.0)
+    with torch.no_grad():
+        model.head[1].bias.copy_((counts / counts.sum()).log())
+    log.info(f"CTC head bias: the label prior of {len(utts)} training utterances (blank "
+             f"{100 * counts[vocab.blank].item() / counts.sum().item():.1f}% of {frames} frames)")
+
+
 @dataclass
 class EpochProgress:
     """How far an epoch has gone: what a checkpoint saved inside an epoch needs to continue it."""
@@ -591,6 +606,8 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device, may_re
     if t.init_from:
         init_weights(model, vocab, t.init_from)
     sources, dev_utts = _screen(cfg, exp, group, vocab, model, sources, dev_utts)
+    if cfg.model.head_bias and not t.init_from:
+        init_head_prior(model, vocab, [u for _, _, utts in sources for u in utts], cfg)
     log.info(_describe_model(cfg, model, len(vocab), group, device))
     if device.type == "cpu":
         log.info(allocator.describe())

@@ -116,3 +116,30 @@ def test_channels_last_convs_train_like_contiguous_ones():
     (_ChannelsLastGrad.apply(x).reshape(2, 12, 5).permute(2, 0, 1) * w).sum().backward()
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(x.grad, w.permute(1, 2, 0).reshape(2, 3, 4, 5))
+
+
+def test_head_bias_starts_at_the_training_label_prior():
+    """`model.head_bias`: the head's softmax at the start is the training labels' distribution over the output
+    frames (add-one for labels no utterance has; the blank takes the frames no label does); without it the head
+    has no bias, so checkpoints from before the key load unchanged."""
+    from asr.features import num_frames
+    from asr.manifest import Utterance
+    from asr.text import CharVocabulary
+    from asr.training import init_head_prior
+
+    cfg = load_config(ROOT / "conf" / "ds2_tiny.yaml", ["exp_dir=x", "data.train_manifest=a", "data.dev_manifest=b",
+                                                        "model.head_bias=true"])
+    utts = [Utterance("a.wav", 2.0, "abba", id="u1"), Utterance("b.wav", 3.0, "a cab", id="u2")]
+    vocab = CharVocabulary.build([u.text for u in utts] + ["d"], "speech")
+    model = DeepSpeech2(cfg.model, cfg.features, len(vocab))
+    init_head_prior(model, vocab, utts, cfg)
+    prior = model.head[1].bias.detach().double().softmax(0)
+    frames = model.output_lengths(torch.tensor([num_frames(s, cfg.features) for s in (2.0, 3.0)])).sum().item()
+    assert 150 < frames < 170  # 5 s of 10-ms frames, strided 3 by the tiny preset's convs
+    counts = {label: 1 + "abbaa cab".count(label) for label in vocab.labels[1:]}
+    assert prior[vocab.blank].item() == pytest.approx((frames - sum(counts.values())) / frames)
+    for label, n in counts.items():
+        assert prior[vocab.labels.index(label)].item() == pytest.approx(n / frames)
+    assert counts["d"] == 1 and counts["a"] == 5
+    plain = DeepSpeech2(ModelConfig(), FeatureConfig(), len(vocab))
+    assert plain.head[1].bias is None and "head.1.bias" not in plain.state_dict()

@@ -274,6 +274,8 @@ def test_text_lines_recipe_through_the_cli(tmp_path):
     assert any(c.isupper() for r in rows["train"] for c in r["text"])  # case kept
     results = json.loads((exp / "results.json").read_text())
     assert results["test"]["utterances"] == len(rows["test"]) and 0 <= results["test"]["cer"]
+    log = (exp / "train.log").read_text()
+    assert f"CTC head bias: the label prior of {len(rows['train'])} training utterances" in log
     image = data / "manifests" / rows["test"][0]["audio_filepath"]
     audio = tmp_path / "speech.wav"
     sf.write(audio, np.zeros(8000, np.float32), 16000)
