@@ -46,7 +46,7 @@ class DataConfig:
     max_duration: float = 30.0  # seconds; longer training utterances are reported and skipped
     min_duration: float = 0.1
     num_workers: int = 0  # DataLoader worker processes
-    speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]
+    speed_perturb: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]; an image's width / factor
     noise_dir: Optional[str] = None  # folder of noise recordings mixed into training audio
     noise_prob: float = 0.5  # share of training utterances that get noise
     noise_snr: list[float] = field(default_factory=lambda: [5.0, 20.0])  # SNR range in dB
@@ -255,13 +255,14 @@ def validate(cfg: Any) -> None:
 
 
 MIN_FEATURE_BINS = 32
-_AUDIO_ONLY = ("speed_perturb", "noise_dir", "vtlp", "silence_pad", "concat_prob", "reverb_prob",
+_AUDIO_ONLY = ("noise_dir", "vtlp", "silence_pad", "concat_prob", "reverb_prob",
                "bandlimit_prob")  # data augmentations of waveforms (off: empty, None or 0)
 
 
 def check_image_input(features: FeatureConfig, data: DataConfig | None) -> None:
     """features.kind=image: a column is a 10-ms frame (asr.images), so sample_rate, window_ms and hop_ms follow
-    from image_height and are set here; waveform augmentations would scramble the columns and are refused."""
+    from image_height and are set here; waveform augmentations would scramble the columns and are refused (speed
+    perturbation stretches an image's width instead)."""
     from .images import COLUMNS_PER_SECOND, sample_rate_of
 
     features.sample_rate = sample_rate_of(features.image_height)

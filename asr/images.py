@@ -104,6 +104,18 @@ def as_signal(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels.T).reshape(-1)
 
 
+def stretch(signal: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
+    """The line of `signal` written `factor` times as fast: its width divided by `factor`, its height kept
+    (speed perturbation of an image, as fewer samples are faster speech)."""
+    from PIL import Image
+
+    height = height_of(sample_rate)
+    pixels = signal.reshape(-1, height).T  # (height, width)
+    width = max(1, int(round(pixels.shape[1] / factor)))
+    img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+    return as_signal(np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32))
+
+
 def load_line_image(path: str | Path, sample_rate: int) -> np.ndarray:
     """The signal of the line image at `path` for a model of features.sample_rate `sample_rate`."""
     return as_signal(read_image(path, height_of(sample_rate)))

@@ -153,6 +153,50 @@ def test_image_signal_round_trip(tmp_path):
     assert expected[16, 10] == pytest.approx(1.0) and expected[2, 60] == pytest.approx(0.0)  # ink 1, paper 0
 
 
+@settings(max_examples=20, deadline=None)
+@given(width=st.integers(20, 300), factor=st.sampled_from([0.8, 0.9, 1.1, 1.25]))
+def test_speed_perturbing_an_image_stretches_its_width(width, factor):
+    """Speed perturbation of a line image: width / factor, height and ink kept, the rows unmixed."""
+    pixels = np.zeros((32, width), np.float32)
+    pixels[8:24, width // 4: width // 2] = 1.0  # a block of ink
+    stretched = images.stretch(images.as_signal(pixels), images.sample_rate_of(32), factor)
+    new_width = round(width / factor)
+    assert stretched.dtype == np.float32 and stretched.shape == (32 * new_width,)
+    back = stretched.reshape(new_width, 32).T
+    assert back[:8].max() == pytest.approx(0.0) and back[24:].max() == pytest.approx(0.0)  # paper rows stay paper
+    assert back[16].sum() == pytest.approx(pixels[16].sum() / factor, abs=2.0)  # the block narrows or widens
+    assert np.array_equal(images.stretch(images.as_signal(pixels), images.sample_rate_of(32), 1.0),
+                          images.as_signal(pixels))
+
+
+def test_speed_perturbed_lines_are_seeded_per_epoch(tmp_path):
+    """Training lines get a stretch drawn per line and epoch: the same seed and epoch give the same image."""
+    from asr.data import UtteranceDataset
+    from asr.manifest import Utterance
+
+    rate = images.sample_rate_of(32)
+    utts = []
+    for i in range(8):
+        pixels = np.full((40, 120 + 10 * i), 255, np.uint8)
+        pixels[10:30, 20:60] = 0
+        Image.fromarray(pixels).save(tmp_path / f"l{i}.png")
+        utts.append(Utterance(id=f"l{i}", audio_filepath=str(tmp_path / f"l{i}.png"), duration=1.0, text="ab"))
+    vocab = CharVocabulary.build(u.text for u in utts)
+    plain = UtteranceDataset(utts, vocab, rate)
+    perturbed = [UtteranceDataset(utts, vocab, rate, speed_perturb=[0.8, 1.25], seed=3) for _ in range(2)]
+    widths = []
+    for epoch in (0, 1):
+        for ds in perturbed:
+            ds.set_epoch(epoch)
+        for i in range(len(utts)):
+            a, b, c = (ds[i]["wave"] for ds in (*perturbed, plain))
+            assert np.array_equal(a, b)
+            ratio = len(c) / len(a)
+            assert ratio == pytest.approx(0.8, abs=0.02) or ratio == pytest.approx(1.25, abs=0.02)
+            widths.append(len(a))
+    assert len(set(widths)) > len(utts)  # both factors drawn, and not the same for a line in both epochs
+
+
 def _image_features(height: int) -> FeatureConfig:
     return _config("features.kind=image", f"features.image_height={height}", "features.normalize=none").features
 
@@ -195,8 +239,10 @@ def test_the_first_conv_reads_every_column(kind, stride):
 def test_image_config_follows_height_and_refuses_waveform_augmentation():
     cfg = _config("features.kind=image", "features.image_height=48")
     assert (cfg.features.sample_rate, cfg.features.hop_ms, cfg.features.window_ms) == (4800, 10.0, 10.0)
-    with pytest.raises(ConfigError, match="data.speed_perturb"):
-        _config("features.kind=image", "data.speed_perturb=[0.9,1.0,1.1]")
+    for key, value in (("noise_dir", "noise"), ("concat_prob", "0.5"), ("bandlimit_prob", "0.3")):
+        with pytest.raises(ConfigError, match=f"data.{key}"):
+            _config("features.kind=image", f"data.{key}={value}")
+    assert _config("features.kind=image", "data.speed_perturb=[0.9,1.0,1.1]").data.speed_perturb == [0.9, 1.0, 1.1]
     with pytest.raises(ConfigError, match="features.image_height"):
         _config("features.kind=image", "features.image_height=16")
 
