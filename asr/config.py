@@ -206,6 +206,9 @@ def validate(cfg: Any) -> None:
         check_image_input(features, data)
     if features is not None:
         check_feature_bins(features)
+    if data is not None and not all(0.5 <= f <= 2.0 for f in data.speed_perturb):
+        raise ConfigError(f"config key 'data.speed_perturb' = {list(data.speed_perturb)}: each factor must be in "
+                          "[0.5, 2] (0.9 slows by 10%)")
     if data is not None and not 0.0 <= data.vtlp < 0.5:
         raise ConfigError(f"config key 'data.vtlp' = {data.vtlp}: must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
     if data is not None and not 0.0 <= data.silence_pad <= 10.0:

@@ -260,13 +260,15 @@ class UtteranceDataset(Dataset):
     def _load(self, index: int) -> np.ndarray:
         utt = self.utterances[index]
         wave = load_audio(utt.audio_filepath, self.sample_rate, utt.offset, utt.duration if utt.offset else None)
-        if self.speed_perturb:
-            factor = random.Random(f"{self.seed}:{self.epoch}:{index}").choice(self.speed_perturb)
-            if factor != 1.0 and is_image(utt.audio_filepath):  # a line written faster: narrower
-                wave = stretch(wave, self.sample_rate, factor)
-            elif factor != 1.0:  # faster speech = fewer samples at the same rate (pitch changes too, as in Kaldi)
-                wave = soxr.resample(wave, self.sample_rate * factor, self.sample_rate).astype(np.float32)
-        return wave
+        if not self.speed_perturb:
+            return wave
+        factor = random.Random(f"{self.seed}:{self.epoch}:{index}").choice(self.speed_perturb)
+        if factor == 1.0:
+            return wave
+        if is_image(utt.audio_filepath):  # a line written faster: narrower
+            return stretch(wave, self.sample_rate, factor)
+        # faster speech = fewer samples at the same rate (pitch changes too, as in Kaldi)
+        return soxr.resample(wave, self.sample_rate * factor, self.sample_rate).astype(np.float32)
 
 
 def collate(items: list[dict]) -> Batch:

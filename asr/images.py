@@ -112,7 +112,7 @@ def stretch(signal: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
     height = height_of(sample_rate)
     pixels = signal.reshape(-1, height).T  # (height, width)
     width = max(1, int(round(pixels.shape[1] / factor)))
-    img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+    img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32))  # mode "F"
     return as_signal(np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32))
 
 

@@ -243,6 +243,8 @@ def test_image_config_follows_height_and_refuses_waveform_augmentation():
         with pytest.raises(ConfigError, match=f"data.{key}"):
             _config("features.kind=image", f"data.{key}={value}")
     assert _config("features.kind=image", "data.speed_perturb=[0.9,1.0,1.1]").data.speed_perturb == [0.9, 1.0, 1.1]
+    with pytest.raises(ConfigError, match="data.speed_perturb"):
+        _config("features.kind=image", "data.speed_perturb=[0.9,0.0]")
     with pytest.raises(ConfigError, match="features.image_height"):
         _config("features.kind=image", "features.image_height=16")
 
