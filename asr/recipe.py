@@ -4,7 +4,8 @@ A stage whose outputs all lie in the data dir keeps its stamp there (<data_dir>/
 on that data shares it; the others keep theirs in the experiment's (<exp_dir>/.stages).
 
 A recipe is a folder with `recipe.py` defining `SCHEMA` (its config dataclass) and
-`stages(cfg) -> list[Stage]`, and `conf/<size>.yaml` configs.
+`stages(cfg) -> list[Stage]`, and `conf/<size>.yaml` configs. A recipe with a `conf/float32.yaml` runs it by
+default on hosts that train in float32 (an AVX2 CPU without CUDA), where the default size would overrun its budget.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from .atomic import write_text_atomic
 from .config import ConfigError, load_config
 
 log = logging.getLogger("asr.recipe")
+# the size a recipe may ship for hosts that train in float32 (`default_size`)
+FLOAT32_SIZE = "float32"
 
 
 @dataclass
@@ -77,13 +80,32 @@ def load_recipe(recipe_dir: str | Path) -> ModuleType:
     return module
 
 
+def trains_in_float32() -> bool:
+    """Whether this host trains in float32: no CUDA device and no oneDNN bf16 kernels (an AVX2 CPU, where
+    train.amp=auto falls back to float32 and a step takes 2-2.5x as long)."""
+    import torch
+
+    from .training import cpu_has_bf16_kernels
+
+    return not torch.cuda.is_available() and not cpu_has_bf16_kernels()
+
+
+def default_size(recipe_dir: str | Path, float32_host: bool | None = None) -> str:
+    """The size a run gets without size=...: FLOAT32_SIZE on a host that trains in float32 when the recipe has
+    one (conf/float32.yaml, sized for its time budget there), else 'default'."""
+    if not (Path(recipe_dir) / "conf" / f"{FLOAT32_SIZE}.yaml").exists():
+        return "default"
+    return FLOAT32_SIZE if (trains_in_float32() if float32_host is None else float32_host) else "default"
+
+
 def recipe_config(recipe_dir: str | Path, overrides: list[str]) -> Any:
-    """The recipe's config: conf/<size>.yaml (size=... picks it, default 'default') plus overrides."""
+    """The recipe's config: conf/<size>.yaml (size=... picks it, else `default_size`) plus overrides."""
     module = load_recipe(recipe_dir)
-    size = "default"
-    for o in overrides:
-        if o.startswith("size="):
-            size = o.split("=", 1)[1]
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("size=")]
+    size = chosen[-1] if chosen else default_size(recipe_dir)
+    if not chosen and size != "default":
+        log.info(f"size {size}: this host trains in float32 (no CUDA device, no oneDNN bf16 kernels), so "
+                 f"conf/{size}.yaml; size=default overrides")
     conf = Path(recipe_dir) / "conf" / f"{size}.yaml"
     if not conf.exists():
         sizes = sorted(p.stem for p in (Path(recipe_dir) / "conf").glob("*.yaml"))

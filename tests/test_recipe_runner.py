@@ -127,3 +127,24 @@ def test_data_stages_stamp_the_data_dir_so_experiments_share_them(tmp_path):
     # a's model was made from data with the same content as now: it stands
     assert calls[3:] == [("prepare", "b"), ("train", "b"), ("prepare", "a")]
     assert (data / "manifest.txt").read_text() == (tmp_path / "a" / "model.txt").read_text() == "!"
+
+
+def test_a_float32_host_gets_the_recipe_s_float32_size(tmp_path):
+    """Without size=..., a host that trains in float32 runs conf/float32.yaml where the recipe has one (text_lines:
+    sized for an AVX2 CPU's time budget) and the default elsewhere; size=... always wins, and the size run is in
+    the resolved config."""
+    from asr.recipe import default_size, recipe_config, trains_in_float32
+
+    root = Path(__file__).resolve().parents[1]
+    assert default_size(root / "recipes" / "text_lines", float32_host=True) == "float32"
+    assert default_size(root / "recipes" / "text_lines", float32_host=False) == "default"
+    assert default_size(root / "recipes" / "synthetic_en", float32_host=True) == "default"
+    assert default_size(root / "recipes" / "text_lines") == ("float32" if trains_in_float32() else "default")
+    default = recipe_config(root / "recipes" / "text_lines", ["size=default"])
+    small = recipe_config(root / "recipes" / "text_lines", ["size=float32"])
+    assert (default.size, small.size) == ("default", "float32")
+    assert small.features.image_height < default.features.image_height and small.model.rnn_hidden < default.model.rnn_hidden
+    assert small.data_dir != default.data_dir and small.exp_dir != default.exp_dir
+    assert small.test_sets == default.test_sets and small.families == default.families  # the same held-out lines
+    auto = recipe_config(root / "recipes" / "text_lines", [])
+    assert auto.size == default_size(root / "recipes" / "text_lines")
