@@ -129,7 +129,7 @@ def test_data_stages_stamp_the_data_dir_so_experiments_share_them(tmp_path):
     assert (data / "manifest.txt").read_text() == (tmp_path / "a" / "model.txt").read_text() == "!"
 
 
-def test_a_float32_host_gets_the_recipe_s_float32_size(tmp_path):
+def test_a_float32_host_gets_the_recipe_s_float32_size():
     """Without size=..., a host that trains in float32 runs conf/float32.yaml where the recipe has one (text_lines:
     sized for an AVX2 CPU's time budget) and the default elsewhere; size=... always wins, and the size run is in
     the resolved config."""
@@ -148,3 +148,17 @@ def test_a_float32_host_gets_the_recipe_s_float32_size(tmp_path):
     assert small.test_sets == default.test_sets and small.families == default.families  # the same held-out lines
     auto = recipe_config(root / "recipes" / "text_lines", [])
     assert auto.size == default_size(root / "recipes" / "text_lines")
+
+
+def test_the_cli_says_which_size_a_float32_host_runs(tmp_path):
+    """oneDNN limited to AVX2 has no bf16 kernels on any x86 host: `asr recipe run` says it runs the float32 size,
+    and runs the one size=... names without a word (a bad key stops both runs before any stage)."""
+    from conftest import run_cli
+
+    avx2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "CUDA_VISIBLE_DEVICES": ""}
+    args = ["recipe", "run", "recipes/text_lines", "glyph_warp=0.9", f"data_dir={tmp_path / 'd'}", f"exp_dir={tmp_path / 'e'}"]
+    auto, named = run_cli(*args, env=avx2), run_cli(*args, "size=default", env=avx2)
+    for proc in (auto, named):
+        assert proc.returncode != 0 and "'glyph_warp' = 0.9: must be in [0, 0.5]" in proc.stderr, proc.stderr[-2000:]
+    assert "size float32: this host trains in float32" in auto.stderr and "size float32" not in named.stderr
+    assert not (tmp_path / "d").exists()
