@@ -95,7 +95,9 @@ def default_size(recipe_dir: str | Path, float32_host: bool | None = None) -> st
     one (conf/float32.yaml, sized for its time budget there), else 'default'."""
     if not (Path(recipe_dir) / "conf" / f"{FLOAT32_SIZE}.yaml").exists():
         return "default"
-    return FLOAT32_SIZE if (trains_in_float32() if float32_host is None else float32_host) else "default"
+    if float32_host is None:
+        float32_host = trains_in_float32()
+    return FLOAT32_SIZE if float32_host else "default"
 
 
 def recipe_config(recipe_dir: str | Path, overrides: list[str]) -> Any:

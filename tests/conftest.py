@@ -58,7 +58,8 @@ def training_pass(model, waves, lengths, loss) -> tuple:
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real `asr` command line in a subprocess (with `env` added to the environment)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+           **(env or {})}
     return subprocess.run([sys.executable, "-m", "asr", *args], capture_output=True, text=True, cwd=cwd or ROOT,
                           env=env, timeout=timeout)
 

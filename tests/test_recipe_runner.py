@@ -143,7 +143,8 @@ def test_a_float32_host_gets_the_recipe_s_float32_size():
     default = recipe_config(root / "recipes" / "text_lines", ["size=default"])
     small = recipe_config(root / "recipes" / "text_lines", ["size=float32"])
     assert (default.size, small.size) == ("default", "float32")
-    assert small.features.image_height < default.features.image_height and small.model.rnn_hidden < default.model.rnn_hidden
+    assert small.features.image_height < default.features.image_height
+    assert small.model.rnn_hidden < default.model.rnn_hidden
     assert small.data_dir != default.data_dir and small.exp_dir != default.exp_dir
     assert small.test_sets == default.test_sets and small.families == default.families  # the same held-out lines
     auto = recipe_config(root / "recipes" / "text_lines", [])
@@ -156,7 +157,8 @@ def test_the_cli_says_which_size_a_float32_host_runs(tmp_path):
     from conftest import run_cli
 
     avx2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "CUDA_VISIBLE_DEVICES": ""}
-    args = ["recipe", "run", "recipes/text_lines", "glyph_warp=0.9", f"data_dir={tmp_path / 'd'}", f"exp_dir={tmp_path / 'e'}"]
+    args = ["recipe", "run", "recipes/text_lines", "glyph_warp=0.9", f"data_dir={tmp_path / 'd'}",
+            f"exp_dir={tmp_path / 'e'}"]
     auto, named = run_cli(*args, env=avx2), run_cli(*args, "size=default", env=avx2)
     for proc in (auto, named):
         assert proc.returncode != 0 and "'glyph_warp' = 0.9: must be in [0, 0.5]" in proc.stderr, proc.stderr[-2000:]
