@@ -27,7 +27,7 @@ from tqdm import tqdm
 from . import allocator
 from .atomic import atomic_write
 from .checkpoint import FORMAT_VERSION, inference_view, keep_best, load_checkpoint, save_checkpoint, save_last
-from .config import Config, DataConfig, save_config, to_dict
+from .config import Config, DataConfig, TrainConfig, save_config, to_dict
 from .data import (BandLimit, Batch, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, make_batches,
                    speaker_capped_weights)
 from .decoding import greedy_decode
@@ -157,25 +157,30 @@ def sampling_groups(sources: list[tuple[str, float, list[Utterance]]], caps: Seq
     return group_of, weights
 
 
-def _lr_lambda(cfg: Config, total_steps: int):
-    t = cfg.train
+class WarmupCosine:
+    """The learning rate's factor at each step: linear warm-up, then constant or a cosine down to min_lr_ratio at
+    `total_steps`. An object, not a closure, so that LambdaLR saves `total_steps` with the checkpoint: a time
+    budget (`train.time_budget`) sets it after the first epoch, and a resumed run must keep it."""
 
-    def fn(step: int) -> float:
-        if step < t.warmup_steps:
-            return (step + 1) / t.warmup_steps
-        if t.schedule == "constant":
+    def __init__(self, cfg: Config, total_steps: int):
+        t = cfg.train
+        self.warmup_steps, self.constant, self.min_lr_ratio = t.warmup_steps, t.schedule == "constant", t.min_lr_ratio
+        self.total_steps = total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.constant:
             return 1.0
-        progress = min(1.0, (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps))
-        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return fn
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: Config, total_steps: int):
     if cfg.train.schedule == "onecycle":
         pct = min(0.3, max(cfg.train.warmup_steps / max(total_steps, 1), 0.05))
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.train.lr, total_steps=max(total_steps, 2), pct_start=pct)
-    return torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(cfg, total_steps))
 
 
 def _setup_logging(exp: Path) -> None:
@@ -396,6 +401,7 @@ class TrainState:
     scaler: torch.amp.GradScaler
     specaug_gen: torch.Generator
     epoch: int = 0  # the epoch to run next (or to continue, with `progress`)
+    epochs: int = 0  # the run's length: train.epochs, or what train.time_budget kept after epoch 1
     step: int = 0  # optimizer steps taken
     best_wer: float = math.inf
     progress: EpochProgress | None = None
@@ -405,8 +411,8 @@ class TrainState:
         """The checkpoint's training part (asr.checkpoint adds nothing; the caller adds config and vocabulary)."""
         return {"format": FORMAT_VERSION, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
-                "step": self.step, "position": asdict(progress) if progress else None, "best_wer": self.best_wer,
-                "dev_wer": dev_wer, "rng": _rng_state(self.specaug_gen)}
+                "epochs": self.epochs, "step": self.step, "position": asdict(progress) if progress else None,
+                "best_wer": self.best_wer, "dev_wer": dev_wer, "rng": _rng_state(self.specaug_gen)}
 
     def load_state_dict(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -415,6 +421,7 @@ class TrainState:
         self.scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"], self.specaug_gen)
         self.step, self.best_wer = ckpt["step"], ckpt["best_wer"]
+        self.epochs = ckpt.get("epochs", self.epochs)
         # saved inside an epoch: continue that epoch after the batches it had done; else start the next
         self.progress = EpochProgress(**ckpt["position"]) if ckpt.get("position") else None
         self.epoch = ckpt["epoch"] if self.progress else ckpt["epoch"] + 1
@@ -422,7 +429,8 @@ class TrainState:
 
 @dataclass
 class _Run:
-    """What stays fixed through a run: the config, its data and model plumbing, and where results go."""
+    """What stays fixed through a run: the config (but train.epochs, which a time budget sets after epoch 1), its
+    data and model plumbing, and where results go."""
 
     cfg: Config
     exp: Path
@@ -614,9 +622,7 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device, may_re
     train_set, sampler, loader, dev_loader = _loaders(cfg, vocab, sources, dev_utts, group, device)
     _place_model(cfg, model, train_set, sampler, fit_stats=not resume and not t.init_from, device=device)
 
-    total_steps = sum(math.ceil(sampler.batches_per_rank(e) / t.accum_steps) for e in range(t.epochs))
-    if t.max_steps:
-        total_steps = min(total_steps, t.max_steps)
+    total_steps = _total_steps(sampler, t, t.epochs)
     # fused: one kernel over all parameters (1.2 against 8.3 ms a step for the default model on 2 CPU cores)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                             fused=device.type in ("cpu", "cuda"))
@@ -629,19 +635,25 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device, may_re
     if group.enabled:
         step_model = torch.nn.parallel.DistributedDataParallel(
             step_model, device_ids=[device.index] if device.type == "cuda" else None)
-    state = TrainState(model, opt, sched, scaler, specaug_gen)
+    state = TrainState(model, opt, sched, scaler, specaug_gen, epochs=t.epochs)
     _restore(state, exp, vocab, resume)
-    run = _Run(cfg, exp, group, device, vocab, train_set, sampler, loader, dev_loader, step_model, loss_fn,
-               amp_dtype, use_amp, _NullWriter())
+    if not t.time_budget or state.epoch == 0:  # the length this config asks for (a budget decides after epoch 1)
+        state.epochs = t.epochs
+        _set_total_steps(sched, total_steps)
+    run = _Run(replace(cfg, train=replace(t, epochs=state.epochs)), exp, group, device, vocab, train_set, sampler,
+               loader, dev_loader, step_model, loss_fn, amp_dtype, use_amp, _NullWriter())
     _open_outputs(run, state)
 
     for epoch in range(state.epoch, t.epochs):
-        if t.max_steps and state.step >= t.max_steps:
+        if epoch >= state.epochs or (t.max_steps and state.step >= t.max_steps):
             break
         progress, state.progress = state.progress or EpochProgress(), None
         train_step.masking = epoch + 1 >= cfg.specaugment.from_epoch
         train_one_epoch(run, state, epoch, progress)
+        dev_start = time.time()
         dev = evaluate_loss_and_wer(model, dev_loader, vocab, loss_fn, device, group)
+        if epoch == 0 and t.time_budget:
+            _fit_time_budget(run, state, progress.seconds + time.time() - dev_start)
         if group.main:
             end_epoch(run, state, epoch, progress, dev)
         barrier(group)  # the other ranks wait for rank 0's checkpoint
@@ -653,6 +665,34 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device, may_re
     if group.main and not (exp / "best.pt").exists():
         raise TrainingError(f"training finished without a checkpoint in {exp}")
     return exp / "best.pt"
+
+
+def _total_steps(sampler: BucketBatchSampler, t: TrainConfig, epochs: int) -> int:
+    """Optimizer steps in the first `epochs` epochs (at most train.max_steps)."""
+    steps = sum(math.ceil(sampler.batches_per_rank(e) / t.accum_steps) for e in range(epochs))
+    return min(steps, t.max_steps) if t.max_steps else steps
+
+
+def _set_total_steps(sched: torch.optim.lr_scheduler.LRScheduler, total_steps: int) -> None:
+    for fn in getattr(sched, "lr_lambdas", []):  # WarmupCosine (OneCycleLR fixes its length when made)
+        fn.total_steps = total_steps
+
+
+def _fit_time_budget(run: _Run, state: TrainState, first_epoch_seconds: float) -> None:
+    """After epoch 1 of a run with `train.time_budget`: keep as many epochs as the budget holds at epoch 1's pace
+    (dev evaluation included; at least train.min_epochs, at most train.epochs; rank 0's choice on every rank), end
+    the learning rate's cosine at the last of them, and say so in the log and config.yaml."""
+    t = run.cfg.train
+    fits = int(t.time_budget // max(first_epoch_seconds, 1e-9))
+    epochs = gather(min(t.epochs, max(t.min_epochs, fits)), run.group)[0]
+    state.epochs = epochs
+    _set_total_steps(state.sched, _total_steps(run.sampler, t, epochs))
+    run.cfg = replace(run.cfg, train=replace(t, epochs=epochs))
+    if run.group.main:
+        save_config(run.cfg, run.exp / "config.yaml")
+    log.info(f"train.time_budget {t.time_budget:.0f} s: epoch 1 took {first_epoch_seconds:.0f} s with dev, so "
+             f"{epochs} epochs of at most {t.epochs} (train.min_epochs {t.min_epochs}); `train.epochs={epochs} "
+             f"train.time_budget=0` trains as long (epoch 1's learning rate then decays a little sooner)")
 
 
 def train_one_epoch(run: _Run, state: TrainState, epoch: int, progress: EpochProgress) -> None:

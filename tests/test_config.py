@@ -33,6 +33,9 @@ def test_overrides_are_typed():
     ("data.train_sources=[{manifest: a.jsonl, speaker_share_max: 0}]", "data.train_sources[0].speaker_share_max"),
     ("specaugment.from_epoch=0", "specaugment.from_epoch"),
     (["train.epochs=2", "specaugment.from_epoch=3"], "specaugment.from_epoch"),  # masks that would never start
+    ("train.time_budget=-1", "train.time_budget"), ("train.min_epochs=0", "train.min_epochs"),
+    (["train.epochs=2", "train.min_epochs=3"], "train.min_epochs"),
+    (["train.time_budget=600", "train.schedule=onecycle"], "train.time_budget"),  # onecycle's length is fixed
 ])
 def test_bad_keys_are_named(override, key):
     with pytest.raises(ConfigError) as e:

@@ -65,6 +65,31 @@ def test_resume_continues(trained, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
 
 
+def test_time_budget_keeps_the_epochs_that_fit(corpus, tmp_path):
+    """train.time_budget: after epoch 1 the run keeps the epochs that fit at its pace (here none: at least
+    train.min_epochs), its cosine ends at the last of them, and the log, config.yaml and checkpoint say how many;
+    --resume keeps that length rather than the config's train.epochs."""
+    import torch
+    from omegaconf import OmegaConf
+
+    exp = tmp_path / "exp"
+    args = ["train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
+            f"data.dev_manifest={corpus['dev']}", "train.epochs=3", "train.time_budget=0.001", "train.min_epochs=2",
+            *TINY]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train.time_budget 0 s: epoch 1 took" in proc.stderr and "so 2 epochs of at most 3" in proc.stderr
+    saved = OmegaConf.load(exp / "config.yaml").train
+    rows = list(csv.DictReader((exp / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and saved.epochs == 2
+    assert float(rows[-1]["lr"]) == pytest.approx(saved.lr * saved.min_lr_ratio)  # the cosine ended at epoch 2
+    last = torch.load(exp / "last.pt", weights_only=True)
+    assert last["epochs"] == 2 and last["scheduler"]["lr_lambdas"][0]["total_steps"] == last["step"]
+    proc = run_cli(*args, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr and len(list(csv.DictReader((exp / "metrics.csv").open()))) == 2
+
+
 def test_evaluate_cli(trained, corpus, tmp_path):
     exp, _, _ = trained
     proc = run_cli("evaluate", "--model", str(exp / "best.pt"), "--manifest", str(corpus["dev"]),

@@ -130,16 +130,15 @@ def test_data_stages_stamp_the_data_dir_so_experiments_share_them(tmp_path):
 
 
 def test_a_float32_host_gets_the_recipe_s_float32_size():
-    """Without size=..., a host that trains in float32 runs conf/float32.yaml where the recipe has one (text_lines,
-    synthetic_en: sized for an AVX2 CPU's time budget) and the default elsewhere; size=... always wins, and the
-    size run is in the resolved config."""
+    """Without size=..., a host that trains in float32 runs conf/float32.yaml where the recipe has one (text_lines:
+    sized for an AVX2 CPU's time budget) and the default elsewhere; size=... always wins, and the size run is in
+    the resolved config."""
     from asr.recipe import default_size, recipe_config, trains_in_float32
 
     root = Path(__file__).resolve().parents[1]
-    for name in ("text_lines", "synthetic_en"):
-        assert default_size(root / "recipes" / name, float32_host=True) == "float32", name
-        assert default_size(root / "recipes" / name, float32_host=False) == "default", name
-    assert default_size(root / "recipes" / "librispeech", float32_host=True) == "default"
+    assert default_size(root / "recipes" / "text_lines", float32_host=True) == "float32"
+    assert default_size(root / "recipes" / "text_lines", float32_host=False) == "default"
+    assert default_size(root / "recipes" / "synthetic_en", float32_host=True) == "default"
     assert default_size(root / "recipes" / "text_lines") == ("float32" if trains_in_float32() else "default")
     default = recipe_config(root / "recipes" / "text_lines", ["size=default"])
     small = recipe_config(root / "recipes" / "text_lines", ["size=float32"])
@@ -153,9 +152,8 @@ def test_a_float32_host_gets_the_recipe_s_float32_size():
 
 
 def test_the_cli_says_which_size_a_float32_host_runs(tmp_path):
-    """oneDNN limited to AVX2 has no bf16 kernels on any x86 host: `asr recipe run` says it runs the float32 size
-    (text_lines, synthetic_en), and runs the one size=... names without a word (a bad key stops each run before any
-    stage)."""
+    """oneDNN limited to AVX2 has no bf16 kernels on any x86 host: `asr recipe run` says it runs the float32 size,
+    and runs the one size=... names without a word (a bad key stops both runs before any stage)."""
     from conftest import run_cli
 
     avx2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "CUDA_VISIBLE_DEVICES": ""}
@@ -165,7 +163,4 @@ def test_the_cli_says_which_size_a_float32_host_runs(tmp_path):
     for proc in (auto, named):
         assert proc.returncode != 0 and "'glyph_warp' = 0.9: must be in [0, 0.5]" in proc.stderr, proc.stderr[-2000:]
     assert "size float32: this host trains in float32" in auto.stderr and "size float32" not in named.stderr
-    speech = run_cli("recipe", "run", "recipes/synthetic_en", "train.epochs=0", f"data_dir={tmp_path / 'd'}", env=avx2)
-    assert speech.returncode != 0 and "train.epochs" in speech.stderr, speech.stderr[-2000:]
-    assert "size float32: this host trains in float32" in speech.stderr
     assert not (tmp_path / "d").exists()
