@@ -113,8 +113,9 @@ CONV_LAYERS_MOST = {"ds2": 3, "vgg": 5, "subsample": 3}  # the paper's three wid
 class TrainConfig:
     epochs: int = 10
     # seconds of training the run may take, dev evaluation included (0: no limit). With a budget, epochs is the most:
-    # after epoch 1 the run keeps as many epochs as fit at epoch 1's pace, at least min_epochs, and ends its cosine
-    # there; the log, config.yaml and the checkpoints say how many (train.epochs=N train.time_budget=0: as long)
+    # after epoch 1 the run keeps as many epochs as fit at epoch 1's pace, at least min_epochs (or epochs, if
+    # fewer), and ends its cosine there; the log, config.yaml and checkpoints say how many
+    # (train.epochs=N train.time_budget=0 trains as long)
     time_budget: float = 0.0
     min_epochs: int = 1
     batch_size: int = 32  # utterances per batch, at most
@@ -243,10 +244,10 @@ def validate(cfg: Any) -> None:
         if specaugment.from_epoch < 1 or (last is not None and specaugment.from_epoch > last):
             raise ConfigError(f"config key 'specaugment.from_epoch' = {specaugment.from_epoch}: must be 1 or more"
                               + (f" and at most train.epochs ({last})" if last is not None else ""))
-    if train is not None and (train.time_budget < 0 or not 1 <= train.min_epochs <= train.epochs):
-        bad = ("train.time_budget", train.time_budget) if train.time_budget < 0 else ("train.min_epochs", train.min_epochs)
-        raise ConfigError(f"config key {bad[0]!r} = {bad[1]}: the budget must be 0 (none) or more seconds, and "
-                          f"min_epochs 1 to train.epochs ({train.epochs})")
+    if train is not None and train.time_budget < 0:
+        raise ConfigError(f"config key 'train.time_budget' = {train.time_budget}: must be 0 (none) or more seconds")
+    if train is not None and train.min_epochs < 1:
+        raise ConfigError(f"config key 'train.min_epochs' = {train.min_epochs}: must be 1 or more")
     if train is not None and train.time_budget and train.schedule == "onecycle":
         raise ConfigError("config key 'train.time_budget' needs train.schedule cosine or constant: onecycle fixes its "
                           "length before the first step")

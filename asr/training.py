@@ -690,9 +690,10 @@ def _fit_time_budget(run: _Run, state: TrainState, first_epoch_seconds: float) -
     run.cfg = replace(run.cfg, train=replace(t, epochs=epochs))
     if run.group.main:
         save_config(run.cfg, run.exp / "config.yaml")
+    shorter = " (epoch 1's learning rate then decays a little sooner)" if epochs < t.epochs else ""
     log.info(f"train.time_budget {t.time_budget:.0f} s: epoch 1 took {first_epoch_seconds:.0f} s with dev, so "
              f"{epochs} epochs of at most {t.epochs} (train.min_epochs {t.min_epochs}); `train.epochs={epochs} "
-             f"train.time_budget=0` trains as long (epoch 1's learning rate then decays a little sooner)")
+             f"train.time_budget=0` trains as long{shorter}")
 
 
 def train_one_epoch(run: _Run, state: TrainState, epoch: int, progress: EpochProgress) -> None:
