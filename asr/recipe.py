@@ -81,13 +81,14 @@ def load_recipe(recipe_dir: str | Path) -> ModuleType:
 
 
 def trains_in_float32() -> bool:
-    """Whether this host trains in float32: no CUDA device and no oneDNN bf16 kernels (an AVX2 CPU, where
-    train.amp=auto falls back to float32 and a step takes 2-2.5x as long)."""
+    """Whether train.amp=auto trains in float32 on this host's default device: no CUDA device and no oneDNN bf16
+    kernels (an AVX2 CPU, where a step takes 2-2.5x as long)."""
     import torch
 
-    from .training import cpu_has_bf16_kernels
+    from .inference import resolve_device
+    from .training import autocast_dtype
 
-    return not torch.cuda.is_available() and not cpu_has_bf16_kernels()
+    return autocast_dtype("auto", resolve_device("auto"))[0] == torch.float32
 
 
 def default_size(recipe_dir: str | Path, float32_host: bool | None = None) -> str:
