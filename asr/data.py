@@ -193,6 +193,12 @@ def quiet_noise(samples: int, rng: random.Random) -> np.ndarray:
     return (np.random.default_rng(rng.getrandbits(64)).standard_normal(samples) * floor).astype(np.float32)
 
 
+def speed_factor(factors: Sequence[float], seed: int, epoch: int, index: int) -> float:
+    """Utterance `index`'s speed in `epoch`, drawn afresh each epoch from `factors` (1.0 without any): the loader
+    perturbs by it and the batch sampler buckets by the durations it gives."""
+    return random.Random(f"{seed}:{epoch}:{index}").choice(factors) if factors else 1.0
+
+
 class UtteranceDataset(Dataset):
     """Loads one utterance's audio (speed-perturbed, in a simulated room, padded with quiet noise, with noise,
     band-limited, when asked) and encodes its transcript."""
@@ -262,7 +268,7 @@ class UtteranceDataset(Dataset):
         wave = load_audio(utt.audio_filepath, self.sample_rate, utt.offset, utt.duration if utt.offset else None)
         if not self.speed_perturb:
             return wave
-        factor = random.Random(f"{self.seed}:{self.epoch}:{index}").choice(self.speed_perturb)
+        factor = speed_factor(self.speed_perturb, self.seed, self.epoch, index)
         if factor == 1.0:
             return wave
         if is_image(utt.audio_filepath):  # a line written faster: narrower
@@ -363,19 +369,24 @@ class BucketBatchSampler(Sampler[list[Item]]):
     With `concat_prob`, each epoch joins a new random share of the utterances in pairs (see `join_pairs`).
     With `sources` (a source number per utterance) and their `weights`, each epoch takes every source's share
     (see `weighted_indices`): training on several corpora at chosen proportions.
+    With `speed_perturb` (and the loader's seed), it buckets by the durations that epoch's speeds give (see
+    `speed_factor`): by the recorded ones, speeds of 0.9-1.1 padded an epoch's batches with 10% more audio.
     With `world` > 1 (data parallel), rank r takes batches r, r + world, ... of the epoch's order,
     which is padded by repeating its first batches so that every rank gets the same number.
     """
 
     def __init__(self, durations: Sequence[float], max_utterances: int, max_seconds: float = 0.0,
                  sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1, concat_prob: float = 0.0,
-                 sources: Sequence[int] | None = None, weights: Sequence[float] = (1.0,)):
+                 sources: Sequence[int] | None = None, weights: Sequence[float] = (1.0,),
+                 speed_perturb: Sequence[float] = ()):
         self.durations = list(durations)
+        self.speed_perturb = list(speed_perturb)
         self.sources = list(sources) if sources is not None else [0] * len(self.durations)
         self.weights = list(weights)
         if len(self.sources) != len(self.durations) or any(not 0 <= s < len(self.weights) for s in self.sources):
             raise ValueError("sources: one source number per utterance, each with a weight")
-        self.per_epoch = bool(concat_prob) or any(w != 1.0 for w in self.weights)  # items change each epoch
+        # items (or their durations) change each epoch
+        self.per_epoch = bool(concat_prob or self.speed_perturb) or any(w != 1.0 for w in self.weights)
         self.max_utterances, self.max_seconds = max_utterances, max_seconds
         self.sortagrad = sortagrad
         self.seed = seed
@@ -392,8 +403,9 @@ class BucketBatchSampler(Sampler[list[Item]]):
         if self.concat_prob:
             items = join_pairs(items, self.concat_prob, random.Random(f"{self.seed}:{epoch}:pairs"))
         pause = sum(JOIN_PAUSE) / 2
-        seconds = [self.durations[i] if isinstance(i, int) else self.durations[i[0]] + pause + self.durations[i[1]]
-                   for i in items]
+        speed = [self.durations[i] / speed_factor(self.speed_perturb, self.seed, epoch, i)
+                 for i in range(len(self.durations))] if self.speed_perturb else self.durations
+        seconds = [speed[i] if isinstance(i, int) else speed[i[0]] + pause + speed[i[1]] for i in items]
         return [[items[k] for k in batch] for batch in make_batches(seconds, self.max_utterances, self.max_seconds)]
 
     def batches_per_rank(self, epoch: int) -> int:

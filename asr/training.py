@@ -473,7 +473,7 @@ def _loaders(cfg: Config, vocab: Vocabulary, sources: list[tuple[str, float, lis
                                  cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb, bandlimit)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
                                  t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob,
-                                 group_of, group_weights)
+                                 group_of, group_weights, cfg.data.speed_perturb)
     if cfg.data.concat_prob:
         per_epoch = sum(round(weight * len(utts)) for _, weight, utts in sources)
         log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(per_epoch * cfg.data.concat_prob) // 2} pairs "

@@ -70,6 +70,28 @@ def test_speed_perturbation_changes_duration(corpus):
         assert len(fast[i]["wave"]) == pytest.approx(len(plain[i]["wave"]) / 1.1, rel=0.01)
 
 
+def test_batches_are_bucketed_by_the_speed_perturbed_durations_the_loader_gives(corpus):
+    utts = read_manifest(corpus["train"])
+    vocab = CharVocabulary.build(u.text for u in utts)
+    factors = [0.8, 1.0, 1.25]
+    ds = UtteranceDataset(utts, vocab, 16000, speed_perturb=factors, seed=4)
+    sampler = BucketBatchSampler([u.duration for u in utts], 3, seed=4, speed_perturb=factors)
+    loaded = {}
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        seconds = {i: len(ds[i]["wave"]) / 16000 for i in range(len(utts))}
+        loaded[epoch] = seconds
+        # the sampler's buckets follow the loaded durations: in increasing order of what the loader gives
+        order = [i for b in sampler.epoch_batches(epoch) for i in b]
+        assert sorted(order) == list(range(len(utts)))
+        assert all(seconds[a] <= seconds[b] + 1e-3 for a, b in zip(order, order[1:]))
+    assert loaded[0] != loaded[1]  # speeds are drawn afresh each epoch
+    plain = BucketBatchSampler([u.duration for u in utts], 3, seed=4)
+    order = [i for b in plain.epoch_batches(1) for i in b]
+    assert not all(loaded[1][a] <= loaded[1][b] + 1e-3 for a, b in zip(order, order[1:]))  # the recorded order
+
+
 def test_silence_padding_keeps_the_speech_and_is_seeded(corpus):
     utts = read_manifest(corpus["train"])[:6]
     vocab = CharVocabulary.build(u.text for u in utts)
