@@ -301,7 +301,7 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "stage 1 synthesize: up to date" in proc.stderr and "stage 4 lm: up to date" in proc.stderr
     assert "stage 5 train: running" in proc.stderr and "stage 6 tune: running" in proc.stderr
-    assert "training sources per epoch: train 48 utterances x 1 = " in proc.stderr
+    assert "training sources per epoch: train 48 utterances x 0.5 = " in proc.stderr  # the default's new half
     assert f"; people {8 if 'test_people' in people else 0} utterances x 2 = " in proc.stderr
     prov = json.loads((tmp_path / "exp" / "results.json").read_text())["provenance"]
     assert "train_people_train" in prov["manifests_sha256"] and "train_sky_train" not in prov["manifests_sha256"]
