@@ -127,7 +127,7 @@ def test_ddp_two_processes_equal_single_process_with_the_same_global_batch(corpu
         # difference in a near-zero gradient into a step of up to lr either way (its update is ~ lr * sign(g) at
         # first). So a handful of weights may differ by up to 2 x the summed learning rate (2e-3 x (1+2+3)/5 over
         # the three warm-up steps); a real difference (data, order, averaging) moves most of them. How many move
-        # differs between test sessions, for a reason not found: 1 of 142,200 beyond 2e-5 in one (three DDP runs
+        # differs between runs of the test suite, for a reason not found: 1 of 142,200 beyond 2e-5 in one (three DDP runs
         # bit-identical), 149 in a fresh-clone CI run; so at most 1 in 200.
         lr_sum = 2e-3 * (1 + 2 + 3) / 5
         total = outliers = 0
