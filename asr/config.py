@@ -104,6 +104,10 @@ class ModelConfig:
     dropout: float = 0.0
     # a bias per output in the CTC head, started at the training labels' prior (blank share and label frequencies)
     head_bias: bool = False
+    # intermediate CTC (Lee & Watanabe, 2021): a second CTC head reads the output of this RNN layer (1-based, below
+    # the last; 0: none) in training, and the loss is (1 - w) x the final head's + w x its own. Inference ignores it
+    inter_ctc_layer: int = 0
+    inter_ctc_weight: float = 0.3
 
 
 CONV_LAYERS_MOST = {"ds2": 3, "vgg": 5, "subsample": 3}  # the paper's three wide layers; a CRNN's five halvings
@@ -268,6 +272,11 @@ def validate(cfg: Any) -> None:
                               "odd number (the layer keeps its input's frame count)")
         if model.lookahead and model.bidirectional:
             raise ConfigError("config key 'model.lookahead' needs model.bidirectional=false")
+        if not 0 <= model.inter_ctc_layer < model.rnn_layers:
+            raise ConfigError(f"config key 'model.inter_ctc_layer' = {model.inter_ctc_layer}: must be 0 (none) or an "
+                              f"RNN layer below the last (1 to {model.rnn_layers - 1})")
+        if not 0.0 < model.inter_ctc_weight < 1.0:
+            raise ConfigError(f"config key 'model.inter_ctc_weight' = {model.inter_ctc_weight}: must be in (0, 1)")
 
 
 MIN_FEATURE_BINS = 32

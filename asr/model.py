@@ -173,8 +173,12 @@ class DeepSpeech2(nn.Module):
             ))
         self.lookahead = Lookahead(model_cfg.rnn_hidden, model_cfg.lookahead) if model_cfg.lookahead else None
         self.dropout = nn.Dropout(model_cfg.dropout)
-        self.head = nn.Sequential(nn.BatchNorm1d(model_cfg.rnn_hidden),
-                                  nn.Linear(model_cfg.rnn_hidden, num_classes, bias=model_cfg.head_bias))
+        self.head = self._ctc_head()
+        self.inter_head = self._ctc_head() if model_cfg.inter_ctc_layer else None
+
+    def _ctc_head(self) -> nn.Sequential:
+        return nn.Sequential(nn.BatchNorm1d(self.cfg.rnn_hidden),
+                             nn.Linear(self.cfg.rnn_hidden, self.num_classes, bias=self.cfg.head_bias))
 
     # ---------------------------------------------------------------- geometry in time: everyone asks here
     @property
@@ -199,24 +203,37 @@ class DeepSpeech2(nn.Module):
             lengths = conv_output_frames(lengths, k, s, p)
         return lengths
 
-    def forward_features(self, feats: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (N, F, T) -> log-probs (N, T', C) and output lengths."""
+    def forward_features(self, feats: torch.Tensor, frames: torch.Tensor, intermediate: bool = False
+                         ) -> tuple[torch.Tensor, ...]:
+        """Features (N, F, T) -> log-probs (N, T', C) and output lengths; with `intermediate` (training with
+        model.inter_ctc_layer) also the intermediate head's log-probs."""
         x, lengths = self.conv(feats.unsqueeze(1), frames)
         n, c, f, t = x.shape
         x = x.reshape(n, c * f, t).permute(2, 0, 1)  # (T, N, H)
         lengths_cpu = lengths.cpu()
         packed = pack_padded_sequence(x, lengths_cpu, enforce_sorted=False)
-        for rnn in self.rnns:
+        inter = None
+        for i, rnn in enumerate(self.rnns, start=1):
             packed = rnn(self.dropout_packed(packed))
+            if intermediate and i == self.cfg.inter_ctc_layer:
+                inter = self._log_probs(self.inter_head, pad_packed_sequence(packed, total_length=t)[0], lengths)
         x, _ = pad_packed_sequence(packed, total_length=t)
         if self.lookahead is not None:
             x = self.lookahead(x)
+        lengths = lengths.to(x.device)
+        if intermediate:
+            return self._log_probs(self.head, x, lengths), lengths, inter
+        return self._log_probs(self.head, x, lengths), lengths
+
+    def _log_probs(self, head: nn.Sequential, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """A CTC head over the valid frames of RNN outputs (T, N, H) -> log-probs (N, T, C)."""
+        t, n, _ = x.shape
         x = x.permute(1, 0, 2)  # (N, T, H)
         valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None].to(x.device)
         h = x[valid]
         logits = torch.zeros(n, t, self.num_classes, device=x.device, dtype=h.dtype)
-        logits[valid] = linear_rows(self.head[1], self.head[0](h)).to(logits.dtype)
-        return F.log_softmax(logits.float(), dim=-1), lengths.to(x.device)
+        logits[valid] = linear_rows(head[1], head[0](h)).to(logits.dtype)
+        return F.log_softmax(logits.float(), dim=-1)
 
     def use_channels_last(self, enabled: bool) -> None:
         """Run the conv stack channels-last (weights and activations). oneDNN's NHWC kernels make a float32

@@ -299,14 +299,14 @@ class TrainStep(torch.nn.Module):
         self.model, self.specaugment, self.generator, self.vtlp = model, specaugment, generator, vtlp
         self.masking = True  # SpecAugment on (the training loop turns it off before specaugment.from_epoch)
 
-    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         warp = None
         if self.vtlp:
             warp = 1.0 + (2 * torch.rand(waves.shape[0], generator=self.generator) - 1) * self.vtlp
         feats, frames = self.model.frontend(waves, lengths, warp)
         if self.masking:
             feats = spec_augment(feats, frames, self.specaugment, self.generator)
-        return self.model.forward_features(feats, frames)
+        return self.model.forward_features(feats, frames, intermediate=self.model.inter_head is not None)
 
 
 class Plateau(Exception):
@@ -355,10 +355,14 @@ def init_weights(model: DeepSpeech2, vocab: Vocabulary, path: str | Path) -> Non
         raise TrainingError(f"train.init_from={path}: its vocabulary ({len(ckpt['labels'])} labels) is not this "
                             f"run's ({len(vocab.labels)}); fine-tuning needs the same one")
     try:
-        model.load_state_dict(ckpt["model"])
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as e:
         raise TrainingError(f"train.init_from={path}: its weights do not fit this model config: {str(e)[:300]}") from None
-    log.info(f"weights from {path} (train.init_from)")
+    if [k for k in missing + unexpected if not k.startswith("inter_head.")]:
+        raise TrainingError(f"train.init_from={path}: its weights do not fit this model config: missing "
+                            f"{missing[:5]}, unexpected {unexpected[:5]}")
+    # the intermediate CTC head is a training aid: a checkpoint trained without one starts a new one
+    log.info(f"weights from {path} (train.init_from)" + (", a new intermediate CTC head" if missing else ""))
 
 
 def init_head_prior(model: DeepSpeech2, vocab: Vocabulary, utts: list[Utterance], cfg: Config) -> None:
@@ -371,7 +375,8 @@ def init_head_prior(model: DeepSpeech2, vocab: Vocabulary, utts: list[Utterance]
     frames = model.output_lengths(torch.tensor([num_frames(u.duration, cfg.features) for u in utts])).sum().item()
     counts[vocab.blank] += max(frames - counts.sum().item(), 0.0)
     with torch.no_grad():
-        model.head[1].bias.copy_((counts / counts.sum()).log())
+        for head in filter(None, (model.head, model.inter_head)):
+            head[1].bias.copy_((counts / counts.sum()).log())
     log.info(f"CTC head bias: the label prior of {len(utts)} training utterances (blank "
              f"{100 * counts[vocab.blank].item() / counts.sum().item():.1f}% of {frames} frames)")
 
@@ -717,9 +722,9 @@ def train_one_epoch(run: _Run, state: TrainState, epoch: int, progress: EpochPro
         if any_rank(not len(batch), group):  # every rank skips together, or the gradient sync hangs
             continue
         with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
-            lp, out_lens = run.step_model(batch.waves.to(device, non_blocking=True), batch.wave_lengths.to(device))
-        loss = run.loss_fn(lp.float().transpose(0, 1), batch.targets.to(device), out_lens,
-                           batch.target_lengths.to(device), blank=vocab.blank, reduction="mean")
+            outputs = run.step_model(batch.waves.to(device, non_blocking=True), batch.wave_lengths.to(device))
+        loss = ctc_objective(run.loss_fn, outputs, batch.targets.to(device), batch.target_lengths.to(device),
+                             vocab.blank, run.cfg.model.inter_ctc_weight)
         if any_rank(not torch.isfinite(loss), group):
             progress.skipped += 1
             state.consecutive_bad += 1
@@ -757,6 +762,16 @@ def train_one_epoch(run: _Run, state: TrainState, epoch: int, progress: EpochPro
         raise TrainingError(f"{progress.failed} of {len(run.train_set)} training utterances could not be read in "
                             f"epoch {epoch + 1}; see the warnings above")
     progress.seconds = time.time() - t0
+
+
+def ctc_objective(loss_fn, outputs: tuple[torch.Tensor, ...], targets: torch.Tensor, target_lengths: torch.Tensor,
+                  blank: int, inter_weight: float) -> torch.Tensor:
+    """The mean CTC loss training minimises, from the model's (log-probs, lengths[, intermediate log-probs]): the
+    final head's, or with model.inter_ctc_layer (1 - w) x it + w x the intermediate head's."""
+    lp, out_lens = outputs[:2]
+    losses = [loss_fn(x.float().transpose(0, 1), targets, out_lens, target_lengths, blank=blank, reduction="mean")
+              for x in (lp, *outputs[2:])]
+    return losses[0] if len(losses) == 1 else (1 - inter_weight) * losses[0] + inter_weight * losses[1]
 
 
 def _optimizer_step(state: TrainState, grad_clip: float) -> torch.Tensor:

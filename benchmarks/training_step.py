@@ -36,6 +36,7 @@ reexec_under_tcmalloc()  # time what the `asr` command runs under (benchmarks/al
 import torch  # noqa: E402
 
 from asr.losses import get_ctc_loss  # noqa: E402
+from asr.training import ctc_objective  # noqa: E402
 from asr.model import DeepSpeech2  # noqa: E402
 from asr.recipe import recipe_config  # noqa: E402
 from asr.training import cpu_has_bf16_kernels  # noqa: E402
@@ -55,6 +56,7 @@ class Stepper:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)  # as training chooses
         self.loss_fn = get_ctc_loss(cfg.train.loss)
         self.sr, self.device, self.dtype = cfg.features.sample_rate, device, dtype
+        self.inter_weight = cfg.model.inter_ctc_weight
 
     def batch(self, lengths: torch.Tensor) -> tuple:
         """Random waveforms of `lengths` samples, with ~12 random characters per second of speech."""
@@ -73,8 +75,9 @@ class Stepper:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            log_probs, out_lengths = self.model(waves, lengths)
-            loss = self.loss_fn(log_probs.float().transpose(0, 1), targets, out_lengths, label_len)
+            outputs = self.model.forward_features(*self.model.frontend(waves, lengths),
+                                                  intermediate=self.model.inter_head is not None)
+            loss = ctc_objective(self.loss_fn, outputs, targets, label_len, 0, self.inter_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

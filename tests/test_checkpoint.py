@@ -182,6 +182,15 @@ def test_init_from_starts_fine_tuning_from_a_checkpoint_and_refuses_misfits(tmp_
     _, wider = make_ckpt("model.rnn_hidden=32")
     with pytest.raises(TrainingError, match="train.init_from.*do not fit"):
         init_weights(wider, vocab, tmp_path / "pre.pt")
+    _, deeper = make_ckpt("model.rnn_layers=2")
+    with pytest.raises(TrainingError, match="train.init_from.*do not fit.*rnns.1"):  # layers the checkpoint lacks
+        init_weights(deeper, vocab, tmp_path / "pre.pt")
+    two, plain = make_ckpt("model.rnn_layers=2")
+    save_checkpoint(two, tmp_path / "two.pt")
+    _, inter = make_ckpt("model.rnn_layers=2", "model.inter_ctc_layer=1")
+    init_weights(inter, vocab, tmp_path / "two.pt")  # the intermediate CTC head, a training aid, starts anew
+    kept = {k: v for k, v in inter.state_dict().items() if not k.startswith("inter_head.")}
+    assert kept.keys() == plain.state_dict().keys() and all(torch.equal(v, plain.state_dict()[k]) for k, v in kept.items())
     with pytest.raises(ConfigError, match="train.init_from"):
         load_config(None, ["exp_dir=e", "data.train_manifest=t", "data.dev_manifest=d",
                            f"train.init_from={tmp_path / 'missing.pt'}"])

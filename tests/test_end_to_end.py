@@ -218,7 +218,8 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     decode, voices, score."""
     overrides = [f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}", "synth.train_utterances=48",
                  "synth.dev_utterances=8", "synth.test_utterances=8", "synth.workers=1", "train.epochs=1",
-                 "model.rnn_layers=1", "model.rnn_hidden=32", "model.conv_channels=4", "train.batch_size=8",
+                 "model.rnn_layers=2", "model.inter_ctc_layer=1", "model.rnn_hidden=32", "model.conv_channels=4",
+                 "train.batch_size=8",
                  "lm.order=3", "lm.beam=8", "lm.alphas=[0.5,1.0]", "lm.betas=[0.0,1.0]", "people.limit=8", "sky.limit=8"]
     proc = run_cli("recipe", "run", "recipes/synthetic_en", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -17,7 +17,8 @@ from conftest import ROOT, TINY, run_cli
 def _train_args(corpus, exp):
     return ["train", str(ROOT / "conf/ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
             f"data.dev_manifest={corpus['dev']}", "train.epochs=3", "train.save_every_steps=2", "train.keep_last=2",
-            "train.keep_best=2", "data.reverb_prob=0.5", *TINY]  # augmentation must resume exactly too
+            "train.keep_best=2", "data.reverb_prob=0.5", *TINY,  # augmentation must resume exactly too,
+            "model.inter_ctc_layer=1"]  # and the intermediate CTC head
 
 
 def test_kill_mid_epoch_then_resume_equals_uninterrupted(corpus, tmp_path):

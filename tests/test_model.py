@@ -143,3 +143,39 @@ def test_head_bias_starts_at_the_training_label_prior():
     assert counts["d"] == 1 and counts["a"] == 5
     plain = DeepSpeech2(ModelConfig(), FeatureConfig(), len(vocab))
     assert plain.head[1].bias is None and "head.1.bias" not in plain.state_dict()
+
+
+def test_intermediate_ctc_head_reads_its_layer_and_inference_ignores_it():
+    """`model.inter_ctc_layer=k`: a second CTC head reads RNN layer k in training, so its log-probs depend on layers
+    up to k only and its loss trains those layers, not the ones above; inference returns the final head's output
+    alone, the same as with intermediate=False; models without the key have no such head."""
+    from asr.config import ConfigError, validate
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(conv_kind="subsample", conv_channels=8, rnn_layers=3, rnn_hidden=32, inter_ctc_layer=2)
+    model = DeepSpeech2(cfg, FeatureConfig(kind="logmel", n_mels=40), 12).train()
+    waves, lengths = torch.randn(3, 12000), torch.tensor([12000, 9000, 5000])
+    feats, frames = model.frontend(waves, lengths)
+    final, out_lens, inter = model.forward_features(feats, frames, intermediate=True)
+    assert inter.shape == final.shape and torch.allclose(inter.exp().sum(-1), torch.ones(inter.shape[:2]))
+    with torch.no_grad():
+        model.rnns[2].rnn.weight_hh_l0.add_(1.0)  # the layer above the intermediate head
+    final2, _, inter2 = model.forward_features(feats, frames, intermediate=True)
+    valid = torch.arange(final.shape[1])[None, :] < out_lens[:, None]
+    assert torch.equal(inter2[valid], inter[valid]) and not torch.allclose(final2[valid], final[valid])
+    model.zero_grad()
+    inter2[valid].logsumexp(-1).sum().backward()  # any loss of the intermediate head alone
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert grads["rnns.1.rnn.weight_hh_l0"].abs().sum() > 0 and grads["inter_head.1.weight"].abs().sum() > 0
+    assert all(grads[n] is None for n in grads if n.startswith(("rnns.2.", "head.")))
+    model.eval()
+    with torch.no_grad():
+        outputs = model(waves, lengths)
+        assert len(outputs) == 2
+        assert torch.equal(outputs[0], model.forward_features(*model.frontend(waves, lengths))[0])
+    assert not any(k.startswith("inter_head") for k in DeepSpeech2(ModelConfig(), FeatureConfig(), 12).state_dict())
+    for layer in (3, -1):
+        with pytest.raises(ConfigError, match="model.inter_ctc_layer"):
+            validate(load_config(ROOT / "conf" / "ds2_tiny.yaml", ["exp_dir=x", "data.train_manifest=a",
+                                                                  "data.dev_manifest=b", "model.rnn_layers=3",
+                                                                  f"model.inter_ctc_layer={layer}"]))
