@@ -246,6 +246,8 @@ def test_synthetic_en_medium_shares_the_default_data():
     assert stage_stamp(stages["medium"]["train"]) != stage_stamp(stages["default"]["train"])
     assert medium.exp_dir != default.exp_dir and medium.data_dir == default.data_dir
     assert medium.model.rnn_hidden > default.model.rnn_hidden
+    # its training is its own length: the default's time budget would cut its 10 epochs to train.min_epochs
+    assert default.train.time_budget > 0 and medium.train.time_budget == 0 and medium.train.epochs == 10
 
 
 def test_synthetic_en_test_real_reads_pocketsphinx_testdata_layout(tmp_path):
