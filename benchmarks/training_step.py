@@ -36,10 +36,9 @@ reexec_under_tcmalloc()  # time what the `asr` command runs under (benchmarks/al
 import torch  # noqa: E402
 
 from asr.losses import get_ctc_loss  # noqa: E402
-from asr.training import ctc_objective  # noqa: E402
 from asr.model import DeepSpeech2  # noqa: E402
 from asr.recipe import recipe_config  # noqa: E402
-from asr.training import cpu_has_bf16_kernels  # noqa: E402
+from asr.training import cpu_has_bf16_kernels, ctc_objective  # noqa: E402
 
 
 NUM_CLASSES = 29
