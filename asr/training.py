@@ -768,10 +768,13 @@ def ctc_objective(loss_fn, outputs: tuple[torch.Tensor, ...], targets: torch.Ten
                   blank: int, inter_weight: float) -> torch.Tensor:
     """The mean CTC loss training minimises, from the model's (log-probs, lengths[, intermediate log-probs]): the
     final head's, or with model.inter_ctc_layer (1 - w) x it + w x the intermediate head's."""
-    lp, out_lens = outputs[:2]
-    losses = [loss_fn(x.float().transpose(0, 1), targets, out_lens, target_lengths, blank=blank, reduction="mean")
-              for x in (lp, *outputs[2:])]
-    return losses[0] if len(losses) == 1 else (1 - inter_weight) * losses[0] + inter_weight * losses[1]
+    def loss(log_probs: torch.Tensor) -> torch.Tensor:
+        return loss_fn(log_probs.float().transpose(0, 1), targets, outputs[1], target_lengths, blank=blank,
+                       reduction="mean")
+
+    if len(outputs) == 2:
+        return loss(outputs[0])
+    return (1 - inter_weight) * loss(outputs[0]) + inter_weight * loss(outputs[2])
 
 
 def _optimizer_step(state: TrainState, grad_clip: float) -> torch.Tensor:
