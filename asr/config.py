@@ -29,6 +29,9 @@ class SourceConfig:
     name: str = ""  # for the log (default: the manifest's file name)
     # the most of its draws an epoch one speaker may take (asr.data.speaker_capped_weights); 1.0: no cap
     speaker_share_max: float = 1.0
+    # its own speed perturbation factors (null: data.speed_perturb's; []: none), e.g. people's clips perturbed
+    # and synthetic voices, which the engines already speak at many rates, not
+    speed_perturb: Optional[list[float]] = None
 
 
 @dataclass
@@ -216,9 +219,14 @@ def validate(cfg: Any) -> None:
         check_image_input(features, data)
     if features is not None:
         check_feature_bins(features)
-    if data is not None and not all(0.5 <= f <= 2.0 for f in data.speed_perturb):
-        raise ConfigError(f"config key 'data.speed_perturb' = {list(data.speed_perturb)}: each factor must be in "
-                          "[0.5, 2] (0.9 slows by 10%)")
+    if data is not None:
+        speeds = [("data.speed_perturb", data.speed_perturb)] + [
+            (f"data.train_sources[{i}].speed_perturb", src.speed_perturb) for i, src in enumerate(data.train_sources)
+            if src.speed_perturb is not None]
+        for key, factors in speeds:
+            if not all(0.5 <= f <= 2.0 for f in factors):
+                raise ConfigError(f"config key {key!r} = {list(factors)}: each factor must be in [0.5, 2] (0.9 slows "
+                                  "by 10%)")
     if data is not None and not 0.0 <= data.vtlp < 0.5:
         raise ConfigError(f"config key 'data.vtlp' = {data.vtlp}: must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
     if data is not None and not 0.0 <= data.silence_pad <= 10.0:

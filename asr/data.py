@@ -199,18 +199,30 @@ def speed_factor(factors: Sequence[float], seed: int, epoch: int, index: int) ->
     return random.Random(f"{seed}:{epoch}:{index}").choice(factors) if factors else 1.0
 
 
+def utterance_speeds(speed_perturb: Sequence[float] | Sequence[Sequence[float]], count: int) -> list[tuple[float, ...]]:
+    """Each of `count` utterances' speed factors: `speed_perturb` holds either every utterance's factors
+    ([0.9, 1.0, 1.1]) or one list per utterance (training sources with factors of their own)."""
+    if speed_perturb and not isinstance(speed_perturb[0], (int, float)):
+        if len(speed_perturb) != count:
+            raise ValueError(f"speed_perturb: {len(speed_perturb)} lists of factors for {count} utterances")
+        shared: dict[tuple[float, ...], tuple[float, ...]] = {}
+        return [shared.setdefault(tuple(f), tuple(f)) for f in speed_perturb]
+    return [tuple(speed_perturb)] * count
+
+
 class UtteranceDataset(Dataset):
     """Loads one utterance's audio (speed-perturbed, in a simulated room, padded with quiet noise, with noise,
     band-limited, when asked) and encodes its transcript."""
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, sample_rate: int,
-                 speed_perturb: Sequence[float] = (), seed: int = 0, noise: NoiseMixer | None = None,
+                 speed_perturb: Sequence[float] | Sequence[Sequence[float]] = (), seed: int = 0,
+                 noise: NoiseMixer | None = None,
                  silence_pad: float = 0.0, silence_pad_prob: float = 0.0, reverb: Reverb | None = None,
                  bandlimit: BandLimit | None = None):
         self.utterances = list(utterances)
         self.vocab = vocab
         self.sample_rate = sample_rate
-        self.speed_perturb = list(speed_perturb)
+        self.speeds = utterance_speeds(speed_perturb, len(self.utterances))  # see `utterance_speeds`
         self.seed = seed
         self.noise = noise
         self.reverb = reverb
@@ -266,9 +278,7 @@ class UtteranceDataset(Dataset):
     def _load(self, index: int) -> np.ndarray:
         utt = self.utterances[index]
         wave = load_audio(utt.audio_filepath, self.sample_rate, utt.offset, utt.duration if utt.offset else None)
-        if not self.speed_perturb:
-            return wave
-        factor = speed_factor(self.speed_perturb, self.seed, self.epoch, index)
+        factor = speed_factor(self.speeds[index], self.seed, self.epoch, index)
         if factor == 1.0:
             return wave
         if is_image(utt.audio_filepath):  # a line written faster: narrower
@@ -378,15 +388,16 @@ class BucketBatchSampler(Sampler[list[Item]]):
     def __init__(self, durations: Sequence[float], max_utterances: int, max_seconds: float = 0.0,
                  sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1, concat_prob: float = 0.0,
                  sources: Sequence[int] | None = None, weights: Sequence[float] = (1.0,),
-                 speed_perturb: Sequence[float] = ()):
+                 speed_perturb: Sequence[float] | Sequence[Sequence[float]] = ()):
         self.durations = list(durations)
-        self.speed_perturb = list(speed_perturb)
+        self.speeds = utterance_speeds(speed_perturb, len(self.durations))  # see `utterance_speeds`
+        self.perturbed = any(self.speeds)
         self.sources = list(sources) if sources is not None else [0] * len(self.durations)
         self.weights = list(weights)
         if len(self.sources) != len(self.durations) or any(not 0 <= s < len(self.weights) for s in self.sources):
             raise ValueError("sources: one source number per utterance, each with a weight")
         # items (or their durations) change each epoch
-        self.per_epoch = bool(concat_prob or self.speed_perturb) or any(w != 1.0 for w in self.weights)
+        self.per_epoch = bool(concat_prob or self.perturbed) or any(w != 1.0 for w in self.weights)
         self.max_utterances, self.max_seconds = max_utterances, max_seconds
         self.sortagrad = sortagrad
         self.seed = seed
@@ -403,8 +414,8 @@ class BucketBatchSampler(Sampler[list[Item]]):
         if self.concat_prob:
             items = join_pairs(items, self.concat_prob, random.Random(f"{self.seed}:{epoch}:pairs"))
         pause = sum(JOIN_PAUSE) / 2
-        speed = [self.durations[i] / speed_factor(self.speed_perturb, self.seed, epoch, i)
-                 for i in range(len(self.durations))] if self.speed_perturb else self.durations
+        speed = [self.durations[i] / speed_factor(self.speeds[i], self.seed, epoch, i)
+                 for i in range(len(self.durations))] if self.perturbed else self.durations
         seconds = [speed[i] if isinstance(i, int) else speed[i[0]] + pause + speed[i[1]] for i in items]
         return [[items[k] for k in batch] for batch in make_batches(seconds, self.max_utterances, self.max_seconds)]
 

@@ -82,10 +82,12 @@ def required_frames(targets: list[int]) -> int:
 
 
 def screen_utterances(utts: list[Utterance], split: str, vocab: Vocabulary, model: DeepSpeech2,
-                      cfg: Config, rejections: Rejections, training: bool) -> list[Utterance]:
+                      cfg: Config, rejections: Rejections, training: bool,
+                      speeds: Sequence[float] | None = None) -> list[Utterance]:
     """Keep utterances the model can learn from; report the rest with their reason. Training utterances are
-    held to data.min/max_duration and, under speed perturbation, to the frames of their fastest version; dev
-    utterances are scored as they are."""
+    held to data.min/max_duration and, under speed perturbation (`speeds`, else data.speed_perturb), to the
+    frames of their fastest version; dev utterances are scored as they are."""
+    fastest = max((cfg.data.speed_perturb if speeds is None else speeds) or [1.0]) if training else 1.0
     kept = []
     for u in utts:
         if training and u.duration > cfg.data.max_duration:
@@ -102,7 +104,6 @@ def screen_utterances(utts: list[Utterance], split: str, vocab: Vocabulary, mode
             continue
         frames = model.output_lengths(torch.tensor([num_frames(u.duration, cfg.features)])).item()
         # speed perturbation can make training audio shorter, so check it against the fastest factor
-        fastest = max(cfg.data.speed_perturb or [1.0]) if training else 1.0
         need = required_frames(vocab.encode(u.text, u.id))
         if need > math.floor(frames / fastest):
             rejections.add(split, u.id, f"transcript longer than the frames allow ({need} labels > {frames} frames)")
@@ -119,11 +120,18 @@ def train_sources(data: DataConfig) -> list[tuple[str, float, list[Utterance]]]:
     return out
 
 
-def describe_sources(sources: list[tuple[str, float, list[Utterance]]]) -> str:
-    """The log line of what each training source gives an epoch."""
+def source_speeds(data: DataConfig) -> list[list[float]]:
+    """Each training source's speed perturbation factors, data.train_manifest's first (see SourceConfig)."""
+    return [list(data.speed_perturb)] + [list(data.speed_perturb if src.speed_perturb is None else src.speed_perturb)
+                                         for src in data.train_sources]
+
+
+def describe_sources(sources: list[tuple[str, float, list[Utterance]]], speeds: Sequence[Sequence[float]]) -> str:
+    """The log line of what each training source gives an epoch (and its speed factors, where it has any)."""
     hours = [weight * sum(u.duration for u in utts) / 3600 for _, weight, utts in sources]
     parts = [f"{name} {len(utts)} utterances x {weight:g} = {h:.2f} h ({100 * h / max(sum(hours), 1e-9):.0f}%)"
-             for (name, weight, utts), h in zip(sources, hours)]
+             + (f" at speeds {', '.join(f'{f:g}' for f in factors)}" if factors else "")
+             for (name, weight, utts), h, factors in zip(sources, hours, speeds)]
     return f"training sources per epoch: {'; '.join(parts)}"
 
 
@@ -474,11 +482,12 @@ def _loaders(cfg: Config, vocab: Vocabulary, sources: list[tuple[str, float, lis
                  if cfg.data.bandlimit_prob else None)
     train_utts = [u for _, _, utts in sources for u in utts]
     group_of, group_weights = sampling_groups(sources, [1.0] + [src.speaker_share_max for src in cfg.data.train_sources])
-    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, cfg.data.speed_perturb, t.seed, noise,
+    speeds = [factors for (_, _, utts), factors in zip(sources, source_speeds(cfg.data)) for _ in utts]
+    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, speeds, t.seed, noise,
                                  cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb, bandlimit)
     sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
                                  t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob,
-                                 group_of, group_weights, cfg.data.speed_perturb)
+                                 group_of, group_weights, speeds)
     if cfg.data.concat_prob:
         per_epoch = sum(round(weight * len(utts)) for _, weight, utts in sources)
         log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(per_epoch * cfg.data.concat_prob) // 2} pairs "
@@ -527,8 +536,9 @@ def _screen(cfg: Config, exp: Path, group: Group, vocab: Vocabulary, model: Deep
     """The training sources and dev set without the utterances the model cannot learn from (each one reported
     in rejected.tsv, with the counts in the log)."""
     rejections = Rejections()
-    sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, training=True))
-               for name, weight, utts in sources]
+    sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, training=True,
+                                                speeds=factors))
+               for (name, weight, utts), factors in zip(sources, source_speeds(cfg.data))]
     train_utts = [u for _, _, utts in sources for u in utts]
     dev_utts = screen_utterances(dev_utts, "dev", vocab, model, cfg, rejections, training=False)
     if group.main:
@@ -538,7 +548,7 @@ def _screen(cfg: Config, exp: Path, group: Group, vocab: Vocabulary, model: Deep
     if not train_utts:
         raise TrainingError("no training utterances left after screening; see rejected.tsv")
     if len(sources) > 1:
-        log.info(describe_sources(sources))
+        log.info(describe_sources(sources, source_speeds(cfg.data)))
     return sources, dev_utts
 
 

@@ -31,6 +31,8 @@ def test_overrides_are_typed():
     ("data.train_sources=[{manifest: a.jsonl, weight: -1}]", "data.train_sources[0].weight"),
     ("data.train_sources=[{weight: 2}]", "data.train_sources"),
     ("data.train_sources=[{manifest: a.jsonl, speaker_share_max: 0}]", "data.train_sources[0].speaker_share_max"),
+    ("data.train_sources=[{manifest: a.jsonl}, {manifest: b.jsonl, speed_perturb: [1.1, 3]}]",
+     "data.train_sources[1].speed_perturb"),
     ("specaugment.from_epoch=0", "specaugment.from_epoch"),
     (["train.epochs=2", "specaugment.from_epoch=3"], "specaugment.from_epoch"),  # masks that would never start
     ("train.time_budget=-1", "train.time_budget"), ("train.min_epochs=0", "train.min_epochs"),

@@ -92,6 +92,29 @@ def test_batches_are_bucketed_by_the_speed_perturbed_durations_the_loader_gives(
     assert not all(loaded[1][a] <= loaded[1][b] + 1e-3 for a, b in zip(order, order[1:]))  # the recorded order
 
 
+def test_each_utterance_can_have_speed_factors_of_its_own(corpus):
+    """Per-utterance factors (a training source's `speed_perturb`): utterances without any keep their length in
+    every epoch, the others are perturbed by their own factors, and the sampler buckets by those lengths."""
+    utts = read_manifest(corpus["train"])
+    vocab = CharVocabulary.build(u.text for u in utts)
+    speeds = [[0.8, 1.25] if i % 2 else [] for i in range(len(utts))]
+    plain = UtteranceDataset(utts, vocab, 16000)
+    ds = UtteranceDataset(utts, vocab, 16000, speed_perturb=speeds, seed=4)
+    sampler = BucketBatchSampler([u.duration for u in utts], 3, seed=4, speed_perturb=speeds)
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        seconds = {i: len(ds[i]["wave"]) / 16000 for i in range(len(utts))}
+        for i in range(len(utts)):
+            ratio = len(plain[i]["wave"]) / 16000 / seconds[i]
+            assert ratio == pytest.approx(1.0) if i % 2 == 0 else min(abs(ratio - f) for f in (0.8, 1.25)) < 0.01
+        order = [i for b in sampler.epoch_batches(epoch) for i in b]
+        assert sorted(order) == list(range(len(utts)))
+        assert all(seconds[a] <= seconds[b] + 1e-3 for a, b in zip(order, order[1:]))
+    with pytest.raises(ValueError, match="lists of factors"):
+        UtteranceDataset(utts, vocab, 16000, speed_perturb=speeds[:-1])
+
+
 def test_silence_padding_keeps_the_speech_and_is_seeded(corpus):
     utts = read_manifest(corpus["train"])[:6]
     vocab = CharVocabulary.build(u.text for u in utts)
@@ -366,3 +389,6 @@ def test_speed_perturbation_screens_training_utterances_not_dev(tmp_path):
     assert [u.id for u in train] == ["ok"] and [u.id for u in dev] == ["tight", "ok"]
     assert rejections.items == [("train", "tight", rejections.items[0][2])]
     assert "longer than the frames allow" in rejections.items[0][2]
+    # a source with no speed factors of its own trains the tight transcript
+    assert [u.id for u in screen_utterances(utts, "train", vocab, model, cfg, Rejections(), True, speeds=[])] == \
+        ["tight", "ok"]
