@@ -261,8 +261,7 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     assert with_lm["decoder"] == "beam8+lm" and with_lm["alpha"] in (0.5, 1.0) and with_lm["utterances"] == 8
     assert "WER %" in proc.stdout and "test" in proc.stdout
     # the games' clips are speed-perturbed, the synthetic voices not
-    assert "training sources per epoch: train 48 utterances x 0.5 = " in proc.stderr
-    assert re.search(r"train 48 utterances x 0\.5 = [0-9.]+ h \([0-9]+%\); people", proc.stderr)
+    assert re.search(r"training sources per epoch: train 48 utterances x 0\.5 = [0-9.]+ h \([0-9]+%\); people", proc.stderr)
     assert re.search(r"people [0-9]+ utterances x 0\.75 = [0-9.]+ h \([0-9]+%\) at speeds 0\.9, 1, 1\.1", proc.stderr)
     train = [json.loads(x) for x in (tmp_path / "data" / "manifests" / "train.jsonl").read_text().splitlines()]
     test = [json.loads(x) for x in (tmp_path / "data" / "manifests" / "test.jsonl").read_text().splitlines()]
