@@ -205,8 +205,7 @@ def utterance_speeds(speed_perturb: Sequence[float] | Sequence[Sequence[float]],
     if speed_perturb and not isinstance(speed_perturb[0], (int, float)):
         if len(speed_perturb) != count:
             raise ValueError(f"speed_perturb: {len(speed_perturb)} lists of factors for {count} utterances")
-        shared: dict[tuple[float, ...], tuple[float, ...]] = {}
-        return [shared.setdefault(tuple(f), tuple(f)) for f in speed_perturb]
+        return [tuple(f) for f in speed_perturb]
     return [tuple(speed_perturb)] * count
 
 
