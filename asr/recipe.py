@@ -5,7 +5,8 @@ on that data shares it; the others keep theirs in the experiment's (<exp_dir>/.s
 
 A recipe is a folder with `recipe.py` defining `SCHEMA` (its config dataclass) and
 `stages(cfg) -> list[Stage]`, and `conf/<size>.yaml` configs. A recipe with a `conf/float32.yaml` runs it by
-default on hosts that train in float32 (an AVX2 CPU without CUDA), where the default size would overrun its budget.
+default on hosts that train in float32 (an AVX2 CPU without CUDA), where the default size would overrun its budget,
+and on hosts whose measured bf16 step is slower than the recipe's `SLOW_STEP_SECONDS`.
 """
 from __future__ import annotations
 
@@ -91,14 +92,44 @@ def trains_in_float32() -> bool:
     return autocast_dtype("auto", resolve_device("auto"))[0] == torch.float32
 
 
-def default_size(recipe_dir: str | Path, float32_host: bool | None = None) -> str:
-    """The size a run gets without size=...: FLOAT32_SIZE on a host that trains in float32 when the recipe has
-    one (conf/float32.yaml, sized for its time budget there), else 'default'."""
-    if not (Path(recipe_dir) / "conf" / f"{FLOAT32_SIZE}.yaml").exists():
+def default_size(recipe_dir: str | Path, float32_host: bool | None = None, step_seconds: float | None = None) -> str:
+    """The size a run gets without size=...: where the recipe has one, FLOAT32_SIZE (conf/float32.yaml, sized for
+    its time budget on a float32 host) on a host that trains in float32, or whose bf16 training step of the default
+    size takes longer than the recipe's `SLOW_STEP_SECONDS` (measured here, `asr.step_timing`, unless given: a CPU
+    with half-width bf16 units trains it at half the speed); else 'default'. Says why in the log."""
+    recipe_dir = Path(recipe_dir)
+    if not (recipe_dir / "conf" / f"{FLOAT32_SIZE}.yaml").exists():
         return "default"
     if float32_host is None:
         float32_host = trains_in_float32()
-    return FLOAT32_SIZE if float32_host else "default"
+    if float32_host:
+        log.info(f"size {FLOAT32_SIZE}: this host trains in float32 (no CUDA device, no oneDNN bf16 kernels), so "
+                 f"conf/{FLOAT32_SIZE}.yaml; size=default overrides")
+        return FLOAT32_SIZE
+    limit = getattr(load_recipe(recipe_dir), "SLOW_STEP_SECONDS", None)
+    if limit is None:
+        return "default"
+    if step_seconds is None:
+        step_seconds = _default_step_seconds(recipe_dir)
+    if step_seconds is None or step_seconds <= limit:
+        return "default"
+    log.info(f"size {FLOAT32_SIZE}: a bf16 training step of the default size took {1000 * step_seconds:.0f} ms on "
+             f"this host (the recipe's limit {1000 * limit:.0f} ms: its training would overrun its time), so "
+             f"conf/{FLOAT32_SIZE}.yaml; size=default overrides")
+    return FLOAT32_SIZE
+
+
+def _default_step_seconds(recipe_dir: Path) -> float | None:
+    """A bf16 CPU training step of the recipe's default size (None on a CUDA host)."""
+    import torch
+
+    from .inference import resolve_device
+    from .step_timing import median_step_seconds
+
+    if resolve_device("auto").type != "cpu":
+        return None
+    cfg = load_config(recipe_dir / "conf" / "default.yaml", [], schema=load_recipe(recipe_dir).SCHEMA)
+    return median_step_seconds(cfg, torch.bfloat16)
 
 
 def recipe_config(recipe_dir: str | Path, overrides: list[str]) -> Any:
@@ -106,9 +137,6 @@ def recipe_config(recipe_dir: str | Path, overrides: list[str]) -> Any:
     module = load_recipe(recipe_dir)
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("size=")]
     size = chosen[-1] if chosen else default_size(recipe_dir)
-    if not chosen and size != "default":
-        log.info(f"size {size}: this host trains in float32 (no CUDA device, no oneDNN bf16 kernels), so "
-                 f"conf/{size}.yaml; size=default overrides")
     conf = Path(recipe_dir) / "conf" / f"{size}.yaml"
     if not conf.exists():
         sizes = sorted(p.stem for p in (Path(recipe_dir) / "conf").glob("*.yaml"))

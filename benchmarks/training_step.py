@@ -35,54 +35,9 @@ from asr.allocator import current, reexec_under_tcmalloc  # noqa: E402
 reexec_under_tcmalloc()  # time what the `asr` command runs under (benchmarks/allocator.py compares the two)
 import torch  # noqa: E402
 
-from asr.losses import get_ctc_loss  # noqa: E402
-from asr.model import DeepSpeech2  # noqa: E402
 from asr.recipe import recipe_config  # noqa: E402
-from asr.training import cpu_has_bf16_kernels, ctc_objective  # noqa: E402
-
-
-NUM_CLASSES = 29
-
-
-class Stepper:
-    """One full training step (features, forward, CTC loss, backward, AdamW) of the recipe's model."""
-
-    def __init__(self, cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool):
-        torch.manual_seed(0)
-        self.model = DeepSpeech2(cfg.model, cfg.features, NUM_CLASSES).to(device).train()
-        self.model.use_own_cpu_gru(own_gru)
-        self.model.use_channels_last(device.type == "cpu" and dtype is None)  # as training chooses
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)  # as training chooses
-        self.loss_fn = get_ctc_loss(cfg.train.loss)
-        self.sr, self.device, self.dtype = cfg.features.sample_rate, device, dtype
-        self.inter_weight = cfg.model.inter_ctc_weight
-
-    def batch(self, lengths: torch.Tensor) -> tuple:
-        """Random waveforms of `lengths` samples, with ~12 random characters per second of speech."""
-        waves = torch.randn(len(lengths), int(lengths.max()), device=self.device) * 0.1
-        label_len = (lengths.float() / self.sr * 12).long()
-        targets = torch.randint(1, NUM_CLASSES, (int(label_len.sum()),))
-        return waves, lengths.to(self.device), targets.to(self.device), label_len.to(self.device)
-
-    def spread(self, batch: int, seconds: float) -> tuple:
-        """The benchmark's batch: `batch` waveforms whose lengths span 60-100% of `seconds`."""
-        return self.batch(torch.linspace(0.6 * seconds * self.sr, seconds * self.sr, batch).long())
-
-    def __call__(self, waves, lengths, targets, label_len) -> float:
-        """Seconds the step took."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            outputs = self.model.forward_features(*self.model.frontend(waves, lengths),
-                                                  intermediate=self.model.inter_head is not None)
-            loss = ctc_objective(self.loss_fn, outputs, targets, label_len, 0, self.inter_weight)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+from asr.step_timing import Stepper, step_times  # noqa: E402
+from asr.training import cpu_has_bf16_kernels  # noqa: E402
 
 
 def step_flops(cfg, device: torch.device, batch: int, seconds: float) -> float:
@@ -108,13 +63,6 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def step_times(cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool, batch: int, seconds: float,
-               repeats: int) -> list[float]:
-    step = Stepper(cfg, device, dtype, own_gru)
-    data = step.spread(batch, seconds)
-    return [step(*data) for _ in range(repeats + 2)][2:]
 
 
 def compare(cfg, other, device: torch.device, dtype: torch.dtype | None, batch: int, seconds: float,

@@ -69,7 +69,7 @@ def test_recipe_paths_follow_data_dir_and_every_recipe_asks_them():
 
     root = Path(__file__).resolve().parents[1]
     for name in ("synthetic_en", "text_lines", "librispeech", "amazon_queen"):
-        cfg = recipe_config(root / "recipes" / name, ["data_dir=/x/d", "exp_dir=/x/e"])
+        cfg = recipe_config(root / "recipes" / name, ["size=default", "data_dir=/x/d", "exp_dir=/x/e"])
         paths = cfg.paths
         assert paths == RecipePaths(Path("/x/d"), Path("/x/e"), cfg.lm.order)
         assert cfg.data.vocabulary == str(paths.vocabulary) == "/x/d/vocab.json"
@@ -131,15 +131,15 @@ def test_data_stages_stamp_the_data_dir_so_experiments_share_them(tmp_path):
 
 def test_a_float32_host_gets_the_recipe_s_float32_size():
     """Without size=..., a host that trains in float32 runs conf/float32.yaml where the recipe has one (text_lines:
-    sized for an AVX2 CPU's time budget) and the default elsewhere; size=... always wins, and the size run is in
-    the resolved config."""
+    sized for an AVX2 CPU's time budget), a recipe without one its default; size=... always wins, and the size
+    run is in the resolved config."""
     from asr.recipe import default_size, recipe_config, trains_in_float32
 
     root = Path(__file__).resolve().parents[1]
     assert default_size(root / "recipes" / "text_lines", float32_host=True) == "float32"
-    assert default_size(root / "recipes" / "text_lines", float32_host=False) == "default"
     assert default_size(root / "recipes" / "synthetic_en", float32_host=True) == "default"
-    assert default_size(root / "recipes" / "text_lines") == ("float32" if trains_in_float32() else "default")
+    if trains_in_float32():
+        assert default_size(root / "recipes" / "text_lines") == "float32"
     default = recipe_config(root / "recipes" / "text_lines", ["size=default"])
     small = recipe_config(root / "recipes" / "text_lines", ["size=float32"])
     assert (default.size, small.size) == ("default", "float32")
@@ -147,8 +147,29 @@ def test_a_float32_host_gets_the_recipe_s_float32_size():
     assert small.model.rnn_hidden < default.model.rnn_hidden
     assert small.data_dir != default.data_dir and small.exp_dir != default.exp_dir
     assert small.test_sets == default.test_sets and small.families == default.families  # the same held-out lines
-    auto = recipe_config(root / "recipes" / "text_lines", [])
-    assert auto.size == default_size(root / "recipes" / "text_lines")
+
+
+def test_a_host_too_slow_for_the_default_size_gets_the_float32_size():
+    """A host with bf16 kernels whose measured training step of text_lines' default size is slower than the
+    recipe's SLOW_STEP_SECONDS (a CPU with half-width bf16 units) runs the float32 size; a recipe without the limit
+    keeps its default. The measurement is a real step of the config's model: a larger model's takes longer."""
+    import torch
+
+    from asr.recipe import default_size, load_recipe, recipe_config
+    from asr.step_timing import median_step_seconds
+    from asr.training import cpu_has_bf16_kernels
+
+    root = Path(__file__).resolve().parents[1]
+    text_lines = root / "recipes" / "text_lines"
+    limit = load_recipe(text_lines).SLOW_STEP_SECONDS
+    assert default_size(text_lines, float32_host=False, step_seconds=0.5 * limit) == "default"
+    assert default_size(text_lines, float32_host=False, step_seconds=2 * limit) == "float32"
+    assert default_size(root / "recipes" / "synthetic_en", float32_host=False, step_seconds=100.0) == "default"
+    small = recipe_config(text_lines, ["size=float32", "model.rnn_hidden=32", "model.conv_channels=8"])
+    large = recipe_config(text_lines, ["size=default", "model.rnn_hidden=512"])
+    dtype = torch.bfloat16 if cpu_has_bf16_kernels() else None  # emulated bf16 is 27x slower: float32 there
+    fast, slow = (median_step_seconds(c, dtype, batch=4, seconds=1.0) for c in (small, large))
+    assert 0 < 3 * fast < slow
 
 
 def test_the_cli_says_which_size_a_float32_host_runs(tmp_path):

@@ -103,7 +103,7 @@ def test_glyph_by_glyph_lines_keep_the_fonts_ligatures():
                                                ("families.test=[DejaVu Sans]",
                                                 "'families': ['DejaVu Sans'] both in training and held out")])
 def test_text_lines_refuses_bad_look_keys_before_rendering(tmp_path, override, message):
-    proc = run_cli("recipe", "run", "recipes/text_lines", override, f"data_dir={tmp_path / 'data'}",
+    proc = run_cli("recipe", "run", "recipes/text_lines", "size=default", override, f"data_dir={tmp_path / 'data'}",
                    f"exp_dir={tmp_path / 'exp'}")
     assert proc.returncode != 0 and message in proc.stderr and not (tmp_path / "data").exists()
 
@@ -111,7 +111,7 @@ def test_text_lines_refuses_bad_look_keys_before_rendering(tmp_path, override, m
 @needs_fonts
 def test_text_lines_refuses_a_family_not_installed_before_rendering(tmp_path):
     """A listed family missing from the machine is an error naming it, not a training set quietly without it."""
-    proc = run_cli("recipe", "run", "recipes/text_lines", "families.train=[DejaVu Sans,No Such Face]",
+    proc = run_cli("recipe", "run", "recipes/text_lines", "size=default", "families.train=[DejaVu Sans,No Such Face]",
                    f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}")
     assert proc.returncode != 0 and not (tmp_path / "data").exists()
     assert "config key 'families.train': ['No Such Face'] not installed" in proc.stderr
@@ -297,7 +297,8 @@ def test_text_lines_recipe_through_the_cli(tmp_path):
     `asr evaluate` on the model and its held-out lines; held-out fonts and sentences never reach training."""
     data, exp = tmp_path / "data", tmp_path / "exp"
     train_families = "[DejaVu Sans,DejaVu Sans Mono]"
-    proc = run_cli("recipe", "run", "recipes/text_lines", f"data_dir={data}", f"exp_dir={exp}", "train_lines=48",
+    proc = run_cli("recipe", "run", "recipes/text_lines", "size=default", f"data_dir={data}", f"exp_dir={exp}",
+                   "train_lines=48",
                    "dev_lines=6", "test_lines=6", "processes=1", f"families.train={train_families}",
                    "families.dev=[DejaVu Serif]", "families.test=[DejaVu Serif]", "model.conv_channels=8",
                    "model.rnn_layers=1", "model.rnn_hidden=32", "train.epochs=1", "train.batch_size=16",

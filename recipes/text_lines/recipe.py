@@ -28,6 +28,13 @@ from asr.text_render import CHARSET, Font, Look, installed_fonts, render_line, w
 
 log = logging.getLogger("asr.recipe")
 
+# The default size's bf16 training step (asr.step_timing: 32 random lines of 2.4-4 s, asr.gru) above which a host
+# trains the float32 size instead (asr.recipe.default_size). Measured 2026-12-07 on an EPYC Zen 4 (AVX-512 on
+# 256-bit units): 550-686 ms in five fresh processes, and the default trained at 176 audio-s/s there, about 1,200 s
+# for its two epochs: about 1.9 s of training per ms, so 0.45 s is about 15 minutes. An EPYC Zen 5 trains it at
+# 316-334 audio-s/s (629-667 s), 1.85x as fast: about 300-370 ms.
+SLOW_STEP_SECONDS = 0.45
+
 # Font families by split (Debian packages in brackets). No dev or test family is a metric clone of a training
 # one; each split has serif, sans and handwriting-like faces.
 TRAIN_FAMILIES = (
