@@ -106,11 +106,12 @@ def default_size(recipe_dir: str | Path, float32_host: bool | None = None, step_
         log.info(f"size {FLOAT32_SIZE}: this host trains in float32 (no CUDA device, no oneDNN bf16 kernels), so "
                  f"conf/{FLOAT32_SIZE}.yaml; size=default overrides")
         return FLOAT32_SIZE
-    limit = getattr(load_recipe(recipe_dir), "SLOW_STEP_SECONDS", None)
+    module = load_recipe(recipe_dir)
+    limit = getattr(module, "SLOW_STEP_SECONDS", None)
     if limit is None:
         return "default"
     if step_seconds is None:
-        step_seconds = _default_step_seconds(recipe_dir)
+        step_seconds = _default_step_seconds(recipe_dir, module.SCHEMA)
     if step_seconds is None or step_seconds <= limit:
         return "default"
     log.info(f"size {FLOAT32_SIZE}: a bf16 training step of the default size took {1000 * step_seconds:.0f} ms on "
@@ -119,7 +120,7 @@ def default_size(recipe_dir: str | Path, float32_host: bool | None = None, step_
     return FLOAT32_SIZE
 
 
-def _default_step_seconds(recipe_dir: Path) -> float | None:
+def _default_step_seconds(recipe_dir: Path, schema: type) -> float | None:
     """A bf16 CPU training step of the recipe's default size (None on a CUDA host)."""
     import torch
 
@@ -128,15 +129,15 @@ def _default_step_seconds(recipe_dir: Path) -> float | None:
 
     if resolve_device("auto").type != "cpu":
         return None
-    cfg = load_config(recipe_dir / "conf" / "default.yaml", [], schema=load_recipe(recipe_dir).SCHEMA)
+    cfg = load_config(recipe_dir / "conf" / "default.yaml", [], schema=schema)
     return median_step_seconds(cfg, torch.bfloat16)
 
 
 def recipe_config(recipe_dir: str | Path, overrides: list[str]) -> Any:
     """The recipe's config: conf/<size>.yaml (size=... picks it, else `default_size`) plus overrides."""
-    module = load_recipe(recipe_dir)
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("size=")]
     size = chosen[-1] if chosen else default_size(recipe_dir)
+    module = load_recipe(recipe_dir)  # after default_size's: the config's schema is the module sys.modules holds
     conf = Path(recipe_dir) / "conf" / f"{size}.yaml"
     if not conf.exists():
         sizes = sorted(p.stem for p in (Path(recipe_dir) / "conf").glob("*.yaml"))

@@ -57,10 +57,11 @@ class Stepper:
 
 def step_times(cfg, device: torch.device, dtype: torch.dtype | None, own_gru: bool, batch: int, seconds: float,
                repeats: int) -> list[float]:
+    """Seconds of `repeats` steps of `cfg`'s model on the benchmark's batch, after two warm-up steps (oneDNN builds
+    its kernels for the batch's shapes in the first)."""
     step = Stepper(cfg, device, dtype, own_gru)
     data = step.spread(batch, seconds)
     return [step(*data) for _ in range(repeats + 2)][2:]
-
 
 
 def median_step_seconds(cfg, dtype: torch.dtype | None, batch: int = 32, seconds: float = 4.0,
