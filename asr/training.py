@@ -535,10 +535,10 @@ def _screen(cfg: Config, exp: Path, group: Group, vocab: Vocabulary, model: Deep
             sources: list[tuple[str, float, list[Utterance]]], dev_utts: list[Utterance]) -> tuple[list, list]:
     """The training sources and dev set without the utterances the model cannot learn from (each one reported
     in rejected.tsv, with the counts in the log)."""
-    rejections = Rejections()
+    rejections, speeds = Rejections(), source_speeds(cfg.data)
     sources = [(name, weight, screen_utterances(utts, "train", vocab, model, cfg, rejections, training=True,
                                                 speeds=factors))
-               for (name, weight, utts), factors in zip(sources, source_speeds(cfg.data))]
+               for (name, weight, utts), factors in zip(sources, speeds)]
     train_utts = [u for _, _, utts in sources for u in utts]
     dev_utts = screen_utterances(dev_utts, "dev", vocab, model, cfg, rejections, training=False)
     if group.main:
@@ -548,7 +548,7 @@ def _screen(cfg: Config, exp: Path, group: Group, vocab: Vocabulary, model: Deep
     if not train_utts:
         raise TrainingError("no training utterances left after screening; see rejected.tsv")
     if len(sources) > 1:
-        log.info(describe_sources(sources, source_speeds(cfg.data)))
+        log.info(describe_sources(sources, speeds))
     return sources, dev_utts
 
 
