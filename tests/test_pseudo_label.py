@@ -125,7 +125,7 @@ def test_synthetic_en_trains_on_pseudo_labels_only_when_teachers_are_named(tmp_p
     train = next(st for st in module.stages(cfg) if st.name == "train")
     assert train.config["data"]["train_sources"][-1] == {"manifest": str(tmp_path / "manifests" / "pseudo_train.jsonl"),
                                                         "weight": 2.0, "name": "pseudo", "speaker_share_max": 1.0,
-                                                        "speed_perturb": None}
+                                                        "speed_perturb": [0.9, 1.0, 1.1]}
     assert cfg.data.train_sources == plain.data.train_sources  # the caller's config is left as it was
     if not PEOPLE.is_dir() or not _teachers_installed("whisper-tiny.en"):
         pytest.skip("needs pocketsphinx-testdata and asr[teachers] (scripts/setup.sh --dev)")

@@ -111,6 +111,8 @@ class PseudoConfig:
 
     teachers: list[str] = field(default_factory=list)  # e.g. [whisper-base, whisper-tiny.en]; empty: off
     weight: float = 1.0  # the source's weight in training
+    # recordings of people, perturbed in speed as the games' transcribed clips are (data.train_sources)
+    speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
     max_disagreement: float = PseudoLabelOptions.max_disagreement
     min_logprob: float = PseudoLabelOptions.min_logprob
 
@@ -319,7 +321,8 @@ def with_pseudo_source(cfg: SyntheticEnConfig) -> SyntheticEnConfig:
     """`cfg` training on the pseudo-labelled clips too, when teachers are named."""
     if not cfg.pseudo.teachers:
         return cfg
-    source = SourceConfig(manifest=str(cfg.paths.manifest("pseudo_train")), weight=cfg.pseudo.weight, name="pseudo")
+    source = SourceConfig(manifest=str(cfg.paths.manifest("pseudo_train")), weight=cfg.pseudo.weight, name="pseudo",
+                          speed_perturb=list(cfg.pseudo.speed_perturb))
     return replace(cfg, data=replace(cfg.data, train_sources=[*cfg.data.train_sources, source]))
 
 
@@ -472,6 +475,7 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
     stages_ = insert_before(stages_, "score", voices_)
     if cfg.pseudo.teachers:
         teach = Stage("teach", lambda: teach_stage(cfg), inputs=[cfg.paths.manifest("sky_untranscribed")],
-                      outputs=[cfg.paths.manifest("pseudo_train")], config=asdict(cfg.pseudo))
+                      outputs=[cfg.paths.manifest("pseudo_train")],
+                      config={k: getattr(cfg.pseudo, k) for k in ("teachers", "max_disagreement", "min_logprob")})
         stages_ = insert_before(stages_, "vocabulary", teach)
     return [synthesize, *stages_]
