@@ -195,7 +195,33 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 
 def validate(cfg: Any) -> None:
-    """Range and choice checks that types alone cannot express."""
+    """Range and choice checks that types alone cannot express, section by section (a section the config type
+    lacks is skipped); the first failure raises ConfigError naming the key."""
+    _check_choices(cfg)
+    for key in _POSITIVE:
+        try:
+            value = _get(cfg, key)
+        except AttributeError:
+            continue
+        if not value > 0:
+            raise ConfigError(f"config key {key!r} = {value!r}: must be positive")
+    features, data = getattr(cfg, "features", None), getattr(cfg, "data", None)
+    train = getattr(cfg, "train", None)
+    if features is not None and features.kind == "image":
+        check_image_input(features, data)
+    if features is not None:
+        check_feature_bins(features)
+    if data is not None:
+        _check_data(data, cfg.features.sample_rate)
+    if getattr(cfg, "specaugment", None) is not None:
+        _check_specaugment(cfg.specaugment, train)
+    if train is not None:
+        _check_train(train)
+    if getattr(cfg, "model", None) is not None:
+        _check_model(cfg.model)
+
+
+def _check_choices(cfg: Any) -> None:
     for key, choices in _CHOICES.items():
         try:
             value = _get(cfg, key)
@@ -206,85 +232,69 @@ def validate(cfg: Any) -> None:
             setattr(_get(cfg, parent), name, value := "off")
         if value not in choices:
             raise ConfigError(f"config key {key!r} = {value!r}: must be one of {', '.join(choices)}")
-    for key in _POSITIVE:
-        try:
-            value = _get(cfg, key)
-        except AttributeError:
-            continue
-        if not value > 0:
-            raise ConfigError(f"config key {key!r} = {value!r}: must be positive")
-    features = getattr(cfg, "features", None)
-    data = getattr(cfg, "data", None)
-    if features is not None and features.kind == "image":
-        check_image_input(features, data)
-    if features is not None:
-        check_feature_bins(features)
-    if data is not None:
-        speeds = [("data.speed_perturb", data.speed_perturb)] + [
-            (f"data.train_sources[{i}].speed_perturb", src.speed_perturb) for i, src in enumerate(data.train_sources)
-            if src.speed_perturb is not None]
-        for key, factors in speeds:
-            if not all(0.5 <= f <= 2.0 for f in factors):
-                raise ConfigError(f"config key {key!r} = {list(factors)}: each factor must be in [0.5, 2] (0.9 slows "
-                                  "by 10%)")
-    if data is not None and not 0.0 <= data.vtlp < 0.5:
-        raise ConfigError(f"config key 'data.vtlp' = {data.vtlp}: must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
-    if data is not None and not 0.0 <= data.silence_pad <= 10.0:
-        raise ConfigError(f"config key 'data.silence_pad' = {data.silence_pad}: must be in [0, 10] seconds")
-    if data is not None and not (len(data.reverb_rt60) == 2 and 0.05 <= min(data.reverb_rt60) <= max(data.reverb_rt60) <= 3):
-        raise ConfigError(f"config key 'data.reverb_rt60' = {list(data.reverb_rt60)}: must be [low, high] "
-                          "within 0.05-3 seconds")
-    if data is not None:
-        for i, w in enumerate([data.train_weight] + [src.weight for src in data.train_sources]):
-            if not 0.0 < w <= 100.0:
-                key = "data.train_weight" if i == 0 else f"data.train_sources[{i - 1}].weight"
-                raise ConfigError(f"config key {key!r} = {w}: must be in (0, 100]")
-        for i, src in enumerate(data.train_sources):
-            if not 0.0 < src.speaker_share_max <= 1.0:
-                raise ConfigError(f"config key 'data.train_sources[{i}].speaker_share_max' = "
-                                  f"{src.speaker_share_max}: must be in (0, 1]")
-        rates_ok = data.bandlimit_rates and all(0 < r < cfg.features.sample_rate for r in data.bandlimit_rates)
-        if data.bandlimit_prob and not rates_ok:
-            raise ConfigError(f"config key 'data.bandlimit_rates' = {list(data.bandlimit_rates)}: each must be "
-                              f"below features.sample_rate ({cfg.features.sample_rate})")
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key!r} = {value}: {rule}")
+
+
+def _check_data(data: DataConfig, sample_rate: int) -> None:
+    speeds = [("data.speed_perturb", data.speed_perturb)] + [
+        (f"data.train_sources[{i}].speed_perturb", src.speed_perturb) for i, src in enumerate(data.train_sources)
+        if src.speed_perturb is not None]
+    for key, factors in speeds:
+        _require(all(0.5 <= f <= 2.0 for f in factors), key, list(factors),
+                 "each factor must be in [0.5, 2] (0.9 slows by 10%)")
+    _require(0.0 <= data.vtlp < 0.5, "data.vtlp", data.vtlp, "must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
+    _require(0.0 <= data.silence_pad <= 10.0, "data.silence_pad", data.silence_pad, "must be in [0, 10] seconds")
+    rt60 = data.reverb_rt60
+    _require(len(rt60) == 2 and 0.05 <= min(rt60) <= max(rt60) <= 3, "data.reverb_rt60", list(rt60),
+             "must be [low, high] within 0.05-3 seconds")
+    weights = [("data.train_weight", data.train_weight)] + [
+        (f"data.train_sources[{i}].weight", src.weight) for i, src in enumerate(data.train_sources)]
+    for key, weight in weights:
+        _require(0.0 < weight <= 100.0, key, weight, "must be in (0, 100]")
+    for i, src in enumerate(data.train_sources):
+        _require(0.0 < src.speaker_share_max <= 1.0, f"data.train_sources[{i}].speaker_share_max",
+                 src.speaker_share_max, "must be in (0, 1]")
+    rates_ok = data.bandlimit_rates and all(0 < r < sample_rate for r in data.bandlimit_rates)
+    _require(not data.bandlimit_prob or rates_ok, "data.bandlimit_rates", list(data.bandlimit_rates),
+             f"each must be below features.sample_rate ({sample_rate})")
     for key in ("silence_pad_prob", "concat_prob", "reverb_prob", "bandlimit_prob", "bandlimit_mp3"):
-        if data is not None and not 0.0 <= getattr(data, key) <= 1.0:
-            raise ConfigError(f"config key 'data.{key}' = {getattr(data, key)}: must be in [0, 1]")
-    specaugment, train = getattr(cfg, "specaugment", None), getattr(cfg, "train", None)
-    if specaugment is not None:
-        last = train.epochs if train is not None and specaugment.enabled else None  # masks that never start
-        if specaugment.from_epoch < 1 or (last is not None and specaugment.from_epoch > last):
-            raise ConfigError(f"config key 'specaugment.from_epoch' = {specaugment.from_epoch}: must be 1 or more"
-                              + (f" and at most train.epochs ({last})" if last is not None else ""))
-    if train is not None and train.time_budget < 0:
-        raise ConfigError(f"config key 'train.time_budget' = {train.time_budget}: must be 0 (none) or more seconds")
-    if train is not None and train.min_epochs < 1:
-        raise ConfigError(f"config key 'train.min_epochs' = {train.min_epochs}: must be 1 or more")
-    if train is not None and train.time_budget and train.schedule == "onecycle":
+        _require(0.0 <= getattr(data, key) <= 1.0, f"data.{key}", getattr(data, key), "must be in [0, 1]")
+
+
+def _check_specaugment(specaugment: SpecAugmentConfig, train: TrainConfig | None) -> None:
+    last = train.epochs if train is not None and specaugment.enabled else None  # masks that never start
+    _require(specaugment.from_epoch >= 1 and (last is None or specaugment.from_epoch <= last),
+             "specaugment.from_epoch", specaugment.from_epoch,
+             "must be 1 or more" + (f" and at most train.epochs ({last})" if last is not None else ""))
+
+
+def _check_train(train: TrainConfig) -> None:
+    _require(train.time_budget >= 0, "train.time_budget", train.time_budget, "must be 0 (none) or more seconds")
+    _require(train.min_epochs >= 1, "train.min_epochs", train.min_epochs, "must be 1 or more")
+    if train.time_budget and train.schedule == "onecycle":
         raise ConfigError("config key 'train.time_budget' needs train.schedule cosine or constant: onecycle fixes its "
                           "length before the first step")
-    if train is not None and train.plateau_restarts < 0:
-        raise ConfigError(f"config key 'train.plateau_restarts' = {train.plateau_restarts}: must be 0 or more")
-    if train is not None and not 0.0 < train.plateau_dev_cer <= 1.0:
-        raise ConfigError(f"config key 'train.plateau_dev_cer' = {train.plateau_dev_cer}: must be in (0, 1]")
-    if train is not None and train.init_from and not Path(train.init_from).is_file():
-        raise ConfigError(f"config key 'train.init_from' = {train.init_from!r}: no such checkpoint")
-    model = getattr(cfg, "model", None)
-    if model is not None:
-        most = CONV_LAYERS_MOST[model.conv_kind]
-        if not 1 <= model.conv_layers <= most:
-            raise ConfigError(f"config key 'model.conv_layers' = {model.conv_layers}: must be 1 to {most} with "
-                              f"model.conv_kind={model.conv_kind}")
-        if model.conv_time_kernel < 1 or model.conv_time_kernel % 2 == 0:
-            raise ConfigError(f"config key 'model.conv_time_kernel' = {model.conv_time_kernel}: must be a positive "
-                              "odd number (the layer keeps its input's frame count)")
-        if model.lookahead and model.bidirectional:
-            raise ConfigError("config key 'model.lookahead' needs model.bidirectional=false")
-        if not 0 <= model.inter_ctc_layer < model.rnn_layers:
-            raise ConfigError(f"config key 'model.inter_ctc_layer' = {model.inter_ctc_layer}: must be 0 (none) or an "
-                              f"RNN layer below the last (1 to {model.rnn_layers - 1})")
-        if not 0.0 < model.inter_ctc_weight < 1.0:
-            raise ConfigError(f"config key 'model.inter_ctc_weight' = {model.inter_ctc_weight}: must be in (0, 1)")
+    _require(train.plateau_restarts >= 0, "train.plateau_restarts", train.plateau_restarts, "must be 0 or more")
+    _require(0.0 < train.plateau_dev_cer <= 1.0, "train.plateau_dev_cer", train.plateau_dev_cer, "must be in (0, 1]")
+    _require(not train.init_from or Path(train.init_from).is_file(), "train.init_from", repr(train.init_from),
+             "no such checkpoint")
+
+
+def _check_model(model: ModelConfig) -> None:
+    most = CONV_LAYERS_MOST[model.conv_kind]
+    _require(1 <= model.conv_layers <= most, "model.conv_layers", model.conv_layers,
+             f"must be 1 to {most} with model.conv_kind={model.conv_kind}")
+    _require(model.conv_time_kernel >= 1 and model.conv_time_kernel % 2 == 1, "model.conv_time_kernel",
+             model.conv_time_kernel, "must be a positive odd number (the layer keeps its input's frame count)")
+    if model.lookahead and model.bidirectional:
+        raise ConfigError("config key 'model.lookahead' needs model.bidirectional=false")
+    _require(0 <= model.inter_ctc_layer < model.rnn_layers, "model.inter_ctc_layer", model.inter_ctc_layer,
+             f"must be 0 (none) or an RNN layer below the last (1 to {model.rnn_layers - 1})")
+    _require(0.0 < model.inter_ctc_weight < 1.0, "model.inter_ctc_weight", model.inter_ctc_weight, "must be in (0, 1)")
 
 
 MIN_FEATURE_BINS = 32
