@@ -239,13 +239,18 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
         raise ConfigError(f"config key {key!r} = {value}: {rule}")
 
 
+def check_speed_factors(key: str, factors: list[float]) -> None:
+    """Speed perturbation factors (config key `key`) each within 0.5-2."""
+    _require(all(0.5 <= f <= 2.0 for f in factors), key, list(factors),
+             "each factor must be in [0.5, 2] (0.9 slows by 10%)")
+
+
 def _check_data(data: DataConfig, sample_rate: int) -> None:
     speeds = [("data.speed_perturb", data.speed_perturb)] + [
         (f"data.train_sources[{i}].speed_perturb", src.speed_perturb) for i, src in enumerate(data.train_sources)
         if src.speed_perturb is not None]
     for key, factors in speeds:
-        _require(all(0.5 <= f <= 2.0 for f in factors), key, list(factors),
-                 "each factor must be in [0.5, 2] (0.9 slows by 10%)")
+        check_speed_factors(key, factors)
     _require(0.0 <= data.vtlp < 0.5, "data.vtlp", data.vtlp, "must be in [0, 0.5) (0.1 warps by 0.9-1.1)")
     _require(0.0 <= data.silence_pad <= 10.0, "data.silence_pad", data.silence_pad, "must be in [0, 10] seconds")
     rt60 = data.reverb_rt60

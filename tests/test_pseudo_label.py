@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from asr.config import ConfigError
 from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
 from asr.pseudo_label import Heard, PseudoLabelOptions, TeacherError, teacher_dir, verdict
 from conftest import ROOT, TINY, run_cli
@@ -127,6 +128,10 @@ def test_synthetic_en_trains_on_pseudo_labels_only_when_teachers_are_named(tmp_p
                                                         "weight": 2.0, "name": "pseudo", "speaker_share_max": 1.0,
                                                         "speed_perturb": [0.9, 1.0, 1.1]}
     assert cfg.data.train_sources == plain.data.train_sources  # the caller's config is left as it was
+    bad = recipe_config(recipe, [f"data_dir={tmp_path}", "pseudo.teachers=[whisper-tiny.en]",
+                                 "pseudo.speed_perturb=[3]"])
+    with pytest.raises(ConfigError, match=r"'pseudo.speed_perturb' = \[3.0\]: each factor must be in \[0.5, 2\]"):
+        module.stages(bad)
     if not PEOPLE.is_dir() or not _teachers_installed("whisper-tiny.en"):
         pytest.skip("needs pocketsphinx-testdata and asr[teachers] (scripts/setup.sh --dev)")
     clips = sorted(PEOPLE.glob("*.wav"))[:2]

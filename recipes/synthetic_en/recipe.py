@@ -20,7 +20,7 @@ import soundfile as sf
 from asr import queen, sky
 from asr.atomic import atomic_write, write_text_atomic
 from asr.audio import load_audio
-from asr.config import ConfigError, SourceConfig
+from asr.config import ConfigError, SourceConfig, check_speed_factors
 from asr.data import pad_with_silence
 from asr.english_text import english_sentences
 from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
@@ -306,13 +306,16 @@ def write_sky(cfg: SyntheticEnConfig) -> dict:
     return {**report, "source": k.game_dir}
 
 
+def teacher_options(p: PseudoConfig) -> PseudoLabelOptions:
+    """What the teach stage runs: the teachers and the agreement they must reach."""
+    return PseudoLabelOptions(teachers=tuple(p.teachers), max_disagreement=p.max_disagreement,
+                              min_logprob=p.min_logprob)
+
+
 def teach_stage(cfg: SyntheticEnConfig) -> None:
     """manifests/pseudo_train.jsonl: the clips of sky_untranscribed the teachers agree on, marked as pseudo-labels;
     rejected/pseudo_train.tsv: every other clip with its reason."""
-    p = cfg.pseudo
-    opts = PseudoLabelOptions(teachers=tuple(p.teachers), max_disagreement=p.max_disagreement,
-                              min_logprob=p.min_logprob)
-    kept, rejected = pseudo_label(read_manifest(cfg.paths.manifest("sky_untranscribed")), opts)
+    kept, rejected = pseudo_label(read_manifest(cfg.paths.manifest("sky_untranscribed")), teacher_options(cfg.pseudo))
     write_manifest(cfg.paths.manifest("pseudo_train"), kept, relative_to_manifest=True)
     write_rejected(Path(cfg.data_dir) / "rejected" / "pseudo_train.tsv", rejected)
 
@@ -321,6 +324,7 @@ def with_pseudo_source(cfg: SyntheticEnConfig) -> SyntheticEnConfig:
     """`cfg` training on the pseudo-labelled clips too, when teachers are named."""
     if not cfg.pseudo.teachers:
         return cfg
+    check_speed_factors("pseudo.speed_perturb", cfg.pseudo.speed_perturb)
     source = SourceConfig(manifest=str(cfg.paths.manifest("pseudo_train")), weight=cfg.pseudo.weight, name="pseudo",
                           speed_perturb=list(cfg.pseudo.speed_perturb))
     return replace(cfg, data=replace(cfg.data, train_sources=[*cfg.data.train_sources, source]))
@@ -476,6 +480,6 @@ def stages(cfg: SyntheticEnConfig) -> list[Stage]:
     if cfg.pseudo.teachers:
         teach = Stage("teach", lambda: teach_stage(cfg), inputs=[cfg.paths.manifest("sky_untranscribed")],
                       outputs=[cfg.paths.manifest("pseudo_train")],
-                      config={k: getattr(cfg.pseudo, k) for k in ("teachers", "max_disagreement", "min_logprob")})
+                      config=asdict(teacher_options(cfg.pseudo)))
         stages_ = insert_before(stages_, "vocabulary", teach)
     return [synthesize, *stages_]
