@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asr.controlled_logits import LABELS, controlled_logits, error_kinds, write_bigram_lm  # noqa: E402
-from asr.decoding import CTCBeamDecoder  # noqa: E402
+from asr.decoding import CTCBeamDecoder, DecodingOptions  # noqa: E402
 from asr.inference import tuned_decoding  # noqa: E402
 from asr.lm import arpa_unigrams  # noqa: E402
 from asr.lm_tune import cached_log_probs  # noqa: E402
@@ -52,7 +52,7 @@ def pyctcdecode_decoder(labels: list[str], lm: str, alpha: float, beta: float, u
                                         beta=beta, unk_score_offset=unk_offset)
 
 
-UNK_OFFSET = -10.0  # our default unknown-word penalty, given to pyctcdecode too
+UNK_OFFSET = DecodingOptions.unk_offset  # our default unknown-word penalty, given to pyctcdecode too
 
 
 def parse_args() -> argparse.Namespace:
@@ -165,6 +165,7 @@ def main() -> None:
                                                "alpha": args.alpha, "beta": args.beta, "beam": args.beam,
                                                "utterances": len(items)}, indent=2))
     assert all(math.isfinite(r[1]) for r in rows)
+
 
 if __name__ == "__main__":
     main()
