@@ -14,6 +14,15 @@ from asr.synthesis import Voice, synthesize_corpus
 from asr.text import normalize_text
 
 ROOT = Path(__file__).resolve().parents[1]
+CORES = len(os.sched_getaffinity(0))
+# the cores shared among pytest-xdist's workers: each worker and the processes it starts take their share
+THREADS = os.environ.get("OMP_NUM_THREADS") or str(max(1, CORES // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+os.environ["OMP_NUM_THREADS"] = THREADS
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core this process may run on (xdist's own count takes physical cores)."""
+    return CORES
 
 SENTENCES = [
     "the cat sat on the mat", "she sells sea shells", "a bird in the hand", "the sun is bright today",
@@ -58,8 +67,7 @@ def training_pass(model, waves, lengths, loss) -> tuple:
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real `asr` command line in a subprocess (with `env` added to the environment)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
-           **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "asr", *args], capture_output=True, text=True, cwd=cwd or ROOT,
                           env=env, timeout=timeout)
 

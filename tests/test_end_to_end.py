@@ -12,7 +12,7 @@ import soundfile as sf
 
 from asr.allocator import find_tcmalloc
 from asr.audio import load_audio
-from conftest import ROOT, TINY, run_cli
+from conftest import CORES, ROOT, THREADS, TINY, run_cli
 
 
 def test_train_writes_experiment_folder(trained):
@@ -29,7 +29,7 @@ def test_train_writes_experiment_folder(trained):
     import torch
 
     isa = torch.backends.cpu.get_cpu_capability()
-    assert f"compute: cpu, 2 threads, torch kernels {isa}" in proc.stderr  # TINY trains in float32 (amp=off)
+    assert f"compute: cpu, {THREADS} threads, torch kernels {isa}" in proc.stderr  # TINY trains in float32 (amp=off)
     assert "; float32; conv stack channels-last" in proc.stderr
 
 
@@ -318,7 +318,7 @@ def test_default_recipe_meets_wer_target(tmp_path):
     held-out characters got 94.0 / 79.1% (test_people) and 96.6 / 85.7% (test_sky) greedy / with the LM,
     synthetic test voices 49.0 / 17.3%, people reading (test_real) 91.3 / 69.6%."""
     proc = run_cli("recipe", "run", "recipes/synthetic_en", f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}",
-                   timeout=3600)
+                   timeout=3600, env={"OMP_NUM_THREADS": str(CORES)})  # every core, as README command 1 has
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert list(results)[1:3] == ["test_people", "test_sky"], results  # the table leads with people

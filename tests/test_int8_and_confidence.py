@@ -13,12 +13,13 @@ from conftest import ROOT, TINY, TRAIN_VOICES, SENTENCES, make_corpus, run_cli
 
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
-    """A tiny model trained 40 epochs on 12 sentences of one voice: some words right, some wrong."""
+    """A tiny model trained 80 epochs on 12 sentences of one voice: most words right, some wrong (8-13% WER; at
+    40-60 epochs its 28-72% rested on near-ties that quantisation flipped, 2 words of 60 either way)."""
     root = tmp_path_factory.mktemp("learned")
     manifest = make_corpus(root, TRAIN_VOICES[:1], SENTENCES, "train")
-    overrides = [o for o in TINY if not o.startswith("train.warmup_steps")] + ["train.warmup_steps=10", "train.lr=3e-3"]
+    overrides = [o for o in TINY if not o.startswith("train.warmup_steps")] + ["train.warmup_steps=10", "train.lr=5e-3"]
     proc = run_cli("train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={root / 'exp'}",
-                   f"data.train_manifest={manifest}", f"data.dev_manifest={manifest}", "train.epochs=40", *overrides)
+                   f"data.train_manifest={manifest}", f"data.dev_manifest={manifest}", "train.epochs=80", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "exp" / "best.pt", manifest
 
@@ -32,7 +33,7 @@ def test_int8_inference_keeps_the_float32_word_error_rate(learned, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert results["float32"]["precision"] == "float32" and results["int8"]["precision"] == "int8"
-    assert results["float32"]["wer"] < 0.8, results["float32"]  # the model learned part of its sentences
+    assert results["float32"]["wer"] < 0.3, results["float32"]  # the model learned most of its sentences
     assert abs(results["int8"]["wer"] - results["float32"]["wer"]) <= 0.03, (results["int8"]["wer"],
                                                                              results["float32"]["wer"])
 

@@ -29,7 +29,7 @@ def start(model, *extra, log=None):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", str(port), *extra],
                             stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
     for _ in range(400):
         try:
