@@ -105,14 +105,14 @@ def _chunk_ms(value: str) -> float:
 
 
 def _recognizer(args: argparse.Namespace, streaming: bool = False):
-    from .inference import Recognizer
+    from .inference import DecodeRequest, Recognizer
 
     if args.greedy and (args.beam or args.lm):
         raise ConfigError("--greedy cannot be combined with --beam or --lm")
-    hotwords = [h.strip() for h in (args.hotwords or "").split(",") if h.strip()]
-    return Recognizer(args.model, args.device, args.batch_size, args.beam, args.lm, args.alpha, args.beta,
-                      use_tuned=not args.greedy, streaming=streaming, int8=args.int8, hotwords=hotwords,
-                      hotword_weight=args.hotword_weight)
+    hotwords = tuple(h.strip() for h in (args.hotwords or "").split(",") if h.strip())
+    request = DecodeRequest(args.beam, args.lm, args.alpha, args.beta, hotwords, args.hotword_weight,
+                            use_tuned=not args.greedy)
+    return Recognizer(args.model, args.device, args.batch_size, request, streaming=streaming, int8=args.int8)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +36,47 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-class Recognizer:
-    """A checkpoint loaded for inference, batching waveforms by length.
+@dataclass(frozen=True)
+class DecodeRequest:
+    """The decoder a caller asks for. A setting left None takes what `asr lm tune` chose for the model (with
+    `use_tuned`, when no decoder or the tuned LM is named: decoding.json beside the checkpoint), else
+    DecodingOptions' default. Nothing asked and nothing tuned decodes greedily; hotwords alone take a beam search."""
 
-    Decoding: greedy by default; prefix beam search with `beam`; KenLM fusion with `lm`.
-    With `use_tuned`, settings from `asr lm tune` (decoding.json beside the checkpoint) apply when
-    no decoder is asked for, and fill in alpha/beta/beam when the same LM is named. `streaming` checks at once
-    that the model can stream (`stream()`). `int8` runs the recurrent and linear layers with int8 weights
-    (asr.quantization; CPU only). `hotwords` are favoured by the beam search (100 wide unless `beam` says).
+    beam: int | None = None
+    lm: str | Path | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float = DecodingOptions.hotword_weight
+    use_tuned: bool = True
+
+    def resolve(self, checkpoint: str | Path) -> tuple[str | None, DecodingOptions] | None:
+        """(LM path or None, the beam search's options) for `checkpoint`, or None for greedy decoding."""
+        beam, lm, alpha, beta = self.beam, self.lm, self.alpha, self.beta
+        tuned = tuned_decoding(checkpoint) if self.use_tuned else None
+        if tuned and ((lm is None and not beam) or (lm is not None and Path(lm).resolve() == Path(tuned["lm"]).resolve())):
+            log.info(f"using the LM decoding tuned by `asr lm tune`: {Path(checkpoint).parent / DECODING_FILE} "
+                     f"(alpha {tuned['alpha']}, beta {tuned['beta']}, beam {tuned['beam']})")
+            lm = lm or tuned["lm"]
+            alpha = tuned["alpha"] if alpha is None else alpha
+            beta = tuned["beta"] if beta is None else beta
+            beam = beam or tuned["beam"]
+        if not (beam or lm or self.hotwords):
+            return None
+        given = {"alpha": alpha, "beta": beta, "beam_width": beam or None}
+        options = DecodingOptions(hotwords=tuple(self.hotwords), hotword_weight=self.hotword_weight,
+                                  **{k: v for k, v in given.items() if v is not None})
+        return (str(lm) if lm else None), options
+
+
+class Recognizer:
+    """A checkpoint loaded for inference, batching waveforms by length, decoding as `request` asks (greedy,
+    beam search, KenLM fusion, hotwords; see DecodeRequest). `streaming` checks at once that the model can stream
+    (`stream()`). `int8` runs the recurrent and linear layers with int8 weights (asr.quantization; CPU only).
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16, beam: int | None = None,
-                 lm: str | Path | None = None, alpha: float | None = None, beta: float | None = None,
-                 use_tuned: bool = True, streaming: bool = False, int8: bool = False,
-                 hotwords: Sequence[str] = (), hotword_weight: float = DecodingOptions.hotword_weight):
+    def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 16,
+                 request: DecodeRequest = DecodeRequest(), streaming: bool = False, int8: bool = False):
         self.device = resolve_device("cpu" if int8 and device == "auto" else device)
         self.model, self.vocab, self.config = load_model(checkpoint, self.device)
         if int8:
@@ -61,19 +89,10 @@ class Recognizer:
         self.batch_size = batch_size
         self.beam_decoder = None
         self._best_path: CTCBeamDecoder | None = None  # greedy with word timings, made when first needed
-        tuned = tuned_decoding(checkpoint) if use_tuned else None
-        if tuned and ((lm is None and not beam) or (lm is not None and Path(lm).resolve() == Path(tuned["lm"]).resolve())):
-            log.info(f"using the LM decoding tuned by `asr lm tune`: {Path(checkpoint).parent / DECODING_FILE} "
-                     f"(alpha {tuned['alpha']}, beta {tuned['beta']}, beam {tuned['beam']})")
-            lm = lm or tuned["lm"]
-            alpha = tuned["alpha"] if alpha is None else alpha
-            beta = tuned["beta"] if beta is None else beta
-            beam = beam or tuned["beam"]
-        if beam or lm or hotwords:
-            given = {"alpha": alpha, "beta": beta, "beam_width": beam or None}
-            options = DecodingOptions(hotwords=tuple(hotwords), hotword_weight=hotword_weight,
-                                      **{k: v for k, v in given.items() if v is not None})
-            self.beam_decoder = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, str(lm) if lm else None, options,
+        search = request.resolve(checkpoint)
+        if search:
+            lm, options = search
+            self.beam_decoder = CTCBeamDecoder(self.vocab.labels, self.vocab.blank, lm, options,
                                                frame_seconds=self.frame_seconds)
 
     @property

@@ -21,7 +21,7 @@ from .atomic import atomic_write, write_text_atomic
 from .audio import load_utterances
 from .decoding import CTCBeamDecoder
 from .fork_pool import fork_map
-from .inference import DECODING_FILE, Recognizer
+from .inference import DECODING_FILE, DecodeRequest, Recognizer
 from .manifest import read_manifest
 from .metrics import word_errors
 
@@ -49,7 +49,7 @@ def cached_log_probs(checkpoint: str | Path, manifest: str | Path, device: str =
         if saved.get("key") == key:
             log.info(f"using cached log-probs {cache}")
             return saved["log_probs"], saved["refs"], saved["info"]
-    rec = Recognizer(checkpoint, device, batch_size, use_tuned=False)
+    rec = Recognizer(checkpoint, device, batch_size, DecodeRequest(use_tuned=False))
     utts = read_manifest(manifest, scoring=True)
     waves, failures = load_utterances(utts, rec.sample_rate)
     for utt_id, reason in failures.items():

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from .audio import AudioError, checked, is_silent, read_audio_bytes
 from .decoding import CTCBeamDecoder, DecodingOptions
 from .formats import FORMATS, render, verbose
-from .inference import Recognizer
+from .inference import DecodeRequest, Recognizer
 from .streaming import StreamingError, check_streamable
 from .text import normalize_text
 from .transcribe import DEFAULT_MAX_SEGMENT_SECONDS, assemble, speech_spans
@@ -117,7 +117,7 @@ class Engine:
     def _load_and_run(self) -> None:
         s = self.settings
         try:
-            self.recognizer = Recognizer(s.model, s.device, s.max_batch, lm=s.lm, int8=s.int8)
+            self.recognizer = Recognizer(s.model, s.device, s.max_batch, DecodeRequest(lm=s.lm), int8=s.int8)
             if self.recognizer.config.features.kind == "image":
                 raise ValueError(f"{s.model} reads text-line images (features.kind=image); the server takes audio "
                                  "(use asr transcribe for images)")

@@ -22,7 +22,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asr.audio import load_audio  # noqa: E402
 from asr.data import pad_with_silence  # noqa: E402
-from asr.inference import Recognizer  # noqa: E402
+from asr.inference import DecodeRequest, Recognizer  # noqa: E402
 from asr.manifest import read_manifest  # noqa: E402
 from asr.metrics import word_errors  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--max-segment-seconds", type=float, default=20.0)
     args = ap.parse_args()
 
-    rec = Recognizer(args.model, use_tuned=False)
+    rec = Recognizer(args.model, request=DecodeRequest(use_tuned=False))
     rate = rec.sample_rate
     utts = read_manifest(args.manifest)
     waves = [load_audio(u.audio_filepath, rate, u.offset, u.duration if u.offset else None) for u in utts]

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asr.audio import load_audio  # noqa: E402
-from asr.inference import Recognizer  # noqa: E402
+from asr.inference import DecodeRequest, Recognizer  # noqa: E402
 from asr.manifest import read_manifest  # noqa: E402
 from asr.metrics import score  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
@@ -34,7 +34,7 @@ RATE = 16000
 
 
 def ours(model: str, use_lm: bool, int8: bool = False) -> Callable[[list[np.ndarray]], list[str]]:
-    return Recognizer(model, "cpu", batch_size=16, use_tuned=use_lm, int8=int8).transcribe
+    return Recognizer(model, "cpu", 16, DecodeRequest(use_tuned=use_lm), int8=int8).transcribe
 
 
 def pocketsphinx_system(threads: int) -> Callable[[list[np.ndarray]], list[str]] | None:

@@ -24,14 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asr.audio import load_utterances  # noqa: E402
-from asr.inference import Recognizer  # noqa: E402
+from asr.inference import DecodeRequest, Recognizer  # noqa: E402
 from asr.manifest import read_manifest  # noqa: E402
 from asr.metrics import score  # noqa: E402
 from asr.text import verbatim_text  # noqa: E402
 
 
 def ours(model: str, utts, use_lm: bool) -> tuple[list[str], float]:
-    rec = Recognizer(model, "cpu", batch_size=32, use_tuned=use_lm)
+    rec = Recognizer(model, "cpu", 32, DecodeRequest(use_tuned=use_lm))
     t0 = time.perf_counter()
     waves, failed = load_utterances(utts, rec.sample_rate)
     if failed:

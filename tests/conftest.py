@@ -16,13 +16,15 @@ from asr.text import normalize_text
 ROOT = Path(__file__).resolve().parents[1]
 CORES = len(os.sched_getaffinity(0))
 # the cores shared among pytest-xdist's workers: each worker and the processes it starts take their share
-THREADS = os.environ.get("OMP_NUM_THREADS") or str(max(1, CORES // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = os.environ.get("OMP_NUM_THREADS") or str(max(1, CORES // WORKERS))
 os.environ["OMP_NUM_THREADS"] = THREADS
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: one worker per core this process may run on (xdist's own count takes physical cores)."""
     return CORES
+
 
 SENTENCES = [
     "the cat sat on the mat", "she sells sea shells", "a bird in the hand", "the sun is bright today",

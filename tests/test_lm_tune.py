@@ -64,3 +64,25 @@ def test_small_grids_are_decoded_whole_and_the_table_marks_what_was_skipped():
     table = format_tuning(result)
     assert "9 of 35 points decoded (local search)" in table and "0.00*" in table
     assert table.splitlines()[1].split()[2:] == ["-"] * 5  # alpha 0: never visited
+
+
+def test_a_decode_request_takes_what_the_tuning_chose_only_where_nothing_else_is_asked(tmp_path):
+    """DecodeRequest.resolve against a real decoding.json beside the checkpoint: the tuned LM and weights fill in
+    what the request leaves None when it names no decoder or the same LM; another LM, --greedy (use_tuned=False)
+    or no tuning leave DecodingOptions' defaults, and nothing asked decodes greedily."""
+    import json
+
+    from asr.decoding import DecodingOptions
+    from asr.inference import DECODING_FILE, DecodeRequest
+
+    checkpoint, lm, other = tmp_path / "best.pt", tmp_path / "3gram.arpa", tmp_path / "other.arpa"
+    assert DecodeRequest().resolve(checkpoint) is None  # nothing tuned, nothing asked: greedy
+    assert DecodeRequest(hotwords=("queen",)).resolve(checkpoint) == (None, DecodingOptions(hotwords=("queen",)))
+    (tmp_path / DECODING_FILE).write_text(json.dumps({"lm": str(lm), "alpha": 0.8, "beta": 2.0, "beam": 32}))
+    tuned = DecodingOptions(beam_width=32, alpha=0.8, beta=2.0)
+    assert DecodeRequest().resolve(checkpoint) == (str(lm), tuned)
+    assert DecodeRequest(lm=lm, alpha=0.3).resolve(checkpoint) == (str(lm), DecodingOptions(beam_width=32, alpha=0.3,
+                                                                                            beta=2.0))
+    assert DecodeRequest(lm=other).resolve(checkpoint) == (str(other), DecodingOptions())
+    assert DecodeRequest(beam=8).resolve(checkpoint) == (None, DecodingOptions(beam_width=8))  # a beam, no LM
+    assert DecodeRequest(use_tuned=False).resolve(checkpoint) is None
