@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import os
 import socket
 import statistics
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -55,7 +57,17 @@ def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
     raise SystemExit("the server did not become ready in 120 s")
 
 
-def main() -> None:
+@dataclass
+class Load:
+    """What the clients saw: latencies of correct answers, wrong and failed requests, audio seconds served."""
+    latencies: list[float] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall: float = 0.0
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--manifest", required=True)
@@ -63,71 +75,88 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--limit", type=int, default=64, help="files of the manifest to send (its first N)")
     ap.add_argument("--server-arg", action="append", default=[], help="passed to asr serve, e.g. --server-arg=--int8")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    utts = read_manifest(args.manifest)[: args.limit]
-    paths = [u.audio_filepath for u in utts]
-    rec = Recognizer(args.model, "cpu")
-    offline = transcribe_files(rec, paths)  # what `asr transcribe` says of each file: the answers to expect
+
+def offline(model: str, paths: list[str]) -> tuple[list[dict], float]:
+    """What `asr transcribe` says of each file (the answers to expect) and offline batch transcription's
+    throughput of the same audio in audio-s/s (batches of 16, warm: after the first pass)."""
+    rec = Recognizer(model, "cpu")
+    answers = transcribe_files(rec, paths)
     waves = [load_audio(p, rec.sample_rate) for p in paths]
     t0 = time.perf_counter()
-    rec.transcribe(waves)  # offline batch transcription of the same audio, batches of 16 (warm: after the above)
-    offline_s = time.perf_counter() - t0
-    audio = {p: r["duration"] for p, r in zip(paths, offline)}
-    expected = {p: r["text"] for p, r in zip(paths, offline)}
-    print(f"{len(paths)} files, {sum(audio.values()) / 60:.1f} min of audio; decoder {rec.decoder_name}")
-    print(f"offline batch transcription: {sum(audio.values()) / offline_s:.1f} audio-s/s")
-    del rec
+    rec.transcribe(waves)
+    elapsed, audio = time.perf_counter() - t0, sum(r["duration"] for r in answers)
+    print(f"{len(paths)} files, {audio / 60:.1f} min of audio; decoder {rec.decoder_name}")
+    print(f"offline batch transcription: {audio / elapsed:.1f} audio-s/s")
+    return answers, audio / elapsed
 
-    port = free_port()
-    server = start_server(args.model, port, args.server_arg)
-    url = f"http://127.0.0.1:{port}/v1/audio/transcriptions"
+
+def put_under_load(url: str, paths: list[str], answers: list[dict], clients: int, seconds: float) -> Load:
+    """`clients` threads, each posting the files in turn (client k: files k, k + clients, ...) for `seconds`."""
+    expected = {p: r["text"] for p, r in zip(paths, answers)}
+    audio = {p: r["duration"] for p, r in zip(paths, answers)}
     blobs = {p: Path(p).read_bytes() for p in paths}
-    lock, latencies, wrong, failed, done_audio = threading.Lock(), [], [], [], [0.0]
-    stop_at = time.perf_counter() + args.seconds
+    lock, load = threading.Lock(), Load()
+    stop_at = time.perf_counter() + seconds
 
     def client(k: int) -> None:
         with httpx.Client(timeout=300) as http:
-            i = k
-            while time.perf_counter() < stop_at:
+            for i in itertools.count(k, clients):
+                if time.perf_counter() >= stop_at:
+                    return
                 p = paths[i % len(paths)]
-                i += args.clients
                 t = time.perf_counter()
                 try:
                     r = http.post(url, files={"file": (Path(p).name, blobs[p])}, data={"response_format": "json"})
                 except httpx.HTTPError as e:
                     with lock:
-                        failed.append(f"{p}: {e}")
+                        load.failed.append(f"{p}: {e}")
                     continue
                 with lock:
                     if r.status_code != 200:
-                        failed.append(f"{p}: HTTP {r.status_code} {r.text[:200]}")
+                        load.failed.append(f"{p}: HTTP {r.status_code} {r.text[:200]}")
                     elif r.json()["text"] != expected[p]:
-                        wrong.append(p)
+                        load.wrong.append(p)
                     else:
-                        latencies.append(time.perf_counter() - t)
-                        done_audio[0] += audio[p]
+                        load.latencies.append(time.perf_counter() - t)
+                        load.audio_seconds += audio[p]
 
     t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    load.wall = time.perf_counter() - t0
+    return load
+
+
+def report(load: Load, clients: int, offline_rate: float, stats: dict) -> None:
+    lat = sorted(load.latencies)
+    print(f"\n{clients} clients for {load.wall:.0f} s: {len(lat)} correct answers, {len(load.wrong)} wrong, "
+          f"{len(load.failed)} failed")
+    if lat:
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+        served = load.audio_seconds / load.wall
+        print(f"latency p50 {statistics.median(lat):.2f} s, p99 {p99:.2f} s; throughput "
+              f"{served:.1f} audio-s/s served vs {offline_rate:.1f} offline ({served / offline_rate:.2f}x); "
+              f"{stats['requests']} requests in {stats['batches']} model batches")
+    for line in (load.failed + load.wrong)[:5]:
+        print("  ", line)
+
+
+def main() -> None:
+    args = parse_args()
+    paths = [u.audio_filepath for u in read_manifest(args.manifest)[: args.limit]]
+    answers, offline_rate = offline(args.model, paths)
+    port = free_port()
+    server = start_server(args.model, port, args.server_arg)
     try:
-        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(client, range(args.clients)))
-        wall = time.perf_counter() - t0
+        load = put_under_load(f"http://127.0.0.1:{port}/v1/audio/transcriptions", paths, answers, args.clients,
+                              args.seconds)
         stats = httpx.get(f"http://127.0.0.1:{port}/health/ready").json()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    lat = sorted(latencies)
-    print(f"\n{args.clients} clients for {wall:.0f} s: {len(lat)} correct answers, {len(wrong)} wrong, "
-          f"{len(failed)} failed")
-    if lat:
-        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
-        print(f"latency p50 {statistics.median(lat):.2f} s, p99 {p99:.2f} s; throughput "
-              f"{done_audio[0] / wall:.1f} audio-s/s served vs {sum(audio.values()) / offline_s:.1f} offline "
-              f"({done_audio[0] / wall / (sum(audio.values()) / offline_s):.2f}x); "
-              f"{stats['requests']} requests in {stats['batches']} model batches")
-    for line in (failed + wrong)[:5]:
-        print("  ", line)
+    report(load, args.clients, offline_rate, stats)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def streamed(model: DeepSpeech2, vocab, waves: list[np.ndarray], chunk: int, dec
     return out, texts, sum(per_chunk), per_chunk
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="a unidirectional checkpoint (default: conf/ds2_streaming.yaml, random weights)")
     ap.add_argument("--manifest", help="utterances to stream (default: seeded noise)")
@@ -86,27 +86,37 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=100)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--beta", type=float, default=1.0)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    return ap.parse_args()
 
-    if args.model:
-        model, vocab, _ = load_model(args.model)
-    else:
-        model, vocab = random_model()
+
+def load_inputs(args: argparse.Namespace) -> tuple:
+    """(model, vocab, waveforms, reference texts or None): the manifest's first utterances, else seeded noise."""
+    model, vocab = load_model(args.model)[:2] if args.model else random_model()
     rate = model.frontend.cfg.sample_rate
-    refs = None
-    if args.manifest:
-        utts = read_manifest(args.manifest)[: args.utterances]
-        waves = [load_audio(u.audio_filepath, rate, u.offset, u.duration if u.offset else None) for u in utts]
-        refs = [normalize_text(u.text) for u in utts]
-    else:
+    if not args.manifest:
         rng = np.random.default_rng(0)
-        waves = [rng.standard_normal(6 * rate).astype(np.float32) * 0.1 for _ in range(int(args.seconds // 6))]
+        return model, vocab, [rng.standard_normal(6 * rate).astype(np.float32) * 0.1
+                              for _ in range(int(args.seconds // 6))], None
+    utts = read_manifest(args.manifest)[: args.utterances]
+    waves = [load_audio(u.audio_filepath, rate, u.offset, u.duration if u.offset else None) for u in utts]
+    return model, vocab, waves, [normalize_text(u.text) for u in utts]
+
+
+def chunk_line(ms: int, total: float, per_chunk: list[float], audio: float, reference: float, diff: str) -> str:
+    """A table row: chunk size, real-time factor, per-chunk latency, time against the whole-utterance reference."""
+    return (f"{ms:>6}ms | {total / audio:>7.4f} | {np.mean(per_chunk) * 1000:>12.2f} "
+            f"{np.percentile(per_chunk, 95) * 1000:>12.2f} | {total / reference:>6.2f}x | {diff:>10}")
+
+
+def greedy_table(model, vocab, waves, refs, chunks: list[int], threads: int) -> tuple[list[torch.Tensor], float]:
+    """Whole-utterance reference, then each chunk size streamed with greedy decoding: time, largest difference of
+    the log-probs from the whole pass, WER. Returns the reference's log-probs and seconds."""
+    rate = model.frontend.cfg.sample_rate
     audio = sum(len(w) for w in waves) / rate
     whole(model, waves[:2])  # warm-up
     ref_lp, ref_time = whole(model, waves)
     print(f"{len(waves)} utterances, {audio:.1f} s of audio, {model.num_parameters() / 1e6:.2f}M parameters, "
-          f"{args.threads} thread(s), torch {torch.__version__}; right context "
+          f"{threads} thread(s), torch {torch.__version__}; right context "
           f"{Stream(model, vocab).right_context_seconds * 1000:.0f} ms")
     print(f"whole-utterance pass (reference): RTF {ref_time / audio:.4f} ({ref_time:.2f} s)")
     if refs is not None:
@@ -114,33 +124,46 @@ def main() -> None:
         print(f"  greedy WER {word_errors(refs, hyps).rate:.2%}")
     print(f"{'chunk':>8} | {'RTF':>7} | {'per chunk ms (mean, p95)':>25} | {'x whole':>7} | {'max |diff|':>10}"
           + (" | greedy WER" if refs is not None else ""))
-    for ms in (int(x) for x in args.chunks_ms.split(",")):
+    for ms in chunks:
         lps, texts, total, per_chunk = streamed(model, vocab, waves, int(rate * ms / 1000))
         diff = max(float((a - b).abs().max()) for a, b in zip(lps, ref_lp) if len(a))
-        line = (f"{ms:>6}ms | {total / audio:>7.4f} | {np.mean(per_chunk) * 1000:>12.2f} {np.percentile(per_chunk, 95) * 1000:>12.2f}"
-                f" | {total / ref_time:>6.2f}x | {diff:>10.1e}")
+        line = chunk_line(ms, total, per_chunk, audio, ref_time, f"{diff:.1e}")
+        print(line + (f" | {word_errors(refs, texts).rate:.2%}" if refs is not None else ""))
+    return ref_lp, ref_time
+
+
+def lm_table(args: argparse.Namespace, model, vocab, waves, refs, ref_lp, ref_time: float, chunks: list[int]) -> None:
+    """The beam search with the LM (weights from `asr lm tune` where the model has them) over whole utterances,
+    then streamed at each chunk size: time, WER, and how many streamed texts equal the whole-utterance ones."""
+    rate = model.frontend.cfg.sample_rate
+    audio = sum(len(w) for w in waves) / rate
+    tuned = tuned_decoding(args.model) if args.model else None
+    alpha, beta = (tuned["alpha"], tuned["beta"]) if tuned else (args.alpha, args.beta)
+    decoder = CTCBeamDecoder(vocab.labels, vocab.blank, args.lm, alpha=alpha, beta=beta, beam_width=args.beam,
+                             engine="python")
+    t0 = time.perf_counter()
+    whole_texts = [decoder.nbest(lp.numpy(), 1)[0].text for lp in ref_lp]
+    search_time = time.perf_counter() - t0
+    print(f"beam {args.beam} + LM (alpha {alpha:g}, beta {beta:g}), Python engine, over whole utterances "
+          f"(reference): {search_time / audio:.4f} s per audio second"
+          + (f", WER {word_errors(refs, whole_texts).rate:.2%}" if refs is not None else ""))
+    for ms in chunks:
+        _, texts, total, per_chunk = streamed(model, vocab, waves, int(rate * ms / 1000), decoder)
+        line = chunk_line(ms, total, per_chunk, audio, ref_time + search_time, "")
         if refs is not None:
-            line += f" | {word_errors(refs, texts).rate:.2%}"
+            same = sum(a == b for a, b in zip(texts, whole_texts))
+            line += f" | {word_errors(refs, texts).rate:.2%} (same text as whole: {same}/{len(texts)})"
         print(line)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    model, vocab, waves, refs = load_inputs(args)
+    chunks = [int(x) for x in args.chunks_ms.split(",")]
+    ref_lp, ref_time = greedy_table(model, vocab, waves, refs, chunks, args.threads)
     if args.lm:
-        tuned = tuned_decoding(args.model) if args.model else None
-        alpha, beta = (tuned["alpha"], tuned["beta"]) if tuned else (args.alpha, args.beta)
-        decoder = CTCBeamDecoder(vocab.labels, vocab.blank, args.lm, alpha=alpha, beta=beta, beam_width=args.beam, engine="python")
-        t0 = time.perf_counter()
-        whole_texts = [decoder.nbest(lp.numpy(), 1)[0].text for lp in ref_lp]
-        search_time = time.perf_counter() - t0
-        print(f"beam {args.beam} + LM (alpha {alpha:g}, beta {beta:g}), Python engine, over whole utterances "
-              f"(reference): {search_time / audio:.4f} s per audio second"
-              + (f", WER {word_errors(refs, whole_texts).rate:.2%}" if refs is not None else ""))
-        for ms in (int(x) for x in args.chunks_ms.split(",")):
-            _, texts, total, per_chunk = streamed(model, vocab, waves, int(rate * ms / 1000), decoder)
-            line = (f"{ms:>6}ms | {total / audio:>7.4f} | {np.mean(per_chunk) * 1000:>12.2f} "
-                    f"{np.percentile(per_chunk, 95) * 1000:>12.2f} | {total / (ref_time + search_time):>6.2f}x | "
-                    f"{'':>10}")
-            if refs is not None:
-                line += f" | {word_errors(refs, texts).rate:.2%} (same text as whole: " \
-                        f"{sum(a == b for a, b in zip(texts, whole_texts))}/{len(texts)})"
-            print(line)
+        lm_table(args, model, vocab, waves, refs, ref_lp, ref_time, chunks)
 
 
 if __name__ == "__main__":
