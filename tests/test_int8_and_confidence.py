@@ -41,10 +41,11 @@ def test_int8_inference_keeps_the_float32_word_error_rate(learned, tmp_path):
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert results["float32"]["precision"] == "float32" and results["int8"]["precision"] == "int8"
     assert results["float32"]["wer"] < 0.3, results["float32"]  # the model learned most of its sentences
-    words = sum(len(u.text.split()) for u in read_manifest(manifest))
+    utts = read_manifest(manifest)
+    words = sum(len(u.text.split()) for u in utts)
     assert abs(results["int8"]["wer"] - results["float32"]["wer"]) * words <= 2 + 1e-9, (results["int8"]["wer"],
                                                                                          results["float32"]["wer"])
-    waves = [load_audio(u.audio_filepath) for u in read_manifest(manifest)]
+    waves = [load_audio(u.audio_filepath) for u in utts]
     best = [torch.cat([lp.argmax(-1) for lp in Recognizer(model, device="cpu", int8=int8).log_probs(waves)])
             for int8 in (False, True)]
     assert len(best[0]) > 700 and (best[0] == best[1]).float().mean() >= 0.99  # 1 frame of 761 in one run
