@@ -22,7 +22,8 @@ os.environ["OMP_NUM_THREADS"] = THREADS
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-    """`-n auto`: one worker per core this process may run on (xdist's own count takes physical cores)."""
+    """`-n auto`: one worker per core this process may run on (xdist counts physical cores where psutil is
+    installed, and a 2-vCPU machine may have one)."""
     return CORES
 
 
