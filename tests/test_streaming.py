@@ -18,7 +18,7 @@ from asr.decoding import greedy_decode
 from asr.model import DeepSpeech2
 from asr.streaming import Stream, StreamingError
 from asr.text import CharVocabulary
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, run_cli
 
 VOCAB = CharVocabulary(list(" abcdefghijklmnopqrstuvwxyz'"))
 

@@ -21,7 +21,7 @@ from asr import queen, sky
 from asr.atomic import atomic_write, write_text_atomic
 from asr.audio import load_audio
 from asr.config import ConfigError, SourceConfig, check_speed_factors
-from asr.data import pad_with_silence
+from asr.augment import pad_with_silence
 from asr.english_text import english_sentences
 from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
 from asr.metrics import score
