@@ -430,13 +430,14 @@ def prepare(resource_path: str | Path, data_dir: str | Path, sample_rate: int, d
     report["clips"] = {"total": len(resources.names(".SB")), "transcribed": len(inv.transcribed),
                        "ambiguous": len(inv.ambiguous), "untranscribed": len(inv.untranscribed),
                        "dialogue_lines_without_audio": len(inv.lines_without_audio)}
-    log.info(f"{resources.path}: {report['clips']}")
+    log.info(f"{resources.path}: {report['clips']} (the lines without audio: {data / 'lines_without_audio.tsv'})")
     return report
 
 
 def write_inventory(data: Path, inv: Inventory, status: dict[str, str]) -> None:
     """<data>/inventory.tsv: every clip once, with its manifest (`status` of the transcribed, see
-    game_speech.clip_status), or why it is in none."""
+    game_speech.clip_status), or why it is in none; <data>/lines_without_audio.tsv: every dialogue or cutaway
+    line whose clip the resource file lacks (the game shows them as text only)."""
     for clip, lines in inv.ambiguous:
         status[clip] = "ambiguous\t" + " | ".join(f"{x.dialogue} ({x.speaker}): {x.text}" for x in lines)
     for clip in inv.untranscribed:
@@ -445,3 +446,7 @@ def write_inventory(data: Path, inv: Inventory, status: dict[str, str]) -> None:
         f.write("clip\tstatus\tdetail\ttext\n")
         for clip in sorted(status):
             f.write(f"{clip}\t{status[clip]}\n")
+    with atomic_write(data / "lines_without_audio.tsv") as f:
+        f.write("clip\tdialogue\tspeaker\ttext\n")
+        for line in sorted(inv.lines_without_audio, key=lambda x: (x.clip, x.dialogue)):
+            f.write(f"{line.clip}\t{line.dialogue}\t{line.speaker}\t{line.text}\n")

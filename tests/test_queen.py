@@ -149,6 +149,9 @@ def test_broken_clip_and_lines_without_audio_are_reported_by_name(resources, tmp
     inventory = (tmp_path / "data" / "inventory.tsv").read_text()
     assert f"{have[1]}\trejected\tunreadable audio" in inventory
     assert report["clips"]["dialogue_lines_without_audio"] == len(inv.lines_without_audio) > 0
+    silent = (tmp_path / "data" / "lines_without_audio.tsv").read_text().splitlines()
+    assert len(silent) == 1 + len(inv.lines_without_audio)  # each named in a file, not only counted
+    assert any(row.startswith(f"{have[3]}\tAND1.DOG\t") for row in silent)
 
 
 def test_truncated_or_foreign_resource_files_fail_with_the_entry_named(resources, tmp_path):
