@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="WER/CER of a model on a manifest")
     e.add_argument("--model", required=True, help="checkpoint (.pt)")
-    e.add_argument("--manifest", required=True, help="JSON Lines manifest")
+    e.add_argument("--manifest", required=True, help="JSON Lines manifest (audio files, or line images)")
     e.add_argument("--json", help="also write the summary here")
     e.add_argument("--out-dir", help="folder for utterances.jsonl and summary.json")
     e.add_argument("--device", default="auto")
@@ -239,10 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_options(e)
     e.set_defaults(fn=_evaluate)
 
-    tr = sub.add_parser("transcribe", help="transcribe audio files")
+    tr = sub.add_parser("transcribe", help="transcribe audio files (or text-line images, with a text_lines model)")
     tr.add_argument("--model", required=True, help="checkpoint (.pt)")
-    tr.add_argument("audio", nargs="+", help="audio files; '-' with --stream-chunk-ms: live raw 16-bit little-endian "
-                                             "mono PCM at the model's sample rate on stdin, partials printed as they come")
+    tr.add_argument("audio", nargs="+", help="audio files, or PNG/JPEG line images for an image model; '-' with "
+                                             "--stream-chunk-ms: live raw 16-bit little-endian mono PCM at the "
+                                             "model's sample rate on stdin, partials printed as they come")
     tr.add_argument("--format", choices=("text", "json", "srt", "vtt", "tsv", "verbose_json"), default="text",
                     help="text: path<TAB>transcript lines; json: one object per file; srt, vtt, tsv, verbose_json "
                          "(OpenAI's): the documents `asr serve` answers with")

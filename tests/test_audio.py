@@ -147,8 +147,9 @@ def test_unknown_espeak_voice():
         synthesize("hello", Voice("espeak", "xx-nonexistent"))
 
 
-def test_synthesized_files_are_reused_only_for_the_same_text(tmp_path):
-    """An interrupted corpus keeps its files, but a job whose text changed under the same id is spoken again."""
+def test_synthesized_files_are_reused_only_for_the_same_text_and_voice(tmp_path):
+    """An interrupted corpus keeps its files, but a job whose text or voice changed under the same id is spoken
+    again."""
     from dataclasses import asdict
 
     from asr.synthesis import synthesize_corpus
@@ -162,3 +163,6 @@ def test_synthesized_files_are_reused_only_for_the_same_text(tmp_path):
     assert changed[0]["path"] != first[0]["path"]
     assert changed[0]["duration"] > first[0]["duration"] + 0.5
     assert sf.info(changed[0]["path"]).duration == pytest.approx(changed[0]["duration"], abs=1e-3)
+    slower = asdict(Voice("espeak", "en-us+m1", rate=110))
+    other = synthesize_corpus([{"id": "u1", "text": "one short sentence", "voice": slower}], tmp_path)
+    assert other[0]["path"] != first[0]["path"] and other[0]["duration"] > first[0]["duration"] * 1.2

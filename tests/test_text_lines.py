@@ -279,6 +279,14 @@ def test_other_image_modes_become_grayscale_lines(tmp_path):
     want = images.read_image(tmp_path / "l.png", 32)
     for name in ("rgba.png", "p.png", "i16.png"):
         assert np.allclose(images.read_image(tmp_path / name, 32), want, atol=0.02), name
+    # photographs and scans come as JPEG: gray, colour (ink not quite black) and a scanner's CMYK
+    Image.fromarray(gray).save(tmp_path / "l.jpg", quality=90)
+    Image.fromarray(np.stack([gray, gray, gray], -1)).save(tmp_path / "rgb.jpeg", quality=90)
+    Image.fromarray(gray).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=90)
+    for name in ("l.jpg", "rgb.jpeg", "cmyk.jpg"):
+        got = images.read_image(tmp_path / name, 32)
+        assert got.shape == want.shape and np.abs(got - want).mean() < 0.02 and np.abs(got - want).max() < 0.35, name
+        assert got[16, 30] > 0.9 and got[2, 2] < 0.1, name  # ink high, paper low
 
 
 def test_verbatim_vocabulary_keeps_case_and_punctuation():
