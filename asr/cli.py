@@ -142,7 +142,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _lm_build(args: argparse.Namespace) -> int:
     from .lm_build import build_lm
 
-    report = build_lm(args.text, args.out, args.order, args.engine)
+    report = build_lm(args.text, args.out, args.order, args.engine, prune=args.prune or ())
     print(json.dumps(report, indent=2))
     return 0
 
@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--order", type=int, default=4)
     lb.add_argument("--engine", choices=("auto", "lmplz", "builtin"), default="auto",
                     help="auto: KenLM's lmplz when found, else the built-in estimator")
+    lb.add_argument("--prune", type=int, nargs="+", metavar="N",
+                    help="lmplz's count thresholds per order from unigrams on, the last for every higher order: "
+                         "0 0 1 drops the 3-grams and longer seen once")
     lb.set_defaults(fn=_lm_build)
     lt = lsub.add_parser("tune", help="choose alpha/beta on a dev manifest; writes decoding.json beside the model")
     lt.add_argument("--model", required=True, help="checkpoint (.pt)")

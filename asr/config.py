@@ -219,6 +219,11 @@ def validate(cfg: Any) -> None:
         _check_train(train)
     if getattr(cfg, "model", None) is not None:
         _check_model(cfg.model)
+    if getattr(cfg, "lm", None) is not None:
+        from .lm_build import prune_problem
+
+        problem = prune_problem(cfg.lm.prune, cfg.lm.order)
+        _require(problem is None, "lm.prune", list(cfg.lm.prune), str(problem))
 
 
 def _check_choices(cfg: Any) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,19 +180,39 @@ def kenlm_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
+def prune_problem(prune: Sequence[int], order: int) -> str | None:
+    """What is wrong with lmplz's --prune thresholds `prune` for an `order`-gram LM (None: nothing). A threshold
+    per order from unigrams on, the last one holding for the orders after it: n-grams seen at most that many
+    times are dropped, so [0, 0, 1] drops the 3- and 4-grams seen once."""
+    if not prune:
+        return None
+    if len(prune) > order:
+        return f"at most one threshold per order ({order})"
+    if prune[0] != 0:
+        return "the first threshold (unigrams) must be 0: lmplz keeps every word"
+    if any(b < a for a, b in zip(prune, prune[1:])):
+        return "thresholds must not decrease with the order"
+    return None
+
+
 def build_lm(texts: Iterable[str | Path], out: str | Path, order: int = 4, engine: str = "auto",
-             memory: str = "20%", text_norm: str = "speech") -> dict:
+             memory: str = "20%", text_norm: str = "speech", prune: Sequence[int] = ()) -> dict:
     """Build an n-gram LM from text files into `out` (.arpa, or .bin/.binary via build_binary).
 
     Also writes `<out>.unigrams.txt` (the LM's words, for the decoder's partial-word check).
-    engine: "lmplz", "builtin" or "auto" (lmplz when found). Returns a report of what was done.
+    engine: "lmplz", "builtin" or "auto" (lmplz when found); `prune`: lmplz's count thresholds per order (see
+    `prune_problem`; lmplz only). Returns a report of what was done.
     """
     out = Path(out)
     texts = [Path(t) for t in texts]
+    prune = [int(x) for x in prune]
     if engine not in ("auto", "lmplz", "builtin"):
         raise LMBuildError(f"engine must be auto, lmplz or builtin, got {engine!r}")
     if order < 2:
         raise LMBuildError(f"LM order must be at least 2 (KenLM needs bigrams), got {order}")
+    problem = prune_problem(prune, order)
+    if problem:
+        raise LMBuildError(f"prune {prune}: {problem}")
     binary = out.suffix in (".bin", ".binary", ".klm")
     if binary and kenlm_tool("build_binary") is None:
         raise LMBuildError(f"{out}: a binary LM needs KenLM's build_binary (bash scripts/build_kenlm.sh), "
@@ -200,6 +220,9 @@ def build_lm(texts: Iterable[str | Path], out: str | Path, order: int = 4, engin
     lmplz = kenlm_tool("lmplz") if engine in ("auto", "lmplz") else None
     if engine == "lmplz" and lmplz is None:
         raise LMBuildError("engine=lmplz but lmplz was not found (bash scripts/build_kenlm.sh builds it)")
+    if any(prune) and lmplz is None:
+        raise LMBuildError(f"prune {prune}: pruning needs KenLM's lmplz (bash scripts/build_kenlm.sh builds it; "
+                           f"engine={engine})")
     sentences, report = read_corpus(texts, text_norm)
     out.parent.mkdir(parents=True, exist_ok=True)
     arpa = out.with_suffix(".arpa") if binary else out
@@ -208,6 +231,8 @@ def build_lm(texts: Iterable[str | Path], out: str | Path, order: int = 4, engin
             corpus = Path(tmp) / "corpus.txt"
             corpus.write_text("\n".join(" ".join(s) for s in sentences) + "\n", encoding="utf-8")
             cmd = [lmplz, "-o", str(order), "--discount_fallback", "-S", memory, "-T", tmp]
+            if any(prune):
+                cmd += ["--prune", *map(str, prune)]
             with corpus.open() as fin, open(Path(tmp) / "lm.arpa", "w") as fout:
                 run = subprocess.run(cmd, stdin=fin, stdout=fout, stderr=subprocess.PIPE, text=True)
             if run.returncode != 0:
@@ -227,7 +252,7 @@ def build_lm(texts: Iterable[str | Path], out: str | Path, order: int = 4, engin
             os.replace(tmp_bin, out)
     words = sorted({w for s in sentences for w in s})
     write_text_atomic(out.with_suffix(".unigrams.txt"), "\n".join(words) + "\n")
-    report.update(order=order, output=str(out), ngrams=_ngram_counts(arpa))
+    report.update(order=order, prune=prune, output=str(out), ngrams=_ngram_counts(arpa))
     log.info(f"built {order}-gram LM {out} with {report['engine']}: {report['sentences']} sentences, "
              f"{report['words']} words, vocabulary {report['vocabulary']}")
     return report

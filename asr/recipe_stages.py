@@ -35,6 +35,7 @@ DECODERS = ("greedy", "lm")
 class LMConfig:
     order: int = 4
     engine: str = "auto"  # lmplz when built (scripts/build_kenlm.sh), else the built-in estimator
+    prune: list[int] = field(default_factory=list)  # lmplz --prune: [0, 0, 1] drops 3- and 4-grams seen once
     extra_text: list[str] = field(default_factory=list)  # more LM text (e.g. librispeech-lm-norm.txt)
     beam: int = 100
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
@@ -83,7 +84,8 @@ def vocabulary_stage(cfg: RecipeConfig, charset_text: Callable[[], Iterable[str]
 
 def lm_stage(cfg: RecipeConfig) -> None:
     texts = [cfg.paths.lm_text] + [Path(t) for t in cfg.lm.extra_text]
-    report = build_lm(texts, cfg.paths.lm, cfg.lm.order, cfg.lm.engine, text_norm=cfg.data.text_norm)
+    report = build_lm(texts, cfg.paths.lm, cfg.lm.order, cfg.lm.engine, text_norm=cfg.data.text_norm,
+                      prune=cfg.lm.prune)
     write_text_atomic(cfg.paths.lm.parent / "report.json", json.dumps(report, indent=2))
 
 
@@ -201,6 +203,7 @@ def corpus_stages(cfg: RecipeConfig, prepare: Stage, charset_text: Callable[[], 
               config={"tokenizer": cfg.data.tokenizer, "vocab_size": cfg.data.vocab_size, **_text_norm_key(cfg)}),
         Stage("lm", lambda: lm_stage(cfg), inputs=[paths.lm_text] + [Path(t) for t in cfg.lm.extra_text],
               outputs=[cfg.paths.lm], config={"order": cfg.lm.order, "engine": cfg.lm.engine,
+                                              **({"prune": cfg.lm.prune} if any(cfg.lm.prune) else {}),
                                               **_text_norm_key(cfg)}),
         Stage("train", lambda: train_stage(cfg), inputs=train_inputs + [Path(cfg.data.vocabulary)],
               outputs=[paths.model], config=train_keys),

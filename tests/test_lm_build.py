@@ -6,8 +6,10 @@ from pathlib import Path
 import kenlm
 import pytest
 
+from asr.config import ConfigError
 from asr.lm_build import LMBuildError, build_lm, kenlm_tool, kneser_ney, read_arpa, read_corpus, write_arpa
-from conftest import run_cli
+from asr.recipe import recipe_config
+from conftest import ROOT, run_cli
 
 TEXT = Path(__file__).parent / "data" / "synthetic_en_lm_text.txt"
 needs_lmplz = pytest.mark.skipif(kenlm_tool("lmplz") is None, reason="lmplz not built (bash scripts/build_kenlm.sh)")
@@ -91,3 +93,25 @@ def test_cli_builds_binary_with_kenlm_tools(tmp_path):
 def test_cli_reports_bad_order_without_traceback(tmp_path):
     proc = run_cli("lm", "build", "--text", str(TEXT), "--out", str(tmp_path / "lm.arpa"), "--order", "1")
     assert proc.returncode == 2 and "order must be at least 2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_lmplz
+def test_pruned_lm_drops_rare_long_ngrams_and_keeps_every_word(tmp_path):
+    """--prune 0 0 1: 3- and 4-grams seen once go, every word stays; a bad threshold list is refused by name, from
+    the CLI and from a recipe config before any stage runs."""
+    full = build_lm([TEXT], tmp_path / "full.arpa", 4)
+    proc = run_cli("lm", "build", "--text", str(TEXT), "--out", str(tmp_path / "pruned.arpa"), "--prune", "0", "0", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pruned = read_arpa(tmp_path / "pruned.arpa")
+    kept = {n: sum(len(g) == n for g in pruned) for n in (1, 2, 3, 4)}
+    assert kept[1] == full["ngrams"]["1"] and kept[2] == full["ngrams"]["2"]
+    assert kept[3] < 0.7 * full["ngrams"]["3"] and kept[4] < 0.7 * full["ngrams"]["4"]
+    model = kenlm.Model(str(tmp_path / "pruned.arpa"))
+    assert math.isfinite(model.score("he walked to school every morning"))
+    for bad, why in (([1, 1], "unigrams"), ([0, 2, 1], "must not decrease"), ([0, 0, 0, 0, 1], "one threshold")):
+        with pytest.raises(LMBuildError, match=why):
+            build_lm([TEXT], tmp_path / "bad.arpa", 4, prune=bad)
+    with pytest.raises(LMBuildError, match="needs KenLM's lmplz"):
+        build_lm([TEXT], tmp_path / "bad.arpa", 4, engine="builtin", prune=[0, 0, 1])
+    with pytest.raises(ConfigError, match=r"'lm.prune' = \[0, 3, 1\]: thresholds must not decrease"):
+        recipe_config(ROOT / "recipes" / "synthetic_en", ["lm.prune=[0,3,1]"])
