@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from asr import images, text_render
 from asr.audio import AudioError, load_audio
@@ -114,6 +114,60 @@ def test_text_lines_refuses_a_family_not_installed_before_rendering(tmp_path):
                    f"data_dir={tmp_path / 'data'}", f"exp_dir={tmp_path / 'exp'}")
     assert proc.returncode != 0 and not (tmp_path / "data").exists()
     assert "config key 'families.train': ['No Such Face'] not installed" in proc.stderr
+
+
+def _advances(font: Font) -> np.ndarray:
+    """The font's advance widths of the letters and digits, in ems."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(font.path, lazy=True) as tt:
+        cmap, widths, em = tt.getBestCmap(), tt["hmtx"], tt["head"].unitsPerEm
+        return np.array([widths[cmap[ord(c)]][0] / em for c in sorted(text_render.CHARSET) if c.isalnum()])
+
+
+@needs_fonts
+def test_no_held_out_font_is_a_metric_clone_of_a_training_font():
+    """Held out by family name is not enough where a family copies another's widths (Liberation Sans is
+    Helvetica's and Arial's, as Nimbus Sans is): every dev and test font file differs from every training file by
+    at least 0.05 em in some letter's or digit's advance width (the nearest pair, P052 Italic and Nimbus Roman,
+    by 0.056; clones differ by 0.0002)."""
+    from asr.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "recipes" / "text_lines")
+    fonts = installed_fonts()
+    train = [(f, _advances(f)) for family in recipe.TRAIN_FAMILIES for f in fonts.get(family, [])]
+    liberation, nimbus = ({f.style: a for f, a in train if f.family == name} for name in ("Liberation Sans",
+                                                                                          "Nimbus Sans"))
+    assert np.abs(liberation["Regular"] - nimbus["Regular"]).max() < 0.001  # the measure finds a clone
+    held_out = [f for family in recipe.DEV_FAMILIES + recipe.TEST_FAMILIES for f in fonts[family]]
+    assert len(held_out) >= 7
+    for font in held_out:
+        mine = _advances(font)
+        nearest = min(train, key=lambda fa: np.abs(fa[1] - mine).max())
+        assert np.abs(nearest[1] - mine).max() > 0.05, (font.path, nearest[0].path)
+
+
+@needs_fonts
+def test_the_render_stage_draws_the_same_lines_in_one_process_or_several(tmp_path):
+    """Every choice is drawn from (seed, split, line number), not from a worker's state: two workers render the
+    bytes one does, and another seed renders other images of the same lines."""
+    from asr.recipe import load_recipe, recipe_config
+
+    recipe = load_recipe(ROOT / "recipes" / "text_lines")
+    made = {}
+    for name, procs, seed in (("one", 1, 0), ("two", 2, 0), ("other", 2, 1)):
+        cfg = recipe_config(ROOT / "recipes" / "text_lines", [
+            "size=default", f"data_dir={tmp_path / name}", f"exp_dir={tmp_path / 'exp'}", f"processes={procs}",
+            f"seed={seed}", "train_lines=12", "dev_lines=3", "test_lines=3", "glyph_prob=0.5", "glyph_warp=0.1",
+            "families.train=[DejaVu Sans,DejaVu Sans Mono]", "families.dev=[DejaVu Serif]",
+            "families.test=[DejaVu Serif]"])
+        recipe.render_stage(cfg)
+        render = tmp_path / name / "render"
+        made[name] = ({p.relative_to(render): p.read_bytes() for p in sorted(render.rglob("*.png"))},
+                      [(render / f"{s}.jsonl").read_text().replace(str(render), "") for s in ("train", "dev", "test")])
+    assert len(made["one"][0]) == 18 and made["one"] == made["two"]
+    assert set(made["other"][0]) == set(made["one"][0])
+    assert sum(made["other"][0][k] != v for k, v in made["one"][0].items()) >= 15
 
 
 def test_family_names_that_differ_in_spaces_are_one_family():
