@@ -219,16 +219,15 @@ def _add_decoder_options(p: argparse.ArgumentParser) -> None:
                    help=f"score bonus per hotword (default {d.hotword_weight:g})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="asr", description="DeepSpeech2-style CTC speech recognition")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("config", help="YAML config (see conf/)")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4")
     t.add_argument("--resume", action="store_true", help="continue from <exp_dir>/last.pt")
     t.set_defaults(fn=_train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="WER/CER of a model on a manifest")
     e.add_argument("--model", required=True, help="checkpoint (.pt)")
     e.add_argument("--manifest", required=True, help="JSON Lines manifest (audio files, or line images)")
@@ -239,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_options(e)
     e.set_defaults(fn=_evaluate)
 
+
+def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("transcribe", help="transcribe audio files (or text-line images, with a text_lines model)")
     tr.add_argument("--model", required=True, help="checkpoint (.pt)")
     tr.add_argument("audio", nargs="+", help="audio files, or PNG/JPEG line images for an image model; '-' with "
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_options(tr)
     tr.set_defaults(fn=_transcribe)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     sv = sub.add_parser("serve", help="serve a model over HTTP, with OpenAI's /v1/audio/transcriptions")
     sv.add_argument("--model", required=True, help="checkpoint (.pt)")
     sv.add_argument("--lm", help="KenLM model for the beam search; without it, the one `asr lm tune` chose, if any")
@@ -278,12 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--cors-origin", action="append", help="allow browser requests from this origin (repeatable)")
     sv.set_defaults(fn=_serve)
 
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     ca = sub.add_parser("calibrate", help="fit word confidence to dev data; writes calibration.json beside the model")
     ca.add_argument("--model", required=True, help="checkpoint (.pt)")
     ca.add_argument("--manifest", required=True, help="dev manifest (JSON Lines)")
     ca.add_argument("--device", default="auto")
     ca.set_defaults(fn=_calibrate)
 
+
+def _add_lm(sub: argparse._SubParsersAction) -> None:
     lm = sub.add_parser("lm", help="build and tune word n-gram language models")
     lsub = lm.add_subparsers(dest="lm_command", required=True)
     lb = lsub.add_parser("build", help="estimate a modified Kneser-Ney n-gram LM from text")
@@ -311,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--dry-run", action="store_true", help="print the grid, write nothing")
     lt.set_defaults(fn=_lm_tune)
 
+
+def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     pl = sub.add_parser("pseudo-label", help="transcripts for untranscribed clips from teachers that agree (training "
                                              "data only; pip install 'asr[teachers]')")
     pl.add_argument("--manifest", required=True, help="the clips (JSON Lines; their text is ignored)")
@@ -328,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--threads", type=int, default=0, help="threads per teacher (0: all cores)")
     pl.set_defaults(fn=_pseudo_label)
 
+
+def _add_average(sub: argparse._SubParsersAction) -> None:
     av = sub.add_parser("average", help="average the weights of several checkpoints")
     av.add_argument("models", nargs="*", help="checkpoints (.pt)")
     av.add_argument("--exp", help="experiment folder: average its last --last checkpoints, or its --best epochs")
@@ -337,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--out", required=True, help="averaged checkpoint (.pt)")
     av.set_defaults(fn=_average)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     ex = sub.add_parser("export", help="export a model to TorchScript or ONNX (waveforms -> log-probs, labels inside)")
     ex.add_argument("--model", required=True, help="checkpoint (.pt)")
     ex.add_argument("--out", required=True, help="output file, e.g. model.ts or model.onnx")
@@ -345,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "default: onnx for a .onnx file, else torchscript")
     ex.set_defaults(fn=_export)
 
+
+def _add_recipe(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("recipe", help="run a recipe")
     rsub = r.add_subparsers(dest="recipe_command", required=True)
     rr = rsub.add_parser("run", help="run a recipe's stages")
@@ -354,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--stop-stage", help="last stage (name or number)")
     rr.add_argument("--force", action="store_true", help="rerun stages even when up to date")
     rr.set_defaults(fn=_recipe_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asr", description="DeepSpeech2-style CTC speech recognition")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_evaluate, _add_transcribe, _add_serve, _add_calibrate, _add_lm, _add_pseudo_label,
+                _add_average, _add_export, _add_recipe):
+        add(sub)
     return p
 
 
