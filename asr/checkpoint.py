@@ -22,7 +22,7 @@ from .model import DeepSpeech2
 from .text import Vocabulary, vocabulary_from_dict
 
 FORMAT_VERSION = 1
-TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "rng", "position")  # what only a resumed run needs
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "rng", "position", "spent")  # what only a resumed run needs
 
 
 class CheckpointError(ValueError):

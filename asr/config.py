@@ -121,8 +121,9 @@ class TrainConfig:
     epochs: int = 10
     # seconds of training the run may take, dev evaluation included (0: no limit). With a budget, epochs is the most:
     # after epoch 1 the run keeps as many epochs as fit at epoch 1's pace, at least min_epochs (or epochs, if
-    # fewer), and ends its cosine there; the log, config.yaml and checkpoints say how many
-    # (train.epochs=N train.time_budget=0 trains as long)
+    # fewer), and ends its cosine there; after each later epoch, if the host has slowed so that the rest would run
+    # more than a tenth over, it keeps as many as fit (asr.training.epochs_within_budget); the log, config.yaml and
+    # checkpoints say how many (train.epochs=N train.time_budget=0 trains as long)
     time_budget: float = 0.0
     min_epochs: int = 1
     batch_size: int = 32  # utterances per batch, at most

@@ -46,6 +46,9 @@ from .text import Vocabulary, build_vocabulary, check_vocabulary, load_vocabular
 log = logging.getLogger("asr.train")
 
 MAX_CONSECUTIVE_BAD_BATCHES = 20
+# how far past train.time_budget the planned epochs may run before the run is shortened. An epoch's time wanders by
+# a few per cent; synthetic_en's 660 s plus a tenth and an EPYC Zen 4's other stages (about 460 s) are 19 min 46 s
+BUDGET_SLACK = 0.1
 METRICS = ["epoch", "step", "lr", "train_loss", "dev_loss", "dev_wer", "dev_cer", "epoch_seconds",
            "audio_seconds_per_second", "skipped_batches", "failed_utterances"]
 
@@ -416,6 +419,7 @@ class TrainState:
     specaug_gen: torch.Generator
     epoch: int = 0  # the epoch to run next (or to continue, with `progress`)
     epochs: int = 0  # the run's length: train.epochs, or what train.time_budget kept after epoch 1
+    spent: float = 0.0  # seconds the finished epochs took, dev evaluation included (train.time_budget's account)
     step: int = 0  # optimizer steps taken
     best_wer: float = math.inf
     progress: EpochProgress | None = None
@@ -425,8 +429,9 @@ class TrainState:
         """The checkpoint's training part (asr.checkpoint adds nothing; the caller adds config and vocabulary)."""
         return {"format": FORMAT_VERSION, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
-                "epochs": self.epochs, "step": self.step, "position": asdict(progress) if progress else None,
-                "best_wer": self.best_wer, "dev_wer": dev_wer, "rng": _rng_state(self.specaug_gen)}
+                "epochs": self.epochs, "spent": self.spent, "step": self.step,
+                "position": asdict(progress) if progress else None, "best_wer": self.best_wer, "dev_wer": dev_wer,
+                "rng": _rng_state(self.specaug_gen)}
 
     def load_state_dict(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -436,6 +441,7 @@ class TrainState:
         _set_rng_state(ckpt["rng"], self.specaug_gen)
         self.step, self.best_wer = ckpt["step"], ckpt["best_wer"]
         self.epochs = ckpt.get("epochs", self.epochs)
+        self.spent = ckpt.get("spent", 0.0)
         # saved inside an epoch: continue that epoch after the batches it had done; else start the next
         self.progress = EpochProgress(**ckpt["position"]) if ckpt.get("position") else None
         self.epoch = ckpt["epoch"] if self.progress else ckpt["epoch"] + 1
@@ -660,8 +666,12 @@ def _train(cfg: Config, resume: bool, group: Group, device: torch.device, may_re
         train_one_epoch(run, state, epoch, progress)
         dev_start = time.time()
         dev = evaluate_loss_and_wer(model, dev_loader, vocab, loss_fn, device, group)
+        seconds = progress.seconds + time.time() - dev_start
+        state.spent += seconds
         if epoch == 0 and t.time_budget:
-            _fit_time_budget(run, state, progress.seconds + time.time() - dev_start)
+            _fit_time_budget(run, state, seconds)
+        elif t.time_budget and epoch + 1 < state.epochs:
+            _refit_time_budget(run, state, epoch + 1, seconds)
         if group.main:
             end_epoch(run, state, epoch, progress, dev)
         barrier(group)  # the other ranks wait for rank 0's checkpoint
@@ -693,15 +703,42 @@ def _fit_time_budget(run: _Run, state: TrainState, first_epoch_seconds: float) -
     t = run.cfg.train
     fits = int(t.time_budget // max(first_epoch_seconds, 1e-9))
     epochs = gather(min(t.epochs, max(t.min_epochs, fits)), run.group)[0]
-    state.epochs = epochs
-    _set_total_steps(state.sched, _total_steps(run.sampler, t, epochs))
-    run.cfg = replace(run.cfg, train=replace(t, epochs=epochs))
-    if run.group.main:
-        save_config(run.cfg, run.exp / "config.yaml")
+    _set_run_length(run, state, epochs)
     shorter = " (epoch 1's learning rate then decays a little sooner)" if epochs < t.epochs else ""
     log.info(f"train.time_budget {t.time_budget:.0f} s: epoch 1 took {first_epoch_seconds:.0f} s with dev, so "
              f"{epochs} epochs of at most {t.epochs} (train.min_epochs {t.min_epochs}); `train.epochs={epochs} "
              f"train.time_budget=0` trains as long{shorter}")
+
+
+def epochs_within_budget(budget: float, spent: float, done: int, last: float, planned: int, floor: int) -> int:
+    """The run's length after `done` epochs that took `spent` seconds, the last of them `last`: `planned` while
+    the epochs left fit in `budget` at the last one's pace (or overrun it by at most BUDGET_SLACK), else as many
+    as fit (at least `floor` and `done`). Never longer than planned: it only catches a host that slowed down."""
+    if spent + (planned - done) * last <= budget * (1 + BUDGET_SLACK):
+        return planned
+    return max(floor, done, min(planned, done + int(max(0.0, budget - spent) // max(last, 1e-9))))
+
+
+def _refit_time_budget(run: _Run, state: TrainState, done: int, last_seconds: float) -> None:
+    """After a later epoch of a run with `train.time_budget`: shorten the run if the host has slowed so that the
+    epochs left no longer fit (see `epochs_within_budget`), ending the cosine at the new last epoch."""
+    t = run.cfg.train
+    epochs = gather(epochs_within_budget(t.time_budget, state.spent, done, last_seconds, state.epochs,
+                                         t.min_epochs), run.group)[0]
+    if epochs == state.epochs:
+        return
+    log.info(f"train.time_budget {t.time_budget:.0f} s: {done} epochs took {state.spent:.0f} s, the last "
+             f"{last_seconds:.0f} s, so {epochs} epochs instead of {state.epochs}")
+    _set_run_length(run, state, epochs)
+
+
+def _set_run_length(run: _Run, state: TrainState, epochs: int) -> None:
+    """The run trains `epochs` epochs: its cosine ends at the last of them, and config.yaml says so."""
+    state.epochs = epochs
+    _set_total_steps(state.sched, _total_steps(run.sampler, run.cfg.train, epochs))
+    run.cfg = replace(run.cfg, train=replace(run.cfg.train, epochs=epochs))
+    if run.group.main:
+        save_config(run.cfg, run.exp / "config.yaml")
 
 
 def train_one_epoch(run: _Run, state: TrainState, epoch: int, progress: EpochProgress) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asr.allocator import find_tcmalloc
 from asr.audio import load_audio
@@ -69,26 +71,59 @@ def test_resume_continues(trained, tmp_path):
 def test_time_budget_keeps_the_epochs_that_fit(corpus, tmp_path):
     """train.time_budget: after epoch 1 the run keeps the epochs that fit at its pace (here none: at least
     train.min_epochs), its cosine ends at the last of them, and the log, config.yaml and checkpoint say how many;
-    --resume keeps that length rather than the config's train.epochs."""
+    the later epochs' check keeps the floor too; --resume keeps that length rather than the config's train.epochs."""
     import torch
     from omegaconf import OmegaConf
 
     exp = tmp_path / "exp"
     args = ["train", str(ROOT / "conf" / "ds2_tiny.yaml"), f"exp_dir={exp}", f"data.train_manifest={corpus['train']}",
-            f"data.dev_manifest={corpus['dev']}", "train.epochs=3", "train.time_budget=0.001", "train.min_epochs=2",
+            f"data.dev_manifest={corpus['dev']}", "train.epochs=4", "train.time_budget=0.001", "train.min_epochs=3",
             *TINY]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "train.time_budget 0 s: epoch 1 took" in proc.stderr and "so 2 epochs of at most 3" in proc.stderr
+    assert "train.time_budget 0 s: epoch 1 took" in proc.stderr and "so 3 epochs of at most 4" in proc.stderr
+    assert "epochs instead of" not in proc.stderr  # already at the floor: the later check cannot shorten it
     saved = OmegaConf.load(exp / "config.yaml").train
     rows = list(csv.DictReader((exp / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2] and saved.epochs == 2
-    assert float(rows[-1]["lr"]) == pytest.approx(saved.lr * saved.min_lr_ratio)  # the cosine ended at epoch 2
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and saved.epochs == 3
+    assert float(rows[-1]["lr"]) == pytest.approx(saved.lr * saved.min_lr_ratio)  # the cosine ended at epoch 3
     last = torch.load(exp / "last.pt", weights_only=True)
-    assert last["epochs"] == 2 and last["scheduler"]["lr_lambdas"][0]["total_steps"] == last["step"]
+    assert last["epochs"] == 3 and last["scheduler"]["lr_lambdas"][0]["total_steps"] == last["step"]
+    assert last["spent"] > 0 and "spent" not in torch.load(exp / "best.pt", weights_only=True)
     proc = run_cli(*args, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resumed from" in proc.stderr and len(list(csv.DictReader((exp / "metrics.csv").open()))) == 2
+    assert "resumed from" in proc.stderr and len(list(csv.DictReader((exp / "metrics.csv").open()))) == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(budget=st.floats(60, 2000), done=st.integers(1, 7), planned=st.integers(1, 8), floor=st.integers(1, 4),
+       paces=st.lists(st.floats(5, 400), min_size=8, max_size=8))
+def test_a_run_that_slows_is_shortened_to_the_epochs_its_budget_holds(budget, done, planned, floor, paces):
+    """After each later epoch the run keeps its planned length while the epochs left fit at the last epoch's pace
+    (a tenth over the budget allowed), else the most that fit in the budget; never longer, never under its floor
+    or the epochs done."""
+    from asr.training import BUDGET_SLACK, epochs_within_budget
+
+    planned = max(planned, done + 1, floor)  # after epoch 1 the plan is at least the floor
+    spent, last = sum(paces[:done]), paces[done - 1]
+    kept = epochs_within_budget(budget, spent, done, last, planned, floor)
+    assert max(floor, done) <= kept <= planned
+    if spent + (planned - done) * last <= budget * (1 + BUDGET_SLACK):
+        assert kept == planned
+    elif kept > max(floor, done):
+        assert spent + (kept - done) * last <= budget < spent + (kept + 1 - done) * last
+
+
+def test_the_time_budget_on_the_epyc_zen_4s_drifting_hour():
+    """The 2026-12-08 default run (EPYC Zen 4): epoch 1 took 124 s, so 5 epochs of 660 s; then 139, 134, 155 s.
+    Its fifth epoch still fits within the tenth's slack (whole run 19 min 45 s); a host that slowed to 166 s an
+    epoch after a 131-s first one is cut to 4 epochs, and never below train.min_epochs."""
+    from asr.training import epochs_within_budget
+
+    assert [epochs_within_budget(660, sum([124, 139, 134, 155][:d]), d, [124, 139, 134, 155][d - 1], 5, 3)
+            for d in (2, 3, 4)] == [5, 5, 5]
+    assert epochs_within_budget(660, 131 + 166, 2, 166, 5, 3) == 4
+    assert epochs_within_budget(660, 131 + 400, 2, 400, 5, 3) == 3
 
 
 def test_evaluate_cli(trained, corpus, tmp_path):
