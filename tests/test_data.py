@@ -208,7 +208,8 @@ def test_sharded_sampler_covers_every_batch_equally(world, concat_prob):
     for epoch in (0, 1, 2):
         shards = []
         for rank in range(world):
-            s = BucketBatchSampler(durations, 4, seed=7, rank=rank, world=world, draw=EpochDraw(concat_prob=concat_prob))
+            s = BucketBatchSampler(durations, 4, seed=7, rank=rank, world=world,
+                                   draw=EpochDraw(concat_prob=concat_prob))
             for e in range(epoch + 1):  # ranks walk through the epochs as training does
                 s.set_epoch(e)
             shards.append([tuple(b) for b in s])
@@ -217,7 +218,8 @@ def test_sharded_sampler_covers_every_batch_equally(world, concat_prob):
         every = {tuple(b) for b in whole.epoch_batches(epoch)}
         assert set().union(*shards) == every  # nothing dropped; padding repeats at most world - 1 batches
         assert sum(len(x) for x in shards) - len(every) < world
-        s = BucketBatchSampler(durations, 4, seed=7, rank=world - 1, world=world, draw=EpochDraw(concat_prob=concat_prob))
+        s = BucketBatchSampler(durations, 4, seed=7, rank=world - 1, world=world,
+                               draw=EpochDraw(concat_prob=concat_prob))
         s.set_epoch(epoch, skip=2)
         assert [tuple(b) for b in s] == shards[-1][2:]  # resuming inside an epoch
 
